@@ -1,0 +1,53 @@
+/*
+ * Logging: one line per event on stderr, as text (key=value fields) or as
+ * one JSON object per line.
+ *
+ * The level and format are set once at start-up by dg_log_init() and only
+ * read afterwards; this is the one piece of process-wide state, as in
+ * OpenBSD's log.c, so that every module can log without a handle.
+ */
+#ifndef DEVGATE_LOG_H
+#define DEVGATE_LOG_H
+
+#include <stdarg.h>
+
+typedef enum dg_log_level {
+	DG_LOG_ERROR = 0,
+	DG_LOG_WARN = 1,
+	DG_LOG_INFO = 2,
+	DG_LOG_DEBUG = 3,
+} dg_log_level;
+
+typedef enum dg_log_format {
+	DG_LOG_TEXT = 0,
+	DG_LOG_JSON = 1,
+} dg_log_format;
+
+/* Sets the threshold and format. Call before any thread is started. */
+void dg_log_init(dg_log_level level, dg_log_format format);
+
+/* Returns nonzero when a line of this level would be written. */
+int dg_log_enabled(dg_log_level level);
+
+/*
+ * Writes one event. `event` is a short machine-readable name
+ * ("session.established"); `fmt` formats the rest of the line, which in
+ * text is appended as is and in JSON becomes the "msg" field. Use
+ * dg_log_kv() to get structured key=value fields in both formats.
+ */
+void dg_log(dg_log_level level, const char *event, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
+ * Writes one event made of key/value pairs: `kv` holds `n` pairs of
+ * strings (key, value, key, value ...); a NULL value is written as null in
+ * JSON and as "-" in text. Values are quoted and escaped as needed.
+ */
+void dg_log_kv(dg_log_level level, const char *event, const char *const *kv, int n);
+
+#define log_warnx(...) dg_log(DG_LOG_WARN, "warning", __VA_ARGS__)
+#define log_info(...) dg_log(DG_LOG_INFO, "info", __VA_ARGS__)
+#define log_debug(...) dg_log(DG_LOG_DEBUG, "debug", __VA_ARGS__)
+#define log_errorx(...) dg_log(DG_LOG_ERROR, "error", __VA_ARGS__)
+
+#endif
