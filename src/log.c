@@ -1,0 +1,178 @@
+/*
+ * Logging to stderr, one line per event, as text or JSON.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "devgate/log.h"
+
+/* Set once by dg_log_init() before any thread starts; read-only afterwards. */
+static dg_log_level log_threshold = DG_LOG_INFO;
+static dg_log_format log_format = DG_LOG_TEXT;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void
+dg_log_init(dg_log_level level, dg_log_format format)
+{
+	log_threshold = level;
+	log_format = format;
+}
+
+int
+dg_log_enabled(dg_log_level level)
+{
+	return level <= log_threshold;
+}
+
+/* Appends `s` to buf at *pos as a JSON string body (without quotes). */
+static void
+put_json_escaped(char *buf, size_t cap, size_t *pos, const char *s)
+{
+	for (; *s != '\0' && *pos + 7 < cap; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			buf[(*pos)++] = '\\';
+			buf[(*pos)++] = (char)c;
+		} else if (c < 0x20 || c == 0x7f) {
+			*pos += (size_t)snprintf(buf + *pos, cap - *pos, "\\u%04x", c);
+		} else {
+			buf[(*pos)++] = (char)c;
+		}
+	}
+}
+
+/* Appends `s` to buf as a text value: bare when safe, else quoted and escaped. */
+static void
+put_text_value(char *buf, size_t cap, size_t *pos, const char *s)
+{
+	int bare = *s != '\0';
+	for (const char *p = s; *p != '\0'; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c <= 0x20 || c == '"' || c == '=' || c == '\\' || c >= 0x7f)
+			bare = 0;
+	}
+	if (bare) {
+		size_t n = strlen(s);
+		if (*pos + n >= cap)
+			n = cap - *pos - 1;
+		memcpy(buf + *pos, s, n);
+		*pos += n;
+		return;
+	}
+	if (*pos + 2 < cap)
+		buf[(*pos)++] = '"';
+	for (; *s != '\0' && *pos + 6 < cap; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			buf[(*pos)++] = '\\';
+			buf[(*pos)++] = (char)c;
+		} else if (c < 0x20 || c == 0x7f) {
+			*pos += (size_t)snprintf(buf + *pos, cap - *pos, "\\x%02x", c);
+		} else {
+			buf[(*pos)++] = (char)c;
+		}
+	}
+	if (*pos + 1 < cap)
+		buf[(*pos)++] = '"';
+}
+
+static void
+put_raw(char *buf, size_t cap, size_t *pos, const char *s)
+{
+	size_t n = strlen(s);
+	if (*pos + n >= cap)
+		n = cap - *pos - 1;
+	memcpy(buf + *pos, s, n);
+	*pos += n;
+}
+
+static void
+put_timestamp(char *buf, size_t cap, size_t *pos)
+{
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	*pos += strftime(buf + *pos, cap - *pos, "%Y-%m-%dT%H:%M:%S", &tm);
+	*pos += (size_t)snprintf(buf + *pos, cap - *pos, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+/* Writes one event with optional key/value pairs and an optional message. */
+static void
+emit(dg_log_level level, const char *event, const char *const *kv, int n, const char *msg)
+{
+	char buf[2048];
+	size_t pos = 0;
+	const size_t cap = sizeof(buf) - 2;
+
+	if (log_format == DG_LOG_JSON) {
+		put_raw(buf, cap, &pos, "{\"ts\":\"");
+		put_timestamp(buf, cap, &pos);
+		put_raw(buf, cap, &pos, "\",\"level\":\"");
+		put_raw(buf, cap, &pos, level_names[level]);
+		put_raw(buf, cap, &pos, "\",\"event\":\"");
+		put_json_escaped(buf, cap, &pos, event);
+		put_raw(buf, cap, &pos, "\"");
+		for (int i = 0; i + 1 < 2 * n; i += 2) {
+			put_raw(buf, cap, &pos, ",\"");
+			put_json_escaped(buf, cap, &pos, kv[i]);
+			if (kv[i + 1] == NULL) {
+				put_raw(buf, cap, &pos, "\":null");
+				continue;
+			}
+			put_raw(buf, cap, &pos, "\":\"");
+			put_json_escaped(buf, cap, &pos, kv[i + 1]);
+			put_raw(buf, cap, &pos, "\"");
+		}
+		if (msg != NULL) {
+			put_raw(buf, cap, &pos, ",\"msg\":\"");
+			put_json_escaped(buf, cap, &pos, msg);
+			put_raw(buf, cap, &pos, "\"");
+		}
+		put_raw(buf, cap, &pos, "}");
+	} else {
+		put_timestamp(buf, cap, &pos);
+		put_raw(buf, cap, &pos, " level=");
+		put_raw(buf, cap, &pos, level_names[level]);
+		put_raw(buf, cap, &pos, " event=");
+		put_text_value(buf, cap, &pos, event);
+		for (int i = 0; i + 1 < 2 * n; i += 2) {
+			put_raw(buf, cap, &pos, " ");
+			put_raw(buf, cap, &pos, kv[i]);
+			put_raw(buf, cap, &pos, "=");
+			put_text_value(buf, cap, &pos, kv[i + 1] != NULL ? kv[i + 1] : "-");
+		}
+		if (msg != NULL) {
+			put_raw(buf, cap, &pos, " msg=");
+			put_text_value(buf, cap, &pos, msg);
+		}
+	}
+	buf[pos++] = '\n';
+	fwrite(buf, 1, pos, stderr);
+	fflush(stderr);
+}
+
+void
+dg_log(dg_log_level level, const char *event, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	if (!dg_log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	emit(level, event, NULL, 0, msg);
+}
+
+void
+dg_log_kv(dg_log_level level, const char *event, const char *const *kv, int n)
+{
+	if (!dg_log_enabled(level))
+		return;
+	emit(level, event, kv, n, NULL);
+}
