@@ -5,16 +5,16 @@
 CC       ?= cc
 BUILD    ?= build
 WOLFSSL  ?= third_party/wolfssl
-PKGS     := libuv libsqlite3 libcjson libcbor libcoap-3-notls
+PKGS     := libuv sqlite3 libcjson libcbor libcoap-3-notls
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-qual
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 $(WARN) -fstack-protector-strong -D_GNU_SOURCE \
             -Iinclude -I$(WOLFSSL)/include -MMD -MP
-CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CFLAGS   += $(shell pkg-config --cflags $(PKGS))
 LDLIBS   += $(WOLFSSL)/lib/libwolfssl.a \
-            $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+            $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
 SRCS     := $(wildcard src/*.c src/services/*.c)
 LIBSRCS  := $(filter-out src/main.c,$(SRCS))

@@ -35,7 +35,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ -f "$stamp" ] && [ -f "$prefix/lib/libwolfssl.a" ]; then
+# What the build below is made with; a change of it rebuilds wolfSSL.
+wolfssl_cppflags="-DWOLFSSL_STATIC_PSK -DWOLFSSL_ALT_NAMES -DWOLFSSL_DTLS_DROP_STATS"
+recipe="wolfssl trixie; $(sed -n '/^\.\/configure/,/make -j/p' "$0" | md5sum | cut -c1-16); $wolfssl_cppflags"
+if [ -f "$stamp" ] && [ -f "$prefix/lib/libwolfssl.a" ] && [ "$(cat "$stamp")" = "$recipe" ]; then
 	exit 0
 fi
 
@@ -76,10 +79,10 @@ if [ "$(uname -m)" = x86_64 ]; then asm+=(--enable-intelasm); fi
 	--enable-session-ticket --enable-crl --enable-sni --enable-chacha \
 	--enable-poly1305 --enable-supportedcurves --enable-certgen --enable-keygen --disable-examples \
 	--disable-crypttests --disable-benchmark \
-	CPPFLAGS="-DWOLFSSL_STATIC_PSK -DWOLFSSL_ALT_NAMES" >"$work/configure.log"
+	CPPFLAGS="$wolfssl_cppflags" >"$work/configure.log"
 make -j"$(nproc)" >"$work/make.log" 2>&1
 rm -rf "$prefix"
 make install >"$work/install.log" 2>&1
 cp "$srcdir/debian/changelog" "$prefix/debian-changelog" 2>/dev/null || true
-touch "$stamp"
+printf '%s\n' "$recipe" >"$stamp"
 echo "deps: wolfSSL $(basename "$srcdir") installed in $prefix"

@@ -56,6 +56,8 @@ put_text_value(char *buf, size_t cap, size_t *pos, const char *s)
 	}
 	if (bare) {
 		size_t n = strlen(s);
+		if (*pos + 1 >= cap)
+			return;
 		if (*pos + n >= cap)
 			n = cap - *pos - 1;
 		memcpy(buf + *pos, s, n);
@@ -83,6 +85,8 @@ static void
 put_raw(char *buf, size_t cap, size_t *pos, const char *s)
 {
 	size_t n = strlen(s);
+	if (*pos + 1 >= cap)
+		return;
 	if (*pos + n >= cap)
 		n = cap - *pos - 1;
 	memcpy(buf + *pos, s, n);

@@ -72,7 +72,7 @@ dg_wheel_advance(dg_wheel *w, uint64_t now_ms, void (*fire)(dg_wheel_entry *e, v
 		 * whatever `fire` schedules lands in the wheel proper and is
 		 * not visited again in this pass.
 		 */
-		dg_wheel_entry due = {&due, &due, 0};
+		dg_wheel_entry due = {&due, &due, 0, 0};
 		for (dg_wheel_entry *e = head->next, *next; e != head; e = next) {
 			next = e->next;
 			if (e->deadline_ms / DG_WHEEL_TICK_MS > w->now_tick)

@@ -21,6 +21,8 @@
 #define DG_COAP_EXCHANGE_LIFETIME_MS 247000u
 /* Duplicate-detection entries kept per session. */
 #define DG_COAP_DEDUP_SLOTS 8
+/* The least body_cap a handler is given. */
+#define DG_COAP_MIN_BODY 1280
 
 enum dg_coap_type { DG_COAP_CON = 0, DG_COAP_NON = 1, DG_COAP_ACK = 2, DG_COAP_RST = 3 };
 
@@ -153,6 +155,12 @@ uint16_t dg_coap_next_mid(dg_coap *c);
  * options the response carries (in option-number order) and the body.
  * Returns 0 and sets *outlen, or -ENOBUFS, or -EINVAL for a token over 8
  * bytes.
+ *
+ * A NULL `resp` encodes an empty message (code 0.00, no options, no
+ * body), e.g. an RST. An option value past what its option can carry
+ * (Observe, Block1, Block2 over 2^24-1, Content-Format over 65535, Max-Age
+ * and Size1 over 2^32-1) is -EINVAL too; a negative one means "absent".
+ * The body may lie inside `out` (it is moved into place first).
  */
 int dg_coap_encode(uint8_t type, uint16_t mid, const uint8_t *token, size_t token_len,
 		   const dg_coap_response *resp, uint8_t *out, size_t outcap, size_t *outlen);

@@ -17,6 +17,7 @@
 
 typedef struct dg_wheel_entry {
 	struct dg_wheel_entry *next, *prev; /* prev == NULL: not scheduled. */
+	int tag; /* The owner's: which of its timers this is. Untouched by the wheel. */
 	uint64_t deadline_ms;
 } dg_wheel_entry;
 

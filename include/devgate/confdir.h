@@ -1,0 +1,36 @@
+/*
+ * The projects directory: projects_dir/<slug>/ with psk.json (and, with
+ * later issues, project.json, cas/ and crls/). Read into the store at
+ * start; the registry is then built from the store.
+ */
+#ifndef DEVGATE_CONFDIR_H
+#define DEVGATE_CONFDIR_H
+
+#include <stddef.h>
+
+#include "devgate/store.h"
+
+/*
+ * Parses one psk.json of project `slug` from `text`. `path` is used in
+ * messages. On success returns 0 and sets *entries (free with
+ * dg_confdir_psk_free) and *n. On failure returns -EINVAL and writes
+ * "<path>: [<index>].<key>: <reason>" (or "<path>: <reason>") into err;
+ * the file is then rejected whole.
+ */
+int dg_confdir_parse_psk(const char *path, const char *slug, const char *text, size_t len,
+			 dg_psk_entry **entries, size_t *n, char *err, size_t errlen);
+
+/* Frees what dg_confdir_parse_psk() returned. */
+void dg_confdir_psk_free(dg_psk_entry *entries, size_t n);
+
+/*
+ * Imports every project directory under `dir` into the store: a project
+ * row per valid directory, and each psk.json synced. A directory or file
+ * that cannot be used is logged with its path and reason and skipped; what
+ * the store already holds for it stays in force. Sets *n_errors to the
+ * number of such problems. Returns 0, or a negative errno when `dir`
+ * itself cannot be read or the store fails.
+ */
+int dg_confdir_import(const char *dir, dg_store *st, int *n_errors);
+
+#endif

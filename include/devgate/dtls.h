@@ -1,0 +1,76 @@
+/*
+ * DTLS with wolfSSL: the shared context (suites, server certificate, PSK
+ * callback), the custom I/O that feeds wolfSSL the datagram at hand and
+ * sends through libuv, and a bounds-checked reader of DTLS record headers
+ * used to route datagrams before wolfSSL sees them.
+ *
+ * wolfSSL never touches a socket.
+ */
+#ifndef DEVGATE_DTLS_H
+#define DEVGATE_DTLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
+/* The wolfSSL names of the suites devgate offers, most preferred first. */
+#define DG_DTLS_CIPHER_LIST                                                                   \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-CCM:ECDHE-ECDSA-AES128-CCM-8:"      \
+	"PSK-AES128-CCM-8:PSK-AES128-CCM:PSK-AES128-GCM-SHA256:PSK-AES128-CBC-SHA256:"        \
+	"PSK-CHACHA20-POLY1305:ECDHE-PSK-AES128-CBC-SHA256:ECDHE-PSK-CHACHA20-POLY1305"
+
+/*
+ * Per-WOLFSSL I/O state: where to send, and the one datagram wolfSSL may
+ * read next. Owned by whoever owns the WOLFSSL object.
+ */
+typedef struct dg_dtls_io {
+	uv_udp_t *udp; /* Borrowed: the socket the peer talks to. */
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	const uint8_t *rx; /* Borrowed for one wolfSSL call; NULL when consumed. */
+	size_t rx_len;
+	void *owner; /* The session this I/O belongs to, or NULL for a listener. */
+	uint64_t tx_datagrams;
+	uint64_t tx_errors;
+} dg_dtls_io;
+
+/*
+ * Makes the shared server context: DTLS 1.2, the suite list above, the
+ * certificate chain and key from PEM files, the custom I/O callbacks and
+ * `psk_cb` as the PSK server callback. Returns 0 and sets *out, or a
+ * negative errno with a reason in err.
+ */
+int dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callback psk_cb,
+		    WOLFSSL_CTX **out, char *err, size_t errlen);
+
+/* Points a WOLFSSL object's reads and writes at `io`. */
+void dg_dtls_set_io(WOLFSSL *ssl, dg_dtls_io *io);
+
+/* Returns the dg_dtls_io a WOLFSSL object reads and writes through. */
+dg_dtls_io *dg_dtls_get_io(WOLFSSL *ssl);
+
+/* What the first record of a datagram says about itself. */
+typedef struct dg_dtls_record {
+	uint8_t content_type; /* 20 ccs, 21 alert, 22 handshake, 23 data, 25 tls12_cid */
+	uint16_t version;     /* 0xfefd for DTLS 1.2, 0xfeff for 1.0 */
+	uint16_t epoch;
+	uint16_t length; /* Of this record's fragment. */
+	int handshake_type; /* First handshake message type when content_type is 22
+			       and epoch is 0, else -1. */
+} dg_dtls_record;
+
+/*
+ * Reads the header of the first DTLS record in `buf`. Returns 0 and fills
+ * *rec, or -EPROTO when the datagram is too short, not a DTLS version,
+ * carries an unknown content type, or its record length overruns it.
+ */
+int dg_dtls_peek(const uint8_t *buf, size_t len, dg_dtls_record *rec);
+
+/* Returns 1 when the datagram starts with an epoch-0 ClientHello record. */
+int dg_dtls_is_client_hello(const uint8_t *buf, size_t len);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * The server: one libuv loop, its UDP sockets, the peer and device
+ * tables, the timer wheel, signals, and the stateless cookie exchange in
+ * front of every session.
+ */
+#ifndef DEVGATE_SERVER_H
+#define DEVGATE_SERVER_H
+
+#include <uv.h>
+
+#include "devgate/config.h"
+#include "devgate/registry.h"
+#include "devgate/store.h"
+
+typedef struct dg_server dg_server;
+
+/*
+ * Creates a server on `loop`: makes the DTLS context from the PEM files,
+ * binds every listen address of `cfg` and installs its signal handlers.
+ * `cfg` and `store` are borrowed for the server's life; `reg` is taken
+ * over (one reference). Returns 0 and sets *out, or a negative errno with
+ * a reason in err.
+ */
+int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registry *reg,
+		  const char *cert_pem, const char *key_pem, dg_server **out, char *err,
+		  size_t errlen);
+
+/*
+ * Starts receiving. The caller then runs the loop; it returns once a
+ * SIGTERM or SIGINT has closed every session and handle.
+ */
+int dg_server_start(dg_server *srv);
+
+/* Frees a server whose loop has finished. NULL is a no-op. */
+void dg_server_free(dg_server *srv);
+
+#endif

@@ -1,0 +1,94 @@
+/*
+ * One DTLS peer: its address, its wolfSSL object, its state, its device
+ * identity once the handshake proves one, its CoAP message layer and its
+ * timers. The server owns sessions and their tables; a session tells the
+ * server what happened through the callbacks in its dg_session_env.
+ */
+#ifndef DEVGATE_SESSION_H
+#define DEVGATE_SESSION_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "devgate/config.h"
+#include "devgate/dtls.h"
+#include "devgate/registry.h"
+#include "devgate/store.h"
+#include "devgate/wheel.h"
+
+typedef struct dg_session dg_session;
+
+typedef enum dg_session_state {
+	DG_SESSION_HANDSHAKE = 0, /* Cookie verified, handshake under way. */
+	DG_SESSION_ESTABLISHED,   /* Handshake done, identity known. */
+	DG_SESSION_CLOSED,        /* Unlinked; freed on the server's next pass. */
+} dg_session_state;
+
+/* Timer tags on the wheel entries sessions embed. */
+enum { DG_TIMER_SESSION_RTX = 1, DG_TIMER_SESSION_LIFE = 2 };
+
+/* What a session needs from its server; borrowed for the session's life. */
+typedef struct dg_session_env {
+	const dg_config *cfg;
+	dg_wheel *wheel;
+	dg_store *store;
+	void *owner;
+	/* The handshake completed with a known device; the owner links it. */
+	void (*established)(void *owner, dg_session *s);
+	/*
+	 * The session closed; the owner unlinks it now and frees it later.
+	 * `was_established` tells whether it had completed its handshake.
+	 */
+	void (*closed)(void *owner, dg_session *s, int was_established);
+} dg_session_env;
+
+/*
+ * Creates a session around `ssl`, a WOLFSSL object that has just verified
+ * a ClientHello's cookie (taken over, with ownership, from a listener).
+ * Points its I/O at the session, sends from `udp` to `peer`, and takes a
+ * reference on `reg`. Returns 0 or -ENOMEM (ssl is then still the
+ * caller's).
+ */
+int dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *udp,
+		   const struct sockaddr *peer, dg_registry *reg, uint64_t now_ms,
+		   dg_session **out);
+
+/*
+ * Feeds one datagram to the session (NULL/0 to resume a handshake after
+ * the listener handed it over). Runs the handshake or reads application
+ * records and answers CoAP. May close the session (the env's closed
+ * callback runs before this returns); the session stays allocated.
+ */
+void dg_session_input(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms);
+
+/*
+ * Closes the session: sends close_notify when `notify` and it is
+ * established, cancels its timers, logs `reason` and calls the env's
+ * closed callback. A no-op when already closed.
+ */
+void dg_session_close(dg_session *s, const char *reason, int notify);
+
+/* Handles a fired wheel entry that a session embeds. */
+void dg_session_timer(dg_wheel_entry *e, uint64_t now_ms);
+
+/*
+ * Frees a session that never went live (no callback has seen it) without
+ * freeing its WOLFSSL object, which stays the caller's.
+ */
+void dg_session_discard(dg_session *s);
+
+/* Frees a closed session. NULL is a no-op. */
+void dg_session_free(dg_session *s);
+
+dg_session_state dg_session_get_state(const dg_session *s);
+const struct sockaddr *dg_session_peer(const dg_session *s);
+/* The device's ID once the PSK is accepted (kept after close), else -1. */
+int64_t dg_session_device_id(const dg_session *s);
+uint64_t dg_session_id(const dg_session *s);
+const char *dg_session_peer_text(const dg_session *s);
+
+/* Used by the server's PSK callback. */
+unsigned int dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
+				   unsigned int max_key_len);
+
+#endif

@@ -1,0 +1,558 @@
+/*
+ * The server loop: sockets, peer table, cookie exchange, timers, signals.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
+#include "devgate/confdir.h"
+#include "devgate/dtls.h"
+#include "devgate/log.h"
+#include "devgate/map.h"
+#include "devgate/server.h"
+#include "devgate/session.h"
+#include "devgate/wheel.h"
+
+#define RX_BUF_SIZE 65536
+#define COOKIE_SECRET_LEN 32
+#define COOKIE_ROTATE_MS (5 * 60 * 1000)
+/* How often a repeated warning about refused handshakes may be logged. */
+#define WARN_INTERVAL_MS 10000
+
+typedef struct listener {
+	uv_udp_t udp;
+	dg_server *srv;
+	WOLFSSL *ssl;        /* The listening object: answers ClientHellos statelessly. */
+	dg_dtls_io io;       /* Its I/O: the datagram at hand and its sender. */
+	dg_session *handed;  /* Set by the ClientHello callback on a verified cookie. */
+	const struct sockaddr *from;
+} listener;
+
+struct dg_server {
+	uv_loop_t *loop;
+	const dg_config *cfg;
+	dg_store *store;
+	dg_registry *reg;
+	WOLFSSL_CTX *ctx;
+	listener listeners[DG_CONFIG_MAX_LISTEN];
+	size_t n_listeners;
+	dg_session_env env;
+	dg_map *peers;   /* Address -> session: what an address's records go to. */
+	dg_map *pending; /* Address -> a handshake that will replace peers' entry. */
+	dg_map *devices; /* Device ID -> its one established session. */
+	dg_session **graveyard;
+	size_t n_graveyard, cap_graveyard;
+	size_t n_handshakes; /* Half-open: created, neither established nor closed. */
+	dg_wheel wheel;
+	uv_timer_t tick;
+	uv_check_t reaper;
+	uv_signal_t sigterm, sigint, sighup;
+	uint8_t cookie_secret[COOKIE_SECRET_LEN];
+	uint64_t cookie_rotated_ms;
+	uint64_t next_session_id;
+	uint64_t last_full_warning_ms;
+	uint64_t refused_full; /* ClientHellos dropped at a limit since the last warning. */
+	int stopping;
+	uint8_t rx[RX_BUF_SIZE];
+};
+
+static int
+listener_reset(listener *l)
+{
+	dg_server *srv = l->srv;
+	if (l->ssl != NULL)
+		wolfSSL_free(l->ssl);
+	l->ssl = wolfSSL_new(srv->ctx);
+	if (l->ssl == NULL)
+		return -ENOMEM;
+	dg_dtls_set_io(l->ssl, &l->io);
+	wolfSSL_dtls_set_using_nonblock(l->ssl, 1);
+	/* Unlike most of wolfSSL, this one returns 0 on success. */
+	if (wolfSSL_DTLS_SetCookieSecret(l->ssl, srv->cookie_secret, COOKIE_SECRET_LEN) != 0)
+		return -EIO;
+	return 0;
+}
+
+static int
+ch_good(WOLFSSL *ssl, void *arg);
+
+static int
+listener_new_ssl(listener *l)
+{
+	int rc = listener_reset(l);
+	if (rc == 0 && wolfDTLS_SetChGoodCb(l->ssl, ch_good, l) != WOLFSSL_SUCCESS)
+		rc = -EIO;
+	return rc;
+}
+
+static void
+rotate_cookie_secret(dg_server *srv, uint64_t now)
+{
+	if (getrandom(srv->cookie_secret, sizeof(srv->cookie_secret), 0) !=
+	    (ssize_t)sizeof(srv->cookie_secret))
+		return; /* Keep the old secret rather than a weak one. */
+	srv->cookie_rotated_ms = now;
+	for (size_t i = 0; i < srv->n_listeners; i++)
+		if (srv->listeners[i].ssl != NULL)
+			wolfSSL_DTLS_SetCookieSecret(srv->listeners[i].ssl, srv->cookie_secret,
+						     COOKIE_SECRET_LEN);
+}
+
+/*
+ * The ClientHello carried a valid cookie: the peer owns its address. Only
+ * now does a session exist for it; the listening object becomes that
+ * session's and the listener gets a fresh one after wolfSSL_accept()
+ * returns.
+ */
+static int
+ch_good(WOLFSSL *ssl, void *arg)
+{
+	listener *l = arg;
+	dg_server *srv = l->srv;
+	dg_session *s = NULL;
+	dg_map_key key;
+
+	if (srv->n_handshakes >= srv->cfg->limits.max_handshakes)
+		return -1;
+	if (dg_session_new(&srv->env, ++srv->next_session_id, ssl, &l->udp, l->from, srv->reg,
+			   uv_now(srv->loop), &s) != 0)
+		return -1;
+	dg_map_key_addr(&key, l->from);
+	dg_map *table = dg_map_get(srv->peers, &key) != NULL ? srv->pending : srv->peers;
+	void *old = NULL;
+	if (dg_map_put(table, &key, s, &old) != 0) {
+		/* The listener keeps its object; the session never went live. */
+		dg_session_discard(s);
+		dg_dtls_set_io(ssl, &l->io);
+		return -1;
+	}
+	if (old != NULL)
+		dg_session_close(old, "superseded by a newer handshake from the same address", 0);
+	srv->n_handshakes++;
+	l->handed = s;
+	return 0;
+}
+
+static void
+warn_full(dg_server *srv, const char *what)
+{
+	uint64_t now = uv_now(srv->loop);
+	srv->refused_full++;
+	if (now - srv->last_full_warning_ms < WARN_INTERVAL_MS && srv->last_full_warning_ms != 0)
+		return;
+	dg_log(DG_LOG_WARN, "handshake.refused", "%s reached; %llu ClientHellos dropped", what,
+	       (unsigned long long)srv->refused_full);
+	srv->refused_full = 0;
+	srv->last_full_warning_ms = now;
+}
+
+/* A ClientHello from an address with no session (or a new one from a known address). */
+static void
+listen_datagram(listener *l, const uint8_t *buf, size_t len, const struct sockaddr *from)
+{
+	dg_server *srv = l->srv;
+	socklen_t alen;
+
+	if (!dg_dtls_is_client_hello(buf, len))
+		return;
+	if (dg_map_count(srv->peers) + dg_map_count(srv->pending) >=
+	    srv->cfg->limits.max_sessions) {
+		warn_full(srv, "limits.max_sessions");
+		return;
+	}
+	if (srv->n_handshakes >= srv->cfg->limits.max_handshakes) {
+		warn_full(srv, "limits.max_handshakes");
+		return;
+	}
+	if (l->ssl == NULL && listener_new_ssl(l) != 0)
+		return;
+	alen = from->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					   : sizeof(struct sockaddr_in);
+	memcpy(&l->io.peer, from, alen);
+	l->io.peer_len = alen;
+	l->io.rx = buf;
+	l->io.rx_len = len;
+	l->from = from;
+	/* The cookie is bound to this exact address. */
+	wolfSSL_dtls_set_peer(l->ssl, (void *)(uintptr_t)from, alen);
+	int ret = wolfSSL_accept(l->ssl);
+	l->io.rx = NULL;
+	l->from = NULL;
+	if (l->handed != NULL) {
+		dg_session *s = l->handed;
+		l->handed = NULL;
+		l->ssl = NULL;
+		if (listener_new_ssl(l) != 0)
+			dg_log(DG_LOG_ERROR, "listener.error", "cannot make a listening DTLS object");
+		/* Let the session see how the ClientHello went and arm its timers. */
+		dg_session_input(s, NULL, 0, uv_now(srv->loop));
+		return;
+	}
+	int err = wolfSSL_get_error(l->ssl, ret);
+	if (err != WOLFSSL_ERROR_WANT_READ && err != WOLFSSL_ERROR_WANT_WRITE) {
+		/* A ClientHello it would not take: start from a clean object. */
+		if (listener_new_ssl(l) != 0)
+			dg_log(DG_LOG_ERROR, "listener.error", "cannot make a listening DTLS object");
+	}
+}
+
+static void
+alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	listener *l = h->data;
+	(void)suggested;
+	*buf = uv_buf_init((char *)l->srv->rx, sizeof(l->srv->rx));
+}
+
+static void
+recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
+	unsigned flags)
+{
+	listener *l = udp->data;
+	dg_server *srv = l->srv;
+	const uint8_t *data = (const uint8_t *)buf->base;
+	dg_map_key key;
+
+	if (nread <= 0 || from == NULL || (flags & UV_UDP_PARTIAL) || srv->stopping)
+		return;
+	if (from->sa_family != AF_INET && from->sa_family != AF_INET6)
+		return;
+	/*
+	 * Records are routed by address. A record with a Connection ID
+	 * (content type 25) will be routed by a CID table first when CIDs
+	 * are negotiated; until then it falls through to the address.
+	 */
+	dg_map_key_addr(&key, from);
+	dg_session *pending = dg_map_get(srv->pending, &key);
+	dg_session *s = dg_map_get(srv->peers, &key);
+	if (pending != NULL) {
+		/*
+		 * A peer that started a new handshake from this address has
+		 * lost the old session's keys: its records go to the new one.
+		 */
+		dg_session_input(pending, data, (size_t)nread, uv_now(srv->loop));
+		return;
+	}
+	if (s != NULL && dg_session_get_state(s) == DG_SESSION_ESTABLISHED &&
+	    dg_dtls_is_client_hello(data, (size_t)nread)) {
+		/* A new handshake; the old session stays until this one completes. */
+		listen_datagram(l, data, (size_t)nread, from);
+		return;
+	}
+	if (s != NULL) {
+		dg_session_input(s, data, (size_t)nread, uv_now(srv->loop));
+		return;
+	}
+	listen_datagram(l, data, (size_t)nread, from);
+}
+
+static void
+on_established(void *owner, dg_session *s)
+{
+	dg_server *srv = owner;
+	dg_map_key key;
+	void *old = NULL;
+
+	srv->n_handshakes--;
+	dg_map_key_addr(&key, dg_session_peer(s));
+	if (dg_map_get(srv->pending, &key) == s) {
+		dg_map_del(srv->pending, &key);
+		dg_session *prev = dg_map_get(srv->peers, &key);
+		if (prev != NULL)
+			dg_session_close(prev, "replaced by a new handshake from the same address",
+					 0);
+		if (dg_map_put(srv->peers, &key, s, NULL) != 0) {
+			dg_session_close(s, "out of memory", 1);
+			return;
+		}
+	}
+	dg_map_key_u64(&key, (uint64_t)dg_session_device_id(s));
+	if (dg_map_put(srv->devices, &key, s, &old) != 0) {
+		dg_session_close(s, "out of memory", 1);
+		return;
+	}
+	if (old != NULL && old != s)
+		dg_session_close(old, "replaced by a new session of the same device", 1);
+}
+
+static void
+on_closed(void *owner, dg_session *s, int was_established)
+{
+	dg_server *srv = owner;
+	dg_map_key key;
+
+	if (!was_established)
+		srv->n_handshakes--;
+	dg_map_key_addr(&key, dg_session_peer(s));
+	if (dg_map_get(srv->peers, &key) == s)
+		dg_map_del(srv->peers, &key);
+	if (dg_map_get(srv->pending, &key) == s)
+		dg_map_del(srv->pending, &key);
+	if (dg_session_device_id(s) >= 0) {
+		dg_map_key_u64(&key, (uint64_t)dg_session_device_id(s));
+		if (dg_map_get(srv->devices, &key) == s)
+			dg_map_del(srv->devices, &key);
+	}
+	if (srv->n_graveyard == srv->cap_graveyard) {
+		size_t cap = srv->cap_graveyard ? srv->cap_graveyard * 2 : 64;
+		dg_session **g = realloc(srv->graveyard, cap * sizeof(*g));
+		if (g == NULL) {
+			/* Leak rather than free what a caller up the stack may still use. */
+			dg_log(DG_LOG_ERROR, "server.error", "out of memory; a session leaks");
+			return;
+		}
+		srv->graveyard = g;
+		srv->cap_graveyard = cap;
+	}
+	srv->graveyard[srv->n_graveyard++] = s;
+}
+
+/* Frees closed sessions; called where no callback is using them. */
+static void
+reap(dg_server *srv)
+{
+	for (size_t i = 0; i < srv->n_graveyard; i++)
+		dg_session_free(srv->graveyard[i]);
+	srv->n_graveyard = 0;
+}
+
+static void
+reap_cb(uv_check_t *h)
+{
+	reap(h->data);
+}
+
+static void
+fire_cb(dg_wheel_entry *e, void *arg)
+{
+	dg_server *srv = arg;
+	dg_session_timer(e, uv_now(srv->loop));
+}
+
+static void
+tick_cb(uv_timer_t *t)
+{
+	dg_server *srv = t->data;
+	uint64_t now = uv_now(srv->loop);
+
+	dg_wheel_advance(&srv->wheel, now, fire_cb, srv);
+	if (now - srv->cookie_rotated_ms >= COOKIE_ROTATE_MS)
+		rotate_cookie_secret(srv, now);
+}
+
+typedef struct collect {
+	dg_session **v;
+	size_t n, cap;
+} collect;
+
+static void
+collect_cb(void *v, void *arg)
+{
+	collect *c = arg;
+	if (c->n < c->cap)
+		c->v[c->n++] = v;
+}
+
+/* Closes every session (with close_notify to established ones). */
+static void
+close_all(dg_server *srv, const char *reason)
+{
+	collect c = {0};
+	c.cap = dg_map_count(srv->peers) + dg_map_count(srv->pending);
+	if (c.cap == 0)
+		return;
+	c.v = calloc(c.cap, sizeof(*c.v));
+	if (c.v == NULL)
+		return;
+	dg_map_each(srv->peers, collect_cb, &c);
+	dg_map_each(srv->pending, collect_cb, &c);
+	for (size_t i = 0; i < c.n; i++)
+		dg_session_close(c.v[i], reason, 1);
+	free(c.v);
+}
+
+static void
+shutdown_server(dg_server *srv, int signum)
+{
+	if (srv->stopping) {
+		dg_log(DG_LOG_WARN, "server.exit", "second signal %d: exiting at once", signum);
+		_exit(0);
+	}
+	srv->stopping = 1;
+	dg_log(DG_LOG_INFO, "server.stopping", "signal %d: closing %zu sessions", signum,
+	       dg_map_count(srv->peers) + dg_map_count(srv->pending));
+	close_all(srv, "server shutting down");
+	reap(srv);
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		uv_udp_recv_stop(&srv->listeners[i].udp);
+		uv_close((uv_handle_t *)&srv->listeners[i].udp, NULL);
+	}
+	uv_close((uv_handle_t *)&srv->tick, NULL);
+	uv_close((uv_handle_t *)&srv->reaper, NULL);
+	uv_close((uv_handle_t *)&srv->sigterm, NULL);
+	uv_close((uv_handle_t *)&srv->sigint, NULL);
+	uv_close((uv_handle_t *)&srv->sighup, NULL);
+}
+
+/* SIGHUP: re-read the projects directory and swap in a new registry snapshot. */
+static void
+reload(dg_server *srv)
+{
+	int n_errors = 0;
+	dg_registry *reg = NULL;
+	int rc = dg_confdir_import(srv->cfg->projects_dir, srv->store, &n_errors);
+	if (rc == 0)
+		rc = dg_registry_build(srv->store, &reg);
+	if (rc != 0) {
+		dg_log(DG_LOG_ERROR, "reload.failed", "keeping the running configuration: %s",
+		       strerror(-rc));
+		return;
+	}
+	dg_registry_unref(srv->reg);
+	srv->reg = reg;
+	dg_log(DG_LOG_INFO, "reload.done", "%zu PSK credentials, %d files skipped",
+	       dg_registry_psk_count(reg), n_errors);
+}
+
+static void
+signal_cb(uv_signal_t *h, int signum)
+{
+	dg_server *srv = h->data;
+	if (signum == SIGHUP)
+		reload(srv);
+	else
+		shutdown_server(srv, signum);
+}
+
+static int
+bind_listener(dg_server *srv, listener *l, const dg_listen_addr *a, char *err, size_t errlen)
+{
+	int rc;
+
+	l->srv = srv;
+	rc = uv_udp_init_ex(srv->loop, &l->udp, a->addr.ss_family);
+	if (rc != 0) {
+		snprintf(err, errlen, "listen %s: %s", a->text, uv_strerror(rc));
+		return rc;
+	}
+	/* Counted from here on, so that a failure below closes the handle. */
+	srv->n_listeners++;
+	l->udp.data = l;
+	l->io.udp = &l->udp;
+	rc = uv_udp_bind(&l->udp, (const struct sockaddr *)&a->addr,
+			 a->addr.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
+	if (rc != 0) {
+		snprintf(err, errlen, "listen %s: %s", a->text, uv_strerror(rc));
+		return rc;
+	}
+	rc = listener_new_ssl(l);
+	if (rc != 0)
+		snprintf(err, errlen, "%s: cannot make a listening DTLS object", a->text);
+	return rc;
+}
+
+int
+dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registry *reg,
+	      const char *cert_pem, const char *key_pem, dg_server **out, char *err,
+	      size_t errlen)
+{
+	dg_server *srv = calloc(1, sizeof(*srv));
+	int rc;
+
+	if (srv == NULL)
+		return -ENOMEM;
+	srv->loop = loop;
+	srv->cfg = cfg;
+	srv->store = store;
+	srv->reg = reg;
+	srv->env = (dg_session_env){
+		.cfg = cfg,
+		.wheel = &srv->wheel,
+		.store = store,
+		.owner = srv,
+		.established = on_established,
+		.closed = on_closed,
+	};
+	dg_wheel_init(&srv->wheel, uv_now(loop));
+	rotate_cookie_secret(srv, uv_now(loop));
+	if (dg_map_new(&srv->peers) != 0 || dg_map_new(&srv->pending) != 0 ||
+	    dg_map_new(&srv->devices) != 0) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = dg_dtls_ctx_new(cert_pem, key_pem, dg_session_psk_lookup, &srv->ctx, err, errlen);
+	if (rc != 0)
+		goto fail;
+	for (size_t i = 0; i < cfg->n_listen; i++) {
+		rc = bind_listener(srv, &srv->listeners[i], &cfg->listen[i], err, errlen);
+		if (rc != 0)
+			goto fail;
+	}
+	uv_timer_init(loop, &srv->tick);
+	srv->tick.data = srv;
+	uv_check_init(loop, &srv->reaper);
+	srv->reaper.data = srv;
+	uv_signal_init(loop, &srv->sigterm);
+	uv_signal_init(loop, &srv->sigint);
+	uv_signal_init(loop, &srv->sighup);
+	srv->sigterm.data = srv->sigint.data = srv->sighup.data = srv;
+	*out = srv;
+	return 0;
+fail:
+	/* Close what was bound; the caller runs the loop once to finish the closes. */
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		if (!uv_is_closing((uv_handle_t *)&srv->listeners[i].udp))
+			uv_close((uv_handle_t *)&srv->listeners[i].udp, NULL);
+	}
+	uv_run(loop, UV_RUN_DEFAULT);
+	srv->n_listeners = 0;
+	srv->reg = NULL; /* Still the caller's on failure. */
+	dg_server_free(srv);
+	return rc;
+}
+
+int
+dg_server_start(dg_server *srv)
+{
+	int rc;
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		rc = uv_udp_recv_start(&srv->listeners[i].udp, alloc_cb, recv_cb);
+		if (rc != 0)
+			return rc;
+	}
+	uv_timer_start(&srv->tick, tick_cb, DG_WHEEL_TICK_MS, DG_WHEEL_TICK_MS);
+	uv_check_start(&srv->reaper, reap_cb);
+	uv_signal_start(&srv->sigterm, signal_cb, SIGTERM);
+	uv_signal_start(&srv->sigint, signal_cb, SIGINT);
+	uv_signal_start(&srv->sighup, signal_cb, SIGHUP);
+	for (size_t i = 0; i < srv->cfg->n_listen; i++)
+		dg_log(DG_LOG_INFO, "server.listening", "udp %s, DTLS 1.2, %zu PSK credentials",
+		       srv->cfg->listen[i].text, dg_registry_psk_count(srv->reg));
+	return 0;
+}
+
+void
+dg_server_free(dg_server *srv)
+{
+	if (srv == NULL)
+		return;
+	reap(srv);
+	free(srv->graveyard);
+	for (size_t i = 0; i < DG_CONFIG_MAX_LISTEN; i++)
+		if (srv->listeners[i].ssl != NULL)
+			wolfSSL_free(srv->listeners[i].ssl);
+	if (srv->ctx != NULL)
+		wolfSSL_CTX_free(srv->ctx);
+	dg_map_free(srv->peers);
+	dg_map_free(srv->pending);
+	dg_map_free(srv->devices);
+	dg_registry_unref(srv->reg);
+	explicit_bzero(srv->cookie_secret, sizeof(srv->cookie_secret));
+	free(srv);
+}
