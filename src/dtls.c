@@ -45,6 +45,17 @@ io_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
 }
 
 void
+dg_dtls_send_fatal_alert(dg_dtls_io *io, uint8_t desc)
+{
+	/*
+	 * Type 21 (alert), DTLS 1.2, epoch 0, a sequence number above any the
+	 * handshake used so the peer's replay window accepts it, length 2.
+	 */
+	uint8_t rec[15] = {21, 0xfe, 0xfd, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 2, desc};
+	io_send(NULL, (char *)rec, (int)sizeof(rec), io);
+}
+
+void
 dg_dtls_set_io(WOLFSSL *ssl, dg_dtls_io *io)
 {
 	wolfSSL_SetIOReadCtx(ssl, io);

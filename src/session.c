@@ -250,7 +250,7 @@ established(dg_session *s, uint64_t now_ms)
 		 * verified during the handshake once projects carry CAs; until
 		 * then such a session is refused.
 		 */
-		wolfSSL_SendUserCanceled(s->ssl);
+		wolfSSL_shutdown(s->ssl);
 		handshake_failed(s, "no device identity (no PSK, no client certificate)");
 		return;
 	}
@@ -331,7 +331,7 @@ dg_session_input(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms)
 					 * The client's Finished did not decrypt under
 					 * the key we hold for its identity.
 					 */
-					wolfSSL_SendUserCanceled(s->ssl);
+					dg_dtls_send_fatal_alert(&s->io, 51 /* decrypt_error */);
 					handshake_failed(s, "wrong key");
 					return;
 				}

@@ -53,6 +53,15 @@ void dg_dtls_set_io(WOLFSSL *ssl, dg_dtls_io *io);
 /* Returns the dg_dtls_io a WOLFSSL object reads and writes through. */
 dg_dtls_io *dg_dtls_get_io(WOLFSSL *ssl);
 
+/*
+ * Sends a fatal alert as a plaintext epoch-0 record. For a handshake that
+ * fails before the server's ChangeCipherSpec, where wolfSSL has no public
+ * call to send one and the peer still reads epoch 0 (a wrong PSK, found
+ * when the client's Finished does not decrypt). `desc` is the RFC 5246
+ * AlertDescription.
+ */
+void dg_dtls_send_fatal_alert(dg_dtls_io *io, uint8_t desc);
+
 /* What the first record of a datagram says about itself. */
 typedef struct dg_dtls_record {
 	uint8_t content_type; /* 20 ccs, 21 alert, 22 handshake, 23 data, 25 tls12_cid */

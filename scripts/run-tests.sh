@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs every test against the binaries in BUILD (default build/): the Check
+# unit tests, the fuzz targets over their corpora, and the integration
+# tests that start the daemon on loopback. Prints one summary line,
+# "N passed, N failed", and exits non-zero on any failure.
+set -u
+build=${1:-build}
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+passed=0
+failed=0
+failures=()
+
+for t in "$build"/tests/check_*; do
+	[ -x "$t" ] || continue
+	out=$(CK_DEFAULT_TIMEOUT=30 "$t" 2>&1)
+	rc=$?
+	echo "$out" | grep -E '^[0-9]+%: Checks:|:[EF]:' || true
+	line=$(echo "$out" | grep -E '^[0-9]+%: Checks:' | tail -n 1)
+	n=$(echo "$line" | sed -n 's/.*Checks: \([0-9]*\).*/\1/p')
+	f=$(echo "$line" | sed -n 's/.*Failures: \([0-9]*\).*/\1/p')
+	e=$(echo "$line" | sed -n 's/.*Errors: \([0-9]*\).*/\1/p')
+	n=${n:-0} f=${f:-0} e=${e:-0}
+	if [ "$rc" -ne 0 ] && [ $((f + e)) -eq 0 ]; then e=1; fi
+	passed=$((passed + n - f - e))
+	failed=$((failed + f + e))
+	[ $((f + e)) -eq 0 ] || failures+=("$(basename "$t")")
+done
+
+for f in "$build"/fuzz/fuzz_*; do
+	[ -x "$f" ] || continue
+	name=$(basename "$f")
+	corpus="tests/fuzz/corpus/${name#fuzz_}"
+	if out=$("$f" "$corpus" 2>&1); then
+		echo "ok   $name: $out"
+		passed=$((passed + 1))
+	else
+		echo "FAIL $name: $out"
+		failed=$((failed + 1))
+		failures+=("$name")
+	fi
+done
+
+it=$(mktemp)
+python3 tests/integration/gateway_test.py "$build" | tee "$it"
+rc=${PIPESTATUS[0]}
+n=$(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$it")
+f=$(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$it")
+rm -f "$it"
+if [ -z "$n" ]; then
+	n=0
+	f=1
+fi
+if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then f=1; fi
+passed=$((passed + n))
+failed=$((failed + f))
+[ "$f" -eq 0 ] || failures+=("integration")
+
+if [ "${#failures[@]}" -gt 0 ]; then
+	echo "failed: ${failures[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
