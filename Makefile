@@ -9,10 +9,11 @@ PKGS     := libuv sqlite3 libcjson libcbor libcoap-3-notls
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-qual
+# CFLAGS is the caller's (optimisation, sanitizers); DG_CFLAGS is what the
+# code needs whatever CFLAGS says.
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 $(WARN) -fstack-protector-strong -D_GNU_SOURCE \
-            -Iinclude -I$(WOLFSSL)/include -MMD -MP
-CFLAGS   += $(shell pkg-config --cflags $(PKGS))
+DG_CFLAGS := -std=gnu11 $(WARN) -fstack-protector-strong -D_GNU_SOURCE \
+            -Iinclude -I$(WOLFSSL)/include -MMD -MP $(shell pkg-config --cflags $(PKGS))
 LDLIBS   += $(WOLFSSL)/lib/libwolfssl.a \
             $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
@@ -22,7 +23,7 @@ LIBOBJS  := $(LIBSRCS:%.c=$(BUILD)/%.o)
 UNITS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/check_*.c))
 FUZZERS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps run check unit integration fuzz-smoke asan ubsan clean format install
+.PHONY: all deps run check units fuzzers asan ubsan check-build clean format
 
 all: $(BUILD)/devgate
 
@@ -34,9 +35,13 @@ run: deps
 	@scripts/first-run.sh conf/devgate.json
 	exec $(BUILD)/devgate serve -c conf/devgate.json
 
+# The whole suite runs twice: on the normal build, and on a build with
+# AddressSanitizer and UndefinedBehaviorSanitizer (leaks included, since the
+# integration tests stop the daemon with SIGTERM and expect exit 0).
 check: deps
 	@$(MAKE) --no-print-directory all units fuzzers
-	@scripts/run-tests.sh $(BUILD)
+	@$(MAKE) --no-print-directory BUILD=build-san CFLAGS="$(SANFLAGS)" all units fuzzers
+	@scripts/run-tests.sh $(BUILD) build-san
 
 units: $(UNITS)
 fuzzers: $(FUZZERS)
@@ -46,11 +51,11 @@ $(BUILD)/libdevgate.a: $(LIBOBJS)
 	$(AR) rcs $@ $^
 
 $(BUILD)/devgate: $(BUILD)/src/main.o $(BUILD)/libdevgate.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(DG_CFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/src/%.o: src/%.c $(BUILD)/src/schema.inc
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -I$(BUILD)/src -c -o $@ $<
+	$(CC) $(DG_CFLAGS) $(CFLAGS) -I$(BUILD)/src -c -o $@ $<
 
 # The SQL migrations are compiled into the binary, one string per file,
 # in the order of their numbered names.
@@ -60,17 +65,19 @@ $(BUILD)/src/schema.inc: $(sort $(wildcard sql/*.sql)) scripts/embed-sql.sh
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdevgate.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdevgate.a $(LDLIBS) $(shell pkg-config --libs check)
+	$(CC) $(DG_CFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libdevgate.a $(LDLIBS) $(shell pkg-config --libs check)
 
 # Fuzz targets: built here with a small driver that replays a corpus, so
 # `make check` runs them on every input; `make fuzz` builds them for
 # libFuzzer with clang.
 $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/driver.c $(BUILD)/libdevgate.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< tests/fuzz/driver.c $(BUILD)/libdevgate.a $(LDLIBS)
+	$(CC) $(DG_CFLAGS) $(CFLAGS) -o $@ $< tests/fuzz/driver.c $(BUILD)/libdevgate.a $(LDLIBS)
+
+SANFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 
 asan:
-	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address -fno-omit-frame-pointer" check-build
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address" check-build
 ubsan:
 	$(MAKE) BUILD=build-ubsan CFLAGS="-O1 -g -fsanitize=undefined -fno-sanitize-recover=all" check-build
 
@@ -81,6 +88,6 @@ format:
 	clang-format -i src/*.c src/services/*.c include/devgate/*.h tests/unit/*.c tests/fuzz/*.c
 
 clean:
-	rm -rf build build-asan build-ubsan
+	rm -rf build build-san build-asan build-ubsan
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Runs every test against the binaries in BUILD (default build/): the Check
-# unit tests, the fuzz targets over their corpora, and the integration
-# tests that start the daemon on loopback. Prints one summary line,
-# "N passed, N failed", and exits non-zero on any failure.
+# Runs every test against the binaries in each BUILD directory given
+# (default build/): the Check unit tests, the fuzz targets over their
+# corpora, and the integration tests that start the daemon on loopback.
+# Prints one summary line, "N passed, N failed", and exits non-zero on any
+# failure.
 set -u
-build=${1:-build}
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+[ $# -gt 0 ] || set -- build
 passed=0
 failed=0
 failures=()
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+for build in "$@"; do
+echo "== tests on $build"
 
 for t in "$build"/tests/check_*; do
 	[ -x "$t" ] || continue
@@ -24,7 +30,7 @@ for t in "$build"/tests/check_*; do
 	if [ "$rc" -ne 0 ] && [ $((f + e)) -eq 0 ]; then e=1; fi
 	passed=$((passed + n - f - e))
 	failed=$((failed + f + e))
-	[ $((f + e)) -eq 0 ] || failures+=("$(basename "$t")")
+	[ $((f + e)) -eq 0 ] || failures+=("$t")
 done
 
 for f in "$build"/fuzz/fuzz_*; do
@@ -37,7 +43,7 @@ for f in "$build"/fuzz/fuzz_*; do
 	else
 		echo "FAIL $name: $out"
 		failed=$((failed + 1))
-		failures+=("$name")
+		failures+=("$f")
 	fi
 done
 
@@ -54,7 +60,8 @@ fi
 if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then f=1; fi
 passed=$((passed + n))
 failed=$((failed + f))
-[ "$f" -eq 0 ] || failures+=("integration")
+[ "$f" -eq 0 ] || failures+=("integration($build)")
+done
 
 if [ "${#failures[@]}" -gt 0 ]; then
 	echo "failed: ${failures[*]}"

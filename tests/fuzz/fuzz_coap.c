@@ -71,7 +71,7 @@ handler(void *ctx, const dg_coap_request *req, dg_coap_response *resp)
 static void
 feed(dg_coap *c, const uint8_t *data, size_t len, uint64_t now_ms, size_t outcap)
 {
-	static uint8_t out[4096];
+	uint8_t out[4096];
 	uint8_t *msg;
 	size_t outlen = 0;
 	coap_pdu_t *pdu;
