@@ -381,6 +381,52 @@ def test_handshake_limits(d):
         sock.close()
 
 
+def _s_client_live(d, cipher="PSK-AES128-CCM8", bind=None):
+    cmd = ["openssl", "s_client", "-dtls1_2", "-connect", "127.0.0.1:%d" % d.port,
+           "-psk_identity", "dev1@acme", "-psk", KEY.encode().hex(), "-cipher", cipher]
+    if bind:
+        cmd += ["-bind", bind]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+def test_new_handshake_from_same_address(d):
+    """A device that lost its session (killed, no close_notify) and comes
+    back from the same address and port replaces the old session once the
+    new handshake completes."""
+    port = free_port()
+    first = _s_client_live(d, bind="127.0.0.1:%d" % port)
+    try:
+        assert d.wait_log(r"session.established session=1 "), d.logtext()
+    finally:
+        first.kill()
+        first.wait()
+    second = _s_client_live(d, bind="127.0.0.1:%d" % port)
+    try:
+        assert d.wait_log(r"session.established session=2 "), d.logtext()
+        assert d.wait_log(r'session.closed session=1 .*reason="replaced by a new handshake from the same address"'), d.logtext()
+        assert second.poll() is None
+    finally:
+        second.kill()
+        second.wait()
+
+
+def test_idle_timeout(d):
+    """A session with no traffic is closed (with close_notify) after idle_timeout_s."""
+    live = _s_client_live(d)
+    try:
+        assert d.wait_log(r"session.established"), d.logtext()
+        t0 = time.time()
+        assert d.wait_log(r'session.closed .*reason="idle timeout"', 14), d.logtext()
+        assert time.time() - t0 >= 8.5, time.time() - t0
+        out, _ = live.communicate(timeout=5)
+        assert b"closed" in out.lower() or live.returncode is not None
+    finally:
+        if live.poll() is None:
+            live.kill()
+            live.wait()
+
+
 TESTS = [
     (test_well_known_core_openssl, {}),
     (test_well_known_core_gnutls, {}),
@@ -401,6 +447,8 @@ TESTS = [
     (test_bad_psk_file_skipped,
      {"extra_projects": {"gamma": [{"identity": "x@acme", "device": "x", "key": "k"}]}}),
     (test_handshake_limits, {"limits": {"max_handshakes": 1, "handshake_timeout_s": 2}}),
+    (test_new_handshake_from_same_address, {}),
+    (test_idle_timeout, {"limits": {"idle_timeout_s": 10}}),
 ]
 
 
