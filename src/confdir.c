@@ -14,7 +14,7 @@
 #include "devgate/log.h"
 #include "devgate/registry.h"
 
-#define PSK_FILE_MAX (4u << 20)
+#define PSK_FILE_MAX    (4u << 20)
 #define DEVICE_NAME_MAX 128
 
 static int
@@ -62,7 +62,7 @@ dg_confdir_psk_free(dg_psk_entry *entries, size_t n)
 /* Parses one element of the psk.json array into *e. */
 static int
 parse_entry(const cJSON *item, size_t idx, const char *path, const char *slug, dg_psk_entry *e,
-	    char *err, size_t errlen)
+            char *err, size_t errlen)
 {
 	const cJSON *f;
 	const char *id = NULL, *dev = NULL, *key = NULL, *key_hex = NULL;
@@ -89,7 +89,8 @@ parse_entry(const cJSON *item, size_t idx, const char *path, const char *slug, d
 			return -EINVAL;
 		}
 		if (!cJSON_IsString(f)) {
-			snprintf(err, errlen, "%s: [%zu].%s: must be a string", path, idx, f->string);
+			snprintf(err, errlen, "%s: [%zu].%s: must be a string", path, idx,
+			         f->string);
 			return -EINVAL;
 		}
 		*slot = f->valuestring;
@@ -100,13 +101,14 @@ parse_entry(const cJSON *item, size_t idx, const char *path, const char *slug, d
 	}
 	if (dg_identity_split(id, strlen(id), &pid, &pid_len, &pslug, &pslug_len) != 0) {
 		snprintf(err, errlen,
-			 "%s: [%zu].identity: must be <psk-id>@<project-slug>, at most %d bytes", path,
-			 idx, DG_PSK_MAX_IDENTITY);
+		         "%s: [%zu].identity: must be <psk-id>@<project-slug>, at most %d bytes",
+		         path, idx, DG_PSK_MAX_IDENTITY);
 		return -EINVAL;
 	}
 	if (strlen(slug) != pslug_len || memcmp(slug, pslug, pslug_len) != 0) {
-		snprintf(err, errlen, "%s: [%zu].identity: must end in @%s, the project of this directory",
-			 path, idx, slug);
+		snprintf(err, errlen,
+		         "%s: [%zu].identity: must end in @%s, the project of this directory", path,
+		         idx, slug);
 		return -EINVAL;
 	}
 	if (dev == NULL) {
@@ -115,12 +117,12 @@ parse_entry(const cJSON *item, size_t idx, const char *path, const char *slug, d
 	}
 	if (!device_name_valid(dev)) {
 		snprintf(err, errlen, "%s: [%zu].device: must be 1..%d printable bytes", path, idx,
-			 DEVICE_NAME_MAX);
+		         DEVICE_NAME_MAX);
 		return -EINVAL;
 	}
 	if ((key == NULL) == (key_hex == NULL)) {
 		snprintf(err, errlen, "%s: [%zu]: exactly one of key and key_hex is required", path,
-			 idx);
+		         idx);
 		return -EINVAL;
 	}
 	uint8_t buf[DG_PSK_MAX_KEY];
@@ -129,22 +131,22 @@ parse_entry(const cJSON *item, size_t idx, const char *path, const char *slug, d
 		klen = strlen(key);
 		if (klen == 0 || klen > DG_PSK_MAX_KEY) {
 			snprintf(err, errlen, "%s: [%zu].key: must be 1..%d bytes", path, idx,
-				 DG_PSK_MAX_KEY);
+			         DG_PSK_MAX_KEY);
 			return -EINVAL;
 		}
 		memcpy(buf, key, klen);
 	} else {
 		size_t hl = strlen(key_hex);
 		if (hl == 0 || hl % 2 != 0 || hl / 2 > DG_PSK_MAX_KEY) {
-			snprintf(err, errlen, "%s: [%zu].key_hex: must be 2..%d hex digits, even", path,
-				 idx, 2 * DG_PSK_MAX_KEY);
+			snprintf(err, errlen, "%s: [%zu].key_hex: must be 2..%d hex digits, even",
+			         path, idx, 2 * DG_PSK_MAX_KEY);
 			return -EINVAL;
 		}
 		for (size_t i = 0; i < hl; i += 2) {
 			int hi = hexval(key_hex[i]), lo = hexval(key_hex[i + 1]);
 			if (hi < 0 || lo < 0) {
 				snprintf(err, errlen, "%s: [%zu].key_hex: must be hex digits", path,
-					 idx);
+				         idx);
 				explicit_bzero(buf, sizeof(buf));
 				return -EINVAL;
 			}
@@ -167,7 +169,7 @@ parse_entry(const cJSON *item, size_t idx, const char *path, const char *slug, d
 
 int
 dg_confdir_parse_psk(const char *path, const char *slug, const char *text, size_t len,
-		     dg_psk_entry **entries, size_t *n, char *err, size_t errlen)
+                     dg_psk_entry **entries, size_t *n, char *err, size_t errlen)
 {
 	cJSON *root = cJSON_ParseWithLength(text, len);
 	dg_psk_entry *out = NULL;
@@ -203,8 +205,8 @@ dg_confdir_parse_psk(const char *path, const char *slug, const char *text, size_
 			goto out;
 		for (size_t j = 0; j < i; j++) {
 			if (strcmp(out[j].identity, out[i].identity) == 0) {
-				snprintf(err, errlen, "%s: [%zu].identity: %s repeats [%zu]", path, i,
-					 out[i].identity, j);
+				snprintf(err, errlen, "%s: [%zu].identity: %s repeats [%zu]", path,
+				         i, out[i].identity, j);
 				rc = -EINVAL;
 				goto out;
 			}
@@ -276,8 +278,8 @@ import_project(const char *dir, const char *slug, dg_store *st)
 	explicit_bzero(text, len);
 	free(text);
 	if (rc == -EINVAL) {
-		dg_log(DG_LOG_ERROR, "config.rejected", "%s (file skipped; what it gave before stays)",
-		       err);
+		dg_log(DG_LOG_ERROR, "config.rejected",
+		       "%s (file skipped; what it gave before stays)", err);
 		return 1;
 	}
 	if (rc != 0)
@@ -297,7 +299,8 @@ dg_confdir_import(const char *dir, dg_store *st, int *n_errors)
 	*n_errors = 0;
 	if (d == NULL) {
 		rc = -errno;
-		dg_log(DG_LOG_ERROR, "config.rejected", "%s: cannot read: %s", dir, strerror(errno));
+		dg_log(DG_LOG_ERROR, "config.rejected", "%s: cannot read: %s", dir,
+		       strerror(errno));
 		return rc;
 	}
 	while ((de = readdir(d)) != NULL) {
@@ -311,7 +314,8 @@ dg_confdir_import(const char *dir, dg_store *st, int *n_errors)
 			continue;
 		if (!dg_slug_valid(de->d_name)) {
 			dg_log(DG_LOG_ERROR, "config.rejected",
-			       "%s: not a valid project slug ([a-z0-9][a-z0-9-]{0,62}); skipped", path);
+			       "%s: not a valid project slug ([a-z0-9][a-z0-9-]{0,62}); skipped",
+			       path);
 			(*n_errors)++;
 			continue;
 		}

@@ -130,13 +130,12 @@ make_ca(WC_RNG *rng, ecc_key *key, const char *cert_path)
  * iPAddress 127.0.0.1 }.
  */
 static const unsigned char server_alt_names[] = {
-	0x30, 0x11, 0x82, 0x09, 'l', 'o', 'c', 'a', 'l', 'h', 'o',
-	's',  't',  0x87, 0x04, 127, 0,   0,   1,
+        0x30, 0x11, 0x82, 0x09, 'l',  'o', 'c', 'a', 'l', 'h',
+        'o',  's',  't',  0x87, 0x04, 127, 0,   0,   1,
 };
 
 static int
-make_server(WC_RNG *rng, ecc_key *ca_key, const char *ca_path, ecc_key *key,
-	    const char *cert_path)
+make_server(WC_RNG *rng, ecc_key *ca_key, const char *ca_path, ecc_key *key, const char *cert_path)
 {
 	unsigned char pem[PEM_MAX], ca_der[DER_MAX], der[DER_MAX];
 	size_t len;
@@ -221,7 +220,7 @@ dg_devcert_ensure(const char *dir, dg_devcert_paths *p, char *err, size_t errlen
 			rc = make_ca(&rng, &ca_key, p->ca_cert);
 		if (rc != 0) {
 			snprintf(err, errlen, "%s: cannot create the development CA: %s", dir,
-				 strerror(-rc));
+			         strerror(-rc));
 			goto out;
 		}
 	}
@@ -230,7 +229,7 @@ dg_devcert_ensure(const char *dir, dg_devcert_paths *p, char *err, size_t errlen
 		rc = make_server(&rng, &ca_key, p->ca_cert, &key, p->server_cert);
 	if (rc != 0) {
 		snprintf(err, errlen, "%s: cannot create the server certificate: %s", dir,
-			 strerror(-rc));
+		         strerror(-rc));
 		goto out;
 	}
 	p->created = 1;

@@ -70,7 +70,7 @@ dg_dtls_get_io(WOLFSSL *ssl)
 
 int
 dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callback psk_cb,
-		WOLFSSL_CTX **out, char *err, size_t errlen)
+                WOLFSSL_CTX **out, char *err, size_t errlen)
 {
 	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfDTLSv1_2_server_method());
 	int rc = -EINVAL;
@@ -81,7 +81,7 @@ dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callbac
 	}
 	if (wolfSSL_CTX_set_cipher_list(ctx, DG_DTLS_CIPHER_LIST) != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "wolfSSL lacks a required cipher suite (%s)",
-			 DG_DTLS_CIPHER_LIST);
+		         DG_DTLS_CIPHER_LIST);
 		goto out;
 	}
 	if (wolfSSL_CTX_use_certificate_chain_file(ctx, cert_pem) != WOLFSSL_SUCCESS) {
@@ -95,7 +95,7 @@ dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callbac
 	}
 	if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "%s: does not match the certificate in %s", key_pem,
-			 cert_pem);
+		         cert_pem);
 		goto out;
 	}
 	wolfSSL_CTX_SetIORecv(ctx, io_recv);

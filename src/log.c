@@ -27,9 +27,12 @@ dg_log_enabled(dg_log_level level)
 	return level <= log_threshold;
 }
 
-/* Appends `s` to buf at *pos as a JSON string body (without quotes). */
+/*
+ * Appends `s` to buf at *pos with quotes and backslashes escaped and
+ * control characters written as \u00XX (JSON) or \xXX (text).
+ */
 static void
-put_json_escaped(char *buf, size_t cap, size_t *pos, const char *s)
+put_escaped(char *buf, size_t cap, size_t *pos, const char *s, int json)
 {
 	for (; *s != '\0' && *pos + 7 < cap; s++) {
 		unsigned char c = (unsigned char)*s;
@@ -37,11 +40,18 @@ put_json_escaped(char *buf, size_t cap, size_t *pos, const char *s)
 			buf[(*pos)++] = '\\';
 			buf[(*pos)++] = (char)c;
 		} else if (c < 0x20 || c == 0x7f) {
-			*pos += (size_t)snprintf(buf + *pos, cap - *pos, "\\u%04x", c);
+			*pos += (size_t)snprintf(buf + *pos, cap - *pos, json ? "\\u%04x" : "\\x%02x",
+						 c);
 		} else {
 			buf[(*pos)++] = (char)c;
 		}
 	}
+}
+
+static void
+put_json_escaped(char *buf, size_t cap, size_t *pos, const char *s)
+{
+	put_escaped(buf, cap, pos, s, 1);
 }
 
 /* Appends `s` to buf as a text value: bare when safe, else quoted and escaped. */
@@ -66,17 +76,7 @@ put_text_value(char *buf, size_t cap, size_t *pos, const char *s)
 	}
 	if (*pos + 2 < cap)
 		buf[(*pos)++] = '"';
-	for (; *s != '\0' && *pos + 6 < cap; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
-			buf[(*pos)++] = '\\';
-			buf[(*pos)++] = (char)c;
-		} else if (c < 0x20 || c == 0x7f) {
-			*pos += (size_t)snprintf(buf + *pos, cap - *pos, "\\x%02x", c);
-		} else {
-			buf[(*pos)++] = (char)c;
-		}
-	}
+	put_escaped(buf, cap, pos, s, 0);
 	if (*pos + 1 < cap)
 		buf[(*pos)++] = '"';
 }

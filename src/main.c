@@ -30,8 +30,8 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: devgate serve -c FILE\n"
-		   "       devgate devices list -c FILE [--json]\n"
-		   "       devgate --version\n");
+	           "       devgate devices list -c FILE [--json]\n"
+	           "       devgate --version\n");
 }
 
 /* Parses "-c FILE" and "--json" from argv; returns 0, or -EINVAL after printing usage. */
@@ -39,10 +39,10 @@ static int
 parse_common(int argc, char **argv, const char **config, int *json)
 {
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"config", required_argument, NULL, 'c'},
+	        {"json", no_argument, NULL, 'j'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	int c;
 
@@ -125,13 +125,14 @@ cmd_serve(int argc, char **argv)
 	if (cert == NULL) {
 		char certdir[4200];
 		snprintf(certdir, sizeof(certdir), "%s/dev-certs",
-			 dir_of(cfg->database, dbdir, sizeof(dbdir)));
+		         dir_of(cfg->database, dbdir, sizeof(dbdir)));
 		rc = dg_devcert_ensure(certdir, &dev, err, sizeof(err));
 		if (rc != 0) {
 			dg_log(DG_LOG_ERROR, "devcert.error", "%s", err);
 			goto out;
 		}
-		dg_log(DG_LOG_INFO, "devcert", "%s development certificate; devices should trust %s",
+		dg_log(DG_LOG_INFO, "devcert",
+		       "%s development certificate; devices should trust %s",
 		       dev.created ? "created a" : "using the", dev.ca_cert);
 		cert = dev.server_cert;
 		key = dev.server_key;

@@ -49,7 +49,7 @@ dg_slug_valid(const char *slug)
 
 int
 dg_identity_split(const char *identity, size_t len, const char **id, size_t *id_len,
-		  const char **slug, size_t *slug_len)
+                  const char **slug, size_t *slug_len)
 {
 	char buf[DG_SLUG_MAX + 1];
 	size_t at = len;

@@ -7,13 +7,13 @@
 
 #include "devgate/router.h"
 
-#define M_GET (1u << DG_COAP_GET)
-#define M_POST (1u << DG_COAP_POST)
-#define M_PUT (1u << DG_COAP_PUT)
+#define M_GET    (1u << DG_COAP_GET)
+#define M_POST   (1u << DG_COAP_POST)
+#define M_PUT    (1u << DG_COAP_PUT)
 #define M_DELETE (1u << DG_COAP_DELETE)
 
 typedef void (*route_fn)(const dg_route_ctx *rc, const dg_coap_request *req,
-			 dg_coap_response *resp);
+                         dg_coap_response *resp);
 
 typedef struct route {
 	const char *segments[4]; /* NULL-terminated prefix. */
@@ -24,10 +24,10 @@ typedef struct route {
 } route;
 
 static void well_known_core(const dg_route_ctx *rc, const dg_coap_request *req,
-			    dg_coap_response *resp);
+                            dg_coap_response *resp);
 
 static const route routes[] = {
-	{{".well-known", "core", NULL}, 0, M_GET, well_known_core, ";ct=40"},
+        {{".well-known", "core", NULL}, 0, M_GET, well_known_core, ";ct=40"},
 };
 
 static void

@@ -19,18 +19,18 @@
 #include "devgate/session.h"
 #include "devgate/wheel.h"
 
-#define RX_BUF_SIZE 65536
+#define RX_BUF_SIZE       65536
 #define COOKIE_SECRET_LEN 32
-#define COOKIE_ROTATE_MS (5 * 60 * 1000)
+#define COOKIE_ROTATE_MS  (5 * 60 * 1000)
 /* How often a repeated warning about refused handshakes may be logged. */
 #define WARN_INTERVAL_MS 10000
 
 typedef struct listener {
 	uv_udp_t udp;
 	dg_server *srv;
-	WOLFSSL *ssl;        /* The listening object: answers ClientHellos statelessly. */
-	dg_dtls_io io;       /* Its I/O: the datagram at hand and its sender. */
-	dg_session *handed;  /* Set by the ClientHello callback on a verified cookie. */
+	WOLFSSL *ssl;       /* The listening object: answers ClientHellos statelessly. */
+	dg_dtls_io io;      /* Its I/O: the datagram at hand and its sender. */
+	dg_session *handed; /* Set by the ClientHello callback on a verified cookie. */
 	const struct sockaddr *from;
 } listener;
 
@@ -79,8 +79,7 @@ listener_reset(listener *l)
 	return 0;
 }
 
-static int
-ch_good(WOLFSSL *ssl, void *arg);
+static int ch_good(WOLFSSL *ssl, void *arg);
 
 static int
 listener_new_ssl(listener *l)
@@ -101,7 +100,7 @@ rotate_cookie_secret(dg_server *srv, uint64_t now)
 	for (size_t i = 0; i < srv->n_listeners; i++)
 		if (srv->listeners[i].ssl != NULL)
 			wolfSSL_DTLS_SetCookieSecret(srv->listeners[i].ssl, srv->cookie_secret,
-						     COOKIE_SECRET_LEN);
+			                             COOKIE_SECRET_LEN);
 }
 
 /*
@@ -121,7 +120,7 @@ ch_good(WOLFSSL *ssl, void *arg)
 	if (srv->n_handshakes >= srv->cfg->limits.max_handshakes)
 		return -1;
 	if (dg_session_new(&srv->env, ++srv->next_session_id, ssl, &l->udp, l->from, srv->reg,
-			   uv_now(srv->loop), &s) != 0)
+	                   uv_now(srv->loop), &s) != 0)
 		return -1;
 	dg_map_key_addr(&key, l->from);
 	dg_map *table = dg_map_get(srv->peers, &key) != NULL ? srv->pending : srv->peers;
@@ -173,7 +172,7 @@ listen_datagram(listener *l, const uint8_t *buf, size_t len, const struct sockad
 	if (l->ssl == NULL && listener_new_ssl(l) != 0)
 		return;
 	alen = from->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-					   : sizeof(struct sockaddr_in);
+	                                   : sizeof(struct sockaddr_in);
 	memcpy(&l->io.peer, from, alen);
 	l->io.peer_len = alen;
 	l->io.rx = buf;
@@ -189,7 +188,8 @@ listen_datagram(listener *l, const uint8_t *buf, size_t len, const struct sockad
 		l->handed = NULL;
 		l->ssl = NULL;
 		if (listener_new_ssl(l) != 0)
-			dg_log(DG_LOG_ERROR, "listener.error", "cannot make a listening DTLS object");
+			dg_log(DG_LOG_ERROR, "listener.error",
+			       "cannot make a listening DTLS object");
 		/* Let the session see how the ClientHello went and arm its timers. */
 		dg_session_input(s, NULL, 0, uv_now(srv->loop));
 		return;
@@ -198,7 +198,8 @@ listen_datagram(listener *l, const uint8_t *buf, size_t len, const struct sockad
 	if (err != WOLFSSL_ERROR_WANT_READ && err != WOLFSSL_ERROR_WANT_WRITE) {
 		/* A ClientHello it would not take: start from a clean object. */
 		if (listener_new_ssl(l) != 0)
-			dg_log(DG_LOG_ERROR, "listener.error", "cannot make a listening DTLS object");
+			dg_log(DG_LOG_ERROR, "listener.error",
+			       "cannot make a listening DTLS object");
 	}
 }
 
@@ -212,7 +213,7 @@ alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void
 recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
-	unsigned flags)
+        unsigned flags)
 {
 	listener *l = udp->data;
 	dg_server *srv = l->srv;
@@ -266,7 +267,7 @@ on_established(void *owner, dg_session *s)
 		dg_session *prev = dg_map_get(srv->peers, &key);
 		if (prev != NULL)
 			dg_session_close(prev, "replaced by a new handshake from the same address",
-					 0);
+			                 0);
 		if (dg_map_put(srv->peers, &key, s, NULL) != 0) {
 			dg_session_close(s, "out of memory", 1);
 			return;
@@ -446,7 +447,7 @@ bind_listener(dg_server *srv, listener *l, const dg_listen_addr *a, char *err, s
 	l->udp.data = l;
 	l->io.udp = &l->udp;
 	rc = uv_udp_bind(&l->udp, (const struct sockaddr *)&a->addr,
-			 a->addr.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
+	                 a->addr.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
 	if (rc != 0) {
 		snprintf(err, errlen, "listen %s: %s", a->text, uv_strerror(rc));
 		return rc;
@@ -459,8 +460,7 @@ bind_listener(dg_server *srv, listener *l, const dg_listen_addr *a, char *err, s
 
 int
 dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registry *reg,
-	      const char *cert_pem, const char *key_pem, dg_server **out, char *err,
-	      size_t errlen)
+              const char *cert_pem, const char *key_pem, dg_server **out, char *err, size_t errlen)
 {
 	dg_server *srv = calloc(1, sizeof(*srv));
 	int rc;
@@ -472,12 +472,12 @@ dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registr
 	srv->store = store;
 	srv->reg = reg;
 	srv->env = (dg_session_env){
-		.cfg = cfg,
-		.wheel = &srv->wheel,
-		.store = store,
-		.owner = srv,
-		.established = on_established,
-		.closed = on_closed,
+	        .cfg = cfg,
+	        .wheel = &srv->wheel,
+	        .store = store,
+	        .owner = srv,
+	        .established = on_established,
+	        .closed = on_closed,
 	};
 	dg_wheel_init(&srv->wheel, uv_now(loop));
 	rotate_cookie_secret(srv, uv_now(loop));

@@ -54,7 +54,7 @@ format_peer(const struct sockaddr *sa, char *out, size_t cap)
 
 int
 dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *udp,
-	       const struct sockaddr *peer, dg_registry *reg, uint64_t now_ms, dg_session **out)
+               const struct sockaddr *peer, dg_registry *reg, uint64_t now_ms, dg_session **out)
 {
 	dg_session *s = calloc(1, sizeof(*s));
 	if (s == NULL)
@@ -69,7 +69,7 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->ssl = ssl;
 	s->io.udp = udp;
 	s->io.peer_len = peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-						     : sizeof(struct sockaddr_in);
+	                                             : sizeof(struct sockaddr_in);
 	memcpy(&s->io.peer, peer, s->io.peer_len);
 	s->reg = dg_registry_ref(reg);
 	s->created_ms = s->last_rx_ms = now_ms;
@@ -81,7 +81,7 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->io.owner = s;
 	dg_dtls_set_io(ssl, &s->io);
 	dg_wheel_schedule(env->wheel, &s->life,
-			  now_ms + (uint64_t)env->cfg->limits.handshake_timeout_s * 1000);
+	                  now_ms + (uint64_t)env->cfg->limits.handshake_timeout_s * 1000);
 	*out = s;
 	return 0;
 }
@@ -140,7 +140,7 @@ dg_session_peer_text(const dg_session *s)
 /* Logs one session event with the session's peer and, once known, its identity. */
 static void
 log_session(const dg_session *s, dg_log_level level, const char *event, const char *k1,
-	    const char *v1, const char *k2, const char *v2)
+            const char *v1, const char *k2, const char *v2)
 {
 	char sid[24];
 	const char *kv[14];
@@ -172,7 +172,7 @@ log_session(const dg_session *s, dg_log_level level, const char *event, const ch
 
 unsigned int
 dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
-		      unsigned int max_key_len)
+                      unsigned int max_key_len)
 {
 	dg_dtls_io *io = dg_dtls_get_io(ssl);
 	dg_session *s = io != NULL ? io->owner : NULL;
@@ -191,8 +191,8 @@ dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
 	c = dg_registry_find_psk(s->reg, identity, len);
 	if (c == NULL) {
 		s->psk_refusal = dg_registry_has_project(s->reg, slug, slug_len)
-					 ? "unknown PSK identity"
-					 : "unknown project";
+		                         ? "unknown PSK identity"
+		                         : "unknown project";
 		return 0;
 	}
 	if (!c->project_enabled) {
@@ -227,7 +227,7 @@ handshake_failed(dg_session *s, const char *reason)
 	else
 		detail[0] = '\0';
 	log_session(s, DG_LOG_WARN, "session.failed", "reason", reason,
-		    detail[0] ? "identity" : NULL, detail);
+	            detail[0] ? "identity" : NULL, detail);
 	dg_session_close(s, NULL, 0);
 }
 
@@ -258,9 +258,9 @@ established(dg_session *s, uint64_t now_ms)
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	s->last_rx_ms = now_ms;
 	dg_wheel_schedule(s->env->wheel, &s->life,
-			  now_ms + (uint64_t)s->env->cfg->limits.idle_timeout_s * 1000);
+	                  now_ms + (uint64_t)s->env->cfg->limits.idle_timeout_s * 1000);
 	log_session(s, DG_LOG_INFO, "session.established", "auth", "psk", "cipher",
-		    wolfSSL_get_cipher_name(s->ssl));
+	            wolfSSL_get_cipher_name(s->ssl));
 	s->env->established(s->env->owner, s);
 	dg_store_touch_device(s->env->store, s->cred->device_id, dg_now_ms());
 }
@@ -271,13 +271,13 @@ handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 	uint8_t out[PLAIN_MAX];
 	size_t outlen = 0;
 	dg_route_ctx rc = {
-		.project = s->cred->slug,
-		.device = s->cred->device,
-		.device_id = s->cred->device_id,
+	        .project = s->cred->slug,
+	        .device = s->cred->device,
+	        .device_id = s->cred->device_id,
 	};
 
 	if (dg_coap_input(s->coap, msg, len, now_ms, dg_router_handle, &rc, out, sizeof(out),
-			  &outlen) != 0 ||
+	                  &outlen) != 0 ||
 	    outlen == 0)
 		return;
 	if (wolfSSL_write(s->ssl, out, (int)outlen) <= 0)
@@ -338,10 +338,10 @@ dg_session_input(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms)
 				schedule_rtx(s, now_ms);
 				return;
 			}
-			handshake_failed(s, s->psk_refusal != NULL
-						    ? s->psk_refusal
-						    : wolfSSL_ERR_reason_error_string(
-							      (unsigned long)err));
+			handshake_failed(
+			        s, s->psk_refusal != NULL
+			                   ? s->psk_refusal
+			                   : wolfSSL_ERR_reason_error_string((unsigned long)err));
 			return;
 		}
 	}

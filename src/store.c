@@ -120,9 +120,8 @@ static int
 open_conn(const char *path, sqlite3 **out, char *err, size_t errlen)
 {
 	sqlite3 *db = NULL;
-	int rc = sqlite3_open_v2(path, &db,
-				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-				 NULL);
+	int rc = sqlite3_open_v2(
+	        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "%s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 		sqlite3_close(db);
@@ -134,9 +133,9 @@ open_conn(const char *path, sqlite3 **out, char *err, size_t errlen)
 	 * nothing acknowledged is lost to a crash of the daemon or the host.
 	 */
 	rc = exec_sql(db,
-		      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-		      " PRAGMA foreign_keys=ON;",
-		      err, errlen);
+	              "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+	              " PRAGMA foreign_keys=ON;",
+	              err, errlen);
 	if (rc != 0) {
 		sqlite3_close(db);
 		return rc;
@@ -170,8 +169,8 @@ migrate(sqlite3 *db, char *err, size_t errlen)
 		return -EIO;
 	}
 	if (v > n) {
-		snprintf(err, errlen, "database schema version %d is newer than this devgate (%d)", v,
-			 n);
+		snprintf(err, errlen, "database schema version %d is newer than this devgate (%d)",
+		         v, n);
 		return -EPROTO;
 	}
 	for (; v < n; v++) {
@@ -231,9 +230,9 @@ writer_main(void *arg)
 	sqlite3_stmt *touch = NULL;
 
 	if (sqlite3_prepare_v2(st->wdb,
-			       "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?1)"
-			       " WHERE id = ?2",
-			       -1, &touch, NULL) != SQLITE_OK) {
+	                       "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?1)"
+	                       " WHERE id = ?2",
+	                       -1, &touch, NULL) != SQLITE_OK) {
 		log_errorx("store: cannot prepare writer statement: %s", sqlite3_errmsg(st->wdb));
 	}
 	pthread_mutex_lock(&st->mu);
@@ -390,9 +389,9 @@ project_id(sqlite3 *db, const char *slug, int64_t *id)
 	int rc;
 
 	rc = sqlite3_prepare_v2(db,
-				"INSERT INTO projects (slug, name, created_at) VALUES (?1, ?1, ?2)"
-				" ON CONFLICT (slug) DO NOTHING",
-				-1, &s, NULL);
+	                        "INSERT INTO projects (slug, name, created_at) VALUES (?1, ?1, ?2)"
+	                        " ON CONFLICT (slug) DO NOTHING",
+	                        -1, &s, NULL);
 	if (rc != SQLITE_OK)
 		return sqlite_errno(rc);
 	sqlite3_bind_text(s, 1, slug, -1, SQLITE_STATIC);
@@ -437,19 +436,21 @@ dg_store_sync_psk(dg_store *st, const char *slug, const dg_psk_entry *entries, s
 	rc = project_id(st->db, slug, &pid);
 	if (rc != 0)
 		goto out;
-	if (sqlite3_prepare_v2(st->db,
-			       "INSERT INTO devices (project_id, name, created_at) VALUES (?1, ?2, ?3)"
-			       " ON CONFLICT (project_id, name) DO NOTHING",
-			       -1, &dev, NULL) != SQLITE_OK ||
+	if (sqlite3_prepare_v2(
+	            st->db,
+	            "INSERT INTO devices (project_id, name, created_at) VALUES (?1, ?2, ?3)"
+	            " ON CONFLICT (project_id, name) DO NOTHING",
+	            -1, &dev, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(
-		    st->db,
-		    "INSERT INTO credentials (device_id, identity, psk, source, created_at)"
-		    " SELECT id, ?3, ?4, 'file', ?5 FROM devices WHERE project_id = ?1 AND name = ?2"
-		    " ON CONFLICT (identity) DO UPDATE SET device_id = excluded.device_id,"
-		    " psk = excluded.psk WHERE source = 'file'",
-		    -1, &cred, NULL) != SQLITE_OK ||
+	            st->db,
+	            "INSERT INTO credentials (device_id, identity, psk, source, created_at)"
+	            " SELECT id, ?3, ?4, 'file', ?5 FROM devices WHERE project_id = ?1 AND name = "
+	            "?2"
+	            " ON CONFLICT (identity) DO UPDATE SET device_id = excluded.device_id,"
+	            " psk = excluded.psk WHERE source = 'file'",
+	            -1, &cred, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(st->db, "CREATE TEMP TABLE IF NOT EXISTS sync_keep (identity TEXT)",
-			       -1, &mark, NULL) != SQLITE_OK) {
+	                       -1, &mark, NULL) != SQLITE_OK) {
 		rc = -EIO;
 		goto out;
 	}
@@ -462,7 +463,7 @@ dg_store_sync_psk(dg_store *st, const char *slug, const dg_psk_entry *entries, s
 	if (rc != 0)
 		goto out;
 	if (sqlite3_prepare_v2(st->db, "INSERT INTO temp.sync_keep (identity) VALUES (?1)", -1,
-			       &mark, NULL) != SQLITE_OK) {
+	                       &mark, NULL) != SQLITE_OK) {
 		rc = -EIO;
 		goto out;
 	}
@@ -490,10 +491,10 @@ dg_store_sync_psk(dg_store *st, const char *slug, const dg_psk_entry *entries, s
 			goto out;
 	}
 	if (sqlite3_prepare_v2(st->db,
-			       "DELETE FROM credentials WHERE source = 'file'"
-			       " AND device_id IN (SELECT id FROM devices WHERE project_id = ?1)"
-			       " AND identity NOT IN (SELECT identity FROM temp.sync_keep)",
-			       -1, &sweep, NULL) != SQLITE_OK) {
+	                       "DELETE FROM credentials WHERE source = 'file'"
+	                       " AND device_id IN (SELECT id FROM devices WHERE project_id = ?1)"
+	                       " AND identity NOT IN (SELECT identity FROM temp.sync_keep)",
+	                       -1, &sweep, NULL) != SQLITE_OK) {
 		rc = -EIO;
 		goto out;
 	}
@@ -507,7 +508,8 @@ out:
 	if (rc == 0)
 		rc = exec_sql(st->db, "COMMIT", NULL, 0);
 	if (rc != 0) {
-		log_errorx("store: psk sync of project %s failed: %s", slug, sqlite3_errmsg(st->db));
+		log_errorx("store: psk sync of project %s failed: %s", slug,
+		           sqlite3_errmsg(st->db));
 		exec_sql(st->db, "ROLLBACK", NULL, 0);
 	}
 	return rc;
@@ -520,23 +522,23 @@ dg_store_each_psk(dg_store *st, int (*cb)(void *arg, const dg_psk_row *row), voi
 	int rc;
 
 	rc = sqlite3_prepare_v2(st->db,
-				"SELECT p.id, d.id, p.slug, d.name, c.identity, c.psk, p.enabled,"
-				" d.blocked FROM credentials c JOIN devices d ON d.id = c.device_id"
-				" JOIN projects p ON p.id = d.project_id ORDER BY c.identity",
-				-1, &s, NULL);
+	                        "SELECT p.id, d.id, p.slug, d.name, c.identity, c.psk, p.enabled,"
+	                        " d.blocked FROM credentials c JOIN devices d ON d.id = c.device_id"
+	                        " JOIN projects p ON p.id = d.project_id ORDER BY c.identity",
+	                        -1, &s, NULL);
 	if (rc != SQLITE_OK)
 		return sqlite_errno(rc);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		dg_psk_row row = {
-			.project_id = sqlite3_column_int64(s, 0),
-			.device_id = sqlite3_column_int64(s, 1),
-			.slug = (const char *)sqlite3_column_text(s, 2),
-			.device = (const char *)sqlite3_column_text(s, 3),
-			.identity = (const char *)sqlite3_column_text(s, 4),
-			.key = sqlite3_column_blob(s, 5),
-			.key_len = (size_t)sqlite3_column_bytes(s, 5),
-			.project_enabled = sqlite3_column_int(s, 6),
-			.device_blocked = sqlite3_column_int(s, 7),
+		        .project_id = sqlite3_column_int64(s, 0),
+		        .device_id = sqlite3_column_int64(s, 1),
+		        .slug = (const char *)sqlite3_column_text(s, 2),
+		        .device = (const char *)sqlite3_column_text(s, 3),
+		        .identity = (const char *)sqlite3_column_text(s, 4),
+		        .key = sqlite3_column_blob(s, 5),
+		        .key_len = (size_t)sqlite3_column_bytes(s, 5),
+		        .project_enabled = sqlite3_column_int(s, 6),
+		        .device_blocked = sqlite3_column_int(s, 7),
 		};
 		int r = cb(arg, &row);
 		if (r != 0) {
@@ -555,23 +557,23 @@ dg_store_each_device(dg_store *st, int (*cb)(void *arg, const dg_device_row *row
 	int rc;
 
 	rc = sqlite3_prepare_v2(st->db,
-				"SELECT d.id, p.slug, d.name, d.certificate_id, d.blocked,"
-				" d.created_at, d.last_seen FROM devices d"
-				" JOIN projects p ON p.id = d.project_id ORDER BY p.slug, d.name",
-				-1, &s, NULL);
+	                        "SELECT d.id, p.slug, d.name, d.certificate_id, d.blocked,"
+	                        " d.created_at, d.last_seen FROM devices d"
+	                        " JOIN projects p ON p.id = d.project_id ORDER BY p.slug, d.name",
+	                        -1, &s, NULL);
 	if (rc != SQLITE_OK)
 		return sqlite_errno(rc);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		dg_device_row row = {
-			.id = sqlite3_column_int64(s, 0),
-			.project = (const char *)sqlite3_column_text(s, 1),
-			.name = (const char *)sqlite3_column_text(s, 2),
-			.certificate_id = (const char *)sqlite3_column_text(s, 3),
-			.blocked = sqlite3_column_int(s, 4),
-			.created_at = sqlite3_column_int64(s, 5),
-			.last_seen = sqlite3_column_type(s, 6) == SQLITE_NULL
-					     ? -1
-					     : sqlite3_column_int64(s, 6),
+		        .id = sqlite3_column_int64(s, 0),
+		        .project = (const char *)sqlite3_column_text(s, 1),
+		        .name = (const char *)sqlite3_column_text(s, 2),
+		        .certificate_id = (const char *)sqlite3_column_text(s, 3),
+		        .blocked = sqlite3_column_int(s, 4),
+		        .created_at = sqlite3_column_int64(s, 5),
+		        .last_seen = sqlite3_column_type(s, 6) == SQLITE_NULL
+		                             ? -1
+		                             : sqlite3_column_int64(s, 6),
 		};
 		int r = cb(arg, &row);
 		if (r != 0) {

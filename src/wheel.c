@@ -59,7 +59,7 @@ dg_wheel_schedule(dg_wheel *w, dg_wheel_entry *e, uint64_t deadline_ms)
 
 size_t
 dg_wheel_advance(dg_wheel *w, uint64_t now_ms, void (*fire)(dg_wheel_entry *e, void *arg),
-		 void *arg)
+                 void *arg)
 {
 	uint64_t target = now_ms / DG_WHEEL_TICK_MS;
 	size_t fired = 0;

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #define DG_COAP_MAX_TOKEN 8
-#define DG_COAP_MAX_PATH 16
+#define DG_COAP_MAX_PATH  16
 #define DG_COAP_MAX_QUERY 8
 /* EXCHANGE_LIFETIME of RFC 7252 with the default transmission parameters. */
 #define DG_COAP_EXCHANGE_LIFETIME_MS 247000u
@@ -84,12 +84,12 @@ typedef struct dg_coap_request {
 	size_t n_path;
 	dg_coap_str query[DG_COAP_MAX_QUERY]; /* Uri-Query items. */
 	size_t n_query;
-	int content_format; /* -1 when absent. */
-	int accept;         /* -1 when absent. */
-	int64_t observe;    /* -1 when absent, else 0..2^24-1. */
-	int64_t block1;     /* -1 when absent, else the raw option value. */
-	int64_t block2;     /* -1 when absent, else the raw option value. */
-	int64_t size1;      /* -1 when absent. */
+	int content_format;     /* -1 when absent. */
+	int accept;             /* -1 when absent. */
+	int64_t observe;        /* -1 when absent, else 0..2^24-1. */
+	int64_t block1;         /* -1 when absent, else the raw option value. */
+	int64_t block2;         /* -1 when absent, else the raw option value. */
+	int64_t size1;          /* -1 when absent. */
 	const uint8_t *payload; /* NULL when there is none. */
 	size_t payload_len;
 } dg_coap_request;
@@ -144,8 +144,7 @@ void dg_coap_free(dg_coap *c);
  * fresh message ID.
  */
 int dg_coap_input(dg_coap *c, const uint8_t *msg, size_t len, uint64_t now_ms,
-		  dg_coap_handler handler, void *ctx, uint8_t *out, size_t outcap,
-		  size_t *outlen);
+                  dg_coap_handler handler, void *ctx, uint8_t *out, size_t outcap, size_t *outlen);
 
 /* Returns a fresh message ID for a message this side originates. */
 uint16_t dg_coap_next_mid(dg_coap *c);
@@ -163,7 +162,7 @@ uint16_t dg_coap_next_mid(dg_coap *c);
  * The body may lie inside `out` (it is moved into place first).
  */
 int dg_coap_encode(uint8_t type, uint16_t mid, const uint8_t *token, size_t token_len,
-		   const dg_coap_response *resp, uint8_t *out, size_t outcap, size_t *outlen);
+                   const dg_coap_response *resp, uint8_t *out, size_t outcap, size_t *outlen);
 
 /* Returns 1 when the request's Uri-Path equals the NULL-terminated list of segments. */
 int dg_coap_path_is(const dg_coap_request *req, const char *const *segments);

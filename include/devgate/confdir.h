@@ -18,7 +18,7 @@
  * the file is then rejected whole.
  */
 int dg_confdir_parse_psk(const char *path, const char *slug, const char *text, size_t len,
-			 dg_psk_entry **entries, size_t *n, char *err, size_t errlen);
+                         dg_psk_entry **entries, size_t *n, char *err, size_t errlen);
 
 /* Frees what dg_confdir_parse_psk() returned. */
 void dg_confdir_psk_free(dg_psk_entry *entries, size_t n);

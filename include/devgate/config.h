@@ -28,14 +28,14 @@ typedef struct dg_limits {
 } dg_limits;
 
 typedef struct dg_config {
-	char *path;         /* The file, as given. */
-	char *dir;          /* Its directory; relative paths resolve here. */
+	char *path; /* The file, as given. */
+	char *dir;  /* Its directory; relative paths resolve here. */
 	dg_listen_addr listen[DG_CONFIG_MAX_LISTEN];
-	size_t n_listen;    /* Default: one, 0.0.0.0:5684. */
-	char *database;     /* Absolute or config-relative, resolved. */
-	char *projects_dir; /* Resolved; default "projects" beside the file. */
-	char *server_cert;  /* Resolved, or NULL: generate a development one. */
-	char *server_key;   /* Resolved, or NULL (then server_cert is NULL). */
+	size_t n_listen;          /* Default: one, 0.0.0.0:5684. */
+	char *database;           /* Absolute or config-relative, resolved. */
+	char *projects_dir;       /* Resolved; default "projects" beside the file. */
+	char *server_cert;        /* Resolved, or NULL: generate a development one. */
+	char *server_key;         /* Resolved, or NULL (then server_cert is NULL). */
 	dg_log_level log_level;   /* Default info. */
 	dg_log_format log_format; /* Default text. */
 	dg_limits limits;
@@ -54,8 +54,8 @@ int dg_config_load(const char *path, dg_config **out, char *err, size_t errlen);
  * messages and to resolve relative paths. `text` need not be
  * NUL-terminated.
  */
-int dg_config_parse(const char *path, const char *text, size_t len, dg_config **out,
-		    char *err, size_t errlen);
+int dg_config_parse(const char *path, const char *text, size_t len, dg_config **out, char *err,
+                    size_t errlen);
 
 /* Frees a config; NULL is a no-op. */
 void dg_config_free(dg_config *cfg);

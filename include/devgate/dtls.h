@@ -18,9 +18,9 @@
 #include <wolfssl/ssl.h>
 
 /* The wolfSSL names of the suites devgate offers, most preferred first. */
-#define DG_DTLS_CIPHER_LIST                                                                   \
-	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-CCM:ECDHE-ECDSA-AES128-CCM-8:"      \
-	"PSK-AES128-CCM-8:PSK-AES128-CCM:PSK-AES128-GCM-SHA256:PSK-AES128-CBC-SHA256:"        \
+#define DG_DTLS_CIPHER_LIST                                                                        \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-CCM:ECDHE-ECDSA-AES128-CCM-8:"           \
+	"PSK-AES128-CCM-8:PSK-AES128-CCM:PSK-AES128-GCM-SHA256:PSK-AES128-CBC-SHA256:"             \
 	"PSK-CHACHA20-POLY1305:ECDHE-PSK-AES128-CBC-SHA256:ECDHE-PSK-CHACHA20-POLY1305"
 
 /*
@@ -45,7 +45,7 @@ typedef struct dg_dtls_io {
  * negative errno with a reason in err.
  */
 int dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callback psk_cb,
-		    WOLFSSL_CTX **out, char *err, size_t errlen);
+                    WOLFSSL_CTX **out, char *err, size_t errlen);
 
 /* Points a WOLFSSL object's reads and writes at `io`. */
 void dg_dtls_set_io(WOLFSSL *ssl, dg_dtls_io *io);
@@ -67,9 +67,9 @@ typedef struct dg_dtls_record {
 	uint8_t content_type; /* 20 ccs, 21 alert, 22 handshake, 23 data, 25 tls12_cid */
 	uint16_t version;     /* 0xfefd for DTLS 1.2, 0xfeff for 1.0 */
 	uint16_t epoch;
-	uint16_t length; /* Of this record's fragment. */
+	uint16_t length;    /* Of this record's fragment. */
 	int handshake_type; /* First handshake message type when content_type is 22
-			       and epoch is 0, else -1. */
+	                       and epoch is 0, else -1. */
 } dg_dtls_record;
 
 /*

@@ -36,7 +36,7 @@ int dg_log_enabled(dg_log_level level);
  * dg_log_kv() to get structured key=value fields in both formats.
  */
 void dg_log(dg_log_level level, const char *event, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 
 /*
  * Writes one event made of key/value pairs: `kv` holds `n` pairs of
@@ -45,9 +45,9 @@ void dg_log(dg_log_level level, const char *event, const char *fmt, ...)
  */
 void dg_log_kv(dg_log_level level, const char *event, const char *const *kv, int n);
 
-#define log_warnx(...) dg_log(DG_LOG_WARN, "warning", __VA_ARGS__)
-#define log_info(...) dg_log(DG_LOG_INFO, "info", __VA_ARGS__)
-#define log_debug(...) dg_log(DG_LOG_DEBUG, "debug", __VA_ARGS__)
+#define log_warnx(...)  dg_log(DG_LOG_WARN, "warning", __VA_ARGS__)
+#define log_info(...)   dg_log(DG_LOG_INFO, "info", __VA_ARGS__)
+#define log_debug(...)  dg_log(DG_LOG_DEBUG, "debug", __VA_ARGS__)
 #define log_errorx(...) dg_log(DG_LOG_ERROR, "error", __VA_ARGS__)
 
 #endif

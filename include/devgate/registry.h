@@ -12,9 +12,9 @@
 
 #include "devgate/store.h"
 
-#define DG_PSK_MAX_KEY 64
+#define DG_PSK_MAX_KEY      64
 #define DG_PSK_MAX_IDENTITY 128
-#define DG_SLUG_MAX 63
+#define DG_SLUG_MAX         63
 
 typedef struct dg_registry dg_registry;
 
@@ -44,7 +44,7 @@ int dg_slug_valid(const char *slug);
  * it holds a NUL or control character.
  */
 int dg_identity_split(const char *identity, size_t len, const char **id, size_t *id_len,
-		      const char **slug, size_t *slug_len);
+                      const char **slug, size_t *slug_len);
 
 /*
  * Builds a snapshot from the store. Returns 0 and sets *out (refcount 1),
@@ -59,8 +59,7 @@ dg_registry *dg_registry_ref(dg_registry *reg);
 void dg_registry_unref(dg_registry *reg);
 
 /* Returns the credential with this identity, or NULL. Borrowed from `reg`. */
-const dg_psk_cred *dg_registry_find_psk(const dg_registry *reg, const char *identity,
-					size_t len);
+const dg_psk_cred *dg_registry_find_psk(const dg_registry *reg, const char *identity, size_t len);
 
 /* Returns 1 when the snapshot knows a project with this slug. */
 int dg_registry_has_project(const dg_registry *reg, const char *slug, size_t len);

@@ -22,8 +22,8 @@ typedef struct dg_server dg_server;
  * a reason in err.
  */
 int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registry *reg,
-		  const char *cert_pem, const char *key_pem, dg_server **out, char *err,
-		  size_t errlen);
+                  const char *cert_pem, const char *key_pem, dg_server **out, char *err,
+                  size_t errlen);
 
 /*
  * Starts receiving. The caller then runs the loop; it returns once a

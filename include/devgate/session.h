@@ -50,8 +50,8 @@ typedef struct dg_session_env {
  * caller's).
  */
 int dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *udp,
-		   const struct sockaddr *peer, dg_registry *reg, uint64_t now_ms,
-		   dg_session **out);
+                   const struct sockaddr *peer, dg_registry *reg, uint64_t now_ms,
+                   dg_session **out);
 
 /*
  * Feeds one datagram to the session (NULL/0 to resume a handshake after
@@ -89,6 +89,6 @@ const char *dg_session_peer_text(const dg_session *s);
 
 /* Used by the server's PSK callback. */
 unsigned int dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
-				   unsigned int max_key_len);
+                                   unsigned int max_key_len);
 
 #endif

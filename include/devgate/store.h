@@ -86,8 +86,7 @@ typedef struct dg_device_row {
  * Calls cb for every device, ordered by project slug and name. Same
  * contract as dg_store_each_psk().
  */
-int dg_store_each_device(dg_store *st, int (*cb)(void *arg, const dg_device_row *row),
-			 void *arg);
+int dg_store_each_device(dg_store *st, int (*cb)(void *arg, const dg_device_row *row), void *arg);
 
 /*
  * Queues an update of a device's last_seen to `ts_ms`. Never blocks on

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #define DG_WHEEL_TICK_MS 100u
-#define DG_WHEEL_SLOTS 1024u
+#define DG_WHEEL_SLOTS   1024u
 
 typedef struct dg_wheel_entry {
 	struct dg_wheel_entry *next, *prev; /* prev == NULL: not scheduled. */
@@ -27,7 +27,7 @@ typedef struct dg_wheel {
 	size_t count;
 } dg_wheel;
 
-#define dg_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define dg_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Initialises an empty wheel whose clock starts at `now_ms`. */
 void dg_wheel_init(dg_wheel *w, uint64_t now_ms);
@@ -55,6 +55,6 @@ void dg_wheel_cancel(dg_wheel *w, dg_wheel_entry *e);
  * Returns the number of entries fired.
  */
 size_t dg_wheel_advance(dg_wheel *w, uint64_t now_ms, void (*fire)(dg_wheel_entry *e, void *arg),
-			void *arg);
+                        void *arg);
 
 #endif

@@ -131,6 +131,16 @@ def devices_json(d):
     return json.loads(p.stdout)
 
 
+def s_client_live(d, cipher="PSK-AES128-CCM8", bind=None):
+    """Starts openssl s_client with a PSK and keeps it connected (stdin open)."""
+    cmd = ["openssl", "s_client", "-dtls1_2", "-connect", "127.0.0.1:%d" % d.port,
+           "-psk_identity", "dev1@acme", "-psk", KEY.encode().hex(), "-cipher", cipher]
+    if bind:
+        cmd += ["-bind", bind]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
 # --- tests -----------------------------------------------------------------
 
 def test_well_known_core_openssl(d):
@@ -245,11 +255,7 @@ def test_devices_list(d):
 
 def test_one_session_per_device(d):
     """A second session of the same device replaces the first."""
-    hexkey = KEY.encode().hex()
-    cmd = ["openssl", "s_client", "-dtls1_2", "-connect", "127.0.0.1:%d" % d.port,
-           "-psk_identity", "dev1@acme", "-psk", hexkey, "-cipher", "PSK-AES128-CCM8"]
-    first = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT)
+    first = s_client_live(d, "PSK-AES128-CCM8")
     try:
         assert d.wait_log(r"session.established session=\d+ "), d.logtext()
         codes, _, _ = coap("coap-client-gnutls", d, "get", ".well-known/core")
@@ -262,11 +268,7 @@ def test_one_session_per_device(d):
 
 def test_junk_datagrams(d):
     """400 hostile datagrams leave the daemon and a live session undisturbed."""
-    hexkey = KEY.encode().hex()
-    cmd = ["openssl", "s_client", "-dtls1_2", "-connect", "127.0.0.1:%d" % d.port,
-           "-psk_identity", "dev1@acme", "-psk", hexkey, "-cipher", "PSK-AES128-GCM-SHA256"]
-    live = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    live = s_client_live(d, "PSK-AES128-GCM-SHA256")
     try:
         assert d.wait_log(r"session.established"), d.logtext()
         rng = random.Random(1234)
@@ -312,11 +314,7 @@ def test_junk_datagrams(d):
 
 
 def test_sigterm_with_client(d):
-    hexkey = KEY.encode().hex()
-    cmd = ["openssl", "s_client", "-dtls1_2", "-connect", "127.0.0.1:%d" % d.port,
-           "-psk_identity", "dev1@acme", "-psk", hexkey, "-cipher", "PSK-AES128-CCM"]
-    live = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    live = s_client_live(d, "PSK-AES128-CCM")
     try:
         assert d.wait_log(r"session.established"), d.logtext()
         t0 = time.time()
@@ -381,27 +379,18 @@ def test_handshake_limits(d):
         sock.close()
 
 
-def _s_client_live(d, cipher="PSK-AES128-CCM8", bind=None):
-    cmd = ["openssl", "s_client", "-dtls1_2", "-connect", "127.0.0.1:%d" % d.port,
-           "-psk_identity", "dev1@acme", "-psk", KEY.encode().hex(), "-cipher", cipher]
-    if bind:
-        cmd += ["-bind", bind]
-    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-
-
 def test_new_handshake_from_same_address(d):
     """A device that lost its session (killed, no close_notify) and comes
     back from the same address and port replaces the old session once the
     new handshake completes."""
     port = free_port()
-    first = _s_client_live(d, bind="127.0.0.1:%d" % port)
+    first = s_client_live(d, bind="127.0.0.1:%d" % port)
     try:
         assert d.wait_log(r"session.established session=1 "), d.logtext()
     finally:
         first.kill()
         first.wait()
-    second = _s_client_live(d, bind="127.0.0.1:%d" % port)
+    second = s_client_live(d, bind="127.0.0.1:%d" % port)
     try:
         assert d.wait_log(r"session.established session=2 "), d.logtext()
         assert d.wait_log(r'session.closed session=1 .*reason="replaced by a new handshake from the same address"'), d.logtext()
@@ -413,7 +402,7 @@ def test_new_handshake_from_same_address(d):
 
 def test_idle_timeout(d):
     """A session with no traffic is closed (with close_notify) after idle_timeout_s."""
-    live = _s_client_live(d)
+    live = s_client_live(d)
     try:
         assert d.wait_log(r"session.established"), d.logtext()
         t0 = time.time()
