@@ -36,7 +36,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # What the build below is made with; a change of it rebuilds wolfSSL.
-wolfssl_cppflags="-DWOLFSSL_STATIC_PSK -DWOLFSSL_ALT_NAMES -DWOLFSSL_DTLS_DROP_STATS"
+wolfssl_cppflags="-DWOLFSSL_STATIC_PSK -DWOLFSSL_ALT_NAMES -DWOLFSSL_DTLS_DROP_STATS -DWOLFSSL_ALWAYS_VERIFY_CB"
 recipe="wolfssl trixie; $(sed -n '/^\.\/configure/,/make -j/p' "$0" | md5sum | cut -c1-16); $wolfssl_cppflags"
 if [ -f "$stamp" ] && [ -f "$prefix/lib/libwolfssl.a" ] && [ "$(cat "$stamp")" = "$recipe" ]; then
 	exit 0

@@ -47,20 +47,22 @@ for f in "$build"/fuzz/fuzz_*; do
 	fi
 done
 
-it=$(mktemp)
-python3 tests/integration/gateway_test.py "$build" | tee "$it"
-rc=${PIPESTATUS[0]}
-n=$(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$it")
-f=$(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$it")
-rm -f "$it"
-if [ -z "$n" ]; then
-	n=0
-	f=1
-fi
-if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then f=1; fi
-passed=$((passed + n))
-failed=$((failed + f))
-[ "$f" -eq 0 ] || failures+=("integration($build)")
+for suite in tests/integration/*_test.py; do
+	it=$(mktemp)
+	python3 "$suite" "$build" | tee "$it"
+	rc=${PIPESTATUS[0]}
+	n=$(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$it")
+	f=$(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$it")
+	rm -f "$it"
+	if [ -z "$n" ]; then
+		n=0
+		f=1
+	fi
+	if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then f=1; fi
+	passed=$((passed + n))
+	failed=$((failed + f))
+	[ "$f" -eq 0 ] || failures+=("$suite($build)")
+done
 done
 
 if [ "${#failures[@]}" -gt 0 ]; then

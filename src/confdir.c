@@ -44,6 +44,54 @@ device_name_valid(const char *s)
 	return 1;
 }
 
+/*
+ * Parses JSON text strictly: nothing but white space may follow the value,
+ * and no string may hold an escaped NUL (cJSON would cut the string there
+ * silently, so "ab\u0000cd" would read as "ab"). Returns the root or NULL
+ * with a reason in err.
+ */
+static cJSON *
+parse_json(const char *path, const char *text, size_t len, char *err, size_t errlen)
+{
+	const char *end = NULL;
+	cJSON *root;
+
+	for (size_t i = 0; i + 6 <= len; i++) {
+		if (text[i] == '\\' && text[i + 1] == 'u' && text[i + 2] == '0' &&
+		    text[i + 3] == '0' && text[i + 4] == '0' && text[i + 5] == '0') {
+			size_t line = 1;
+			for (size_t j = 0; j < i; j++)
+				line += text[j] == '\n';
+			snprintf(err, errlen, "%s: line %zu: \\u0000 (NUL) is not allowed", path,
+			         line);
+			return NULL;
+		}
+		if (text[i] == '\\')
+			i++; /* Skip the escaped character, so "\\\\u0000" is not taken for one. */
+	}
+	root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+	if (root == NULL) {
+		size_t line = 1;
+		if (end != NULL && end >= text && end <= text + len)
+			for (const char *p = text; p < end; p++)
+				line += *p == '\n';
+		snprintf(err, errlen, "%s: line %zu: malformed JSON", path, line);
+		return NULL;
+	}
+	for (; end != NULL && end < text + len; end++) {
+		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+			size_t line = 1;
+			for (const char *p = text; p < end; p++)
+				line += *p == '\n';
+			snprintf(err, errlen, "%s: line %zu: text after the JSON value", path,
+			         line);
+			cJSON_Delete(root);
+			return NULL;
+		}
+	}
+	return root;
+}
+
 void
 dg_confdir_psk_free(dg_psk_entry *entries, size_t n)
 {
@@ -86,6 +134,10 @@ parse_entry(const cJSON *item, size_t idx, const char *path, const char *slug, d
 			slot = &key_hex;
 		if (slot == NULL) {
 			snprintf(err, errlen, "%s: [%zu].%s: unknown key", path, idx, f->string);
+			return -EINVAL;
+		}
+		if (*slot != NULL) {
+			snprintf(err, errlen, "%s: [%zu].%s: given twice", path, idx, f->string);
 			return -EINVAL;
 		}
 		if (!cJSON_IsString(f)) {
@@ -171,20 +223,13 @@ int
 dg_confdir_parse_psk(const char *path, const char *slug, const char *text, size_t len,
                      dg_psk_entry **entries, size_t *n, char *err, size_t errlen)
 {
-	cJSON *root = cJSON_ParseWithLength(text, len);
+	cJSON *root = parse_json(path, text, len, err, errlen);
 	dg_psk_entry *out = NULL;
 	size_t count = 0;
 	int rc = 0;
 
-	if (root == NULL) {
-		const char *at = cJSON_GetErrorPtr();
-		size_t line = 1;
-		if (at != NULL && at >= text && at <= text + len)
-			for (const char *p = text; p < at; p++)
-				line += *p == '\n';
-		snprintf(err, errlen, "%s: line %zu: malformed JSON", path, line);
+	if (root == NULL)
 		return -EINVAL;
-	}
 	if (!cJSON_IsArray(root)) {
 		snprintf(err, errlen, "%s: must be an array of credentials", path);
 		rc = -EINVAL;
@@ -251,42 +296,256 @@ out:
 	return rc;
 }
 
-/* Imports one project directory. Returns 0, 1 when a file was rejected, or a negative errno. */
+/* Logs a file that cannot be used; what it gave before stays in force. */
+static void
+reject(const char *reason)
+{
+	dg_log(DG_LOG_ERROR, "config.rejected", "%s (file skipped; what it gave before stays)",
+	       reason);
+}
+
+int
+dg_confdir_parse_project(const char *path, const char *text, size_t len, dg_project_settings *out,
+                         char *name, size_t name_cap, char *err, size_t errlen)
+{
+	cJSON *root = parse_json(path, text, len, err, errlen);
+	const cJSON *f;
+	int seen_name = 0, seen_enabled = 0, seen_auto = 0, rc = -EINVAL;
+
+	out->name = NULL;
+	out->enabled = 1;
+	out->auto_provision = 1;
+	if (root == NULL)
+		return -EINVAL;
+	if (!cJSON_IsObject(root)) {
+		snprintf(err, errlen, "%s: must be an object", path);
+		goto out;
+	}
+	cJSON_ArrayForEach(f, root)
+	{
+		int *seen = NULL;
+		if (strcmp(f->string, "name") == 0)
+			seen = &seen_name;
+		else if (strcmp(f->string, "enabled") == 0)
+			seen = &seen_enabled;
+		else if (strcmp(f->string, "auto_provision") == 0)
+			seen = &seen_auto;
+		if (seen == NULL) {
+			snprintf(err, errlen, "%s: %.64s: unknown key", path, f->string);
+			goto out;
+		}
+		if (*seen) {
+			snprintf(err, errlen, "%s: %s: given twice", path, f->string);
+			goto out;
+		}
+		*seen = 1;
+		if (seen == &seen_name) {
+			if (!cJSON_IsString(f) || !device_name_valid(f->valuestring)) {
+				snprintf(err, errlen,
+				         "%s: name: must be a string of 1..%d printable bytes",
+				         path, DEVICE_NAME_MAX);
+				goto out;
+			}
+			snprintf(name, name_cap, "%s", f->valuestring);
+			out->name = name;
+		} else if (!cJSON_IsBool(f)) {
+			snprintf(err, errlen, "%s: %s: must be true or false", path, f->string);
+			goto out;
+		} else if (seen == &seen_enabled) {
+			out->enabled = cJSON_IsTrue(f);
+		} else {
+			out->auto_provision = cJSON_IsTrue(f);
+		}
+	}
+	rc = 0;
+out:
+	cJSON_Delete(root);
+	return rc;
+}
+
+/* Names of the regular *.pem files of a directory, sorted; NULL-terminated. */
+static char **
+list_pem(const char *dir, size_t *n)
+{
+	struct dirent **ents = NULL;
+	char **names = NULL;
+	int count = scandir(dir, &ents, NULL, alphasort);
+
+	*n = 0;
+	if (count < 0)
+		return NULL;
+	names = calloc((size_t)count + 1, sizeof(*names));
+	for (int i = 0; i < count; i++) {
+		const char *nm = ents[i]->d_name;
+		size_t l = strlen(nm);
+		if (names != NULL && nm[0] != '.' && l > 4 && strcmp(nm + l - 4, ".pem") == 0)
+			names[(*n)++] = strdup(nm);
+		free(ents[i]);
+	}
+	free(ents);
+	return names;
+}
+
+static void
+free_names(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/*
+ * Reads one project's cas/ or crls/ into `files` (one entry per *.pem).
+ * A file that cannot be used is logged and marked not ok. Returns the
+ * number of such files.
+ */
+static int
+read_trust_dir(const char *dir, const char *slug, const char *sub, dg_trust_file **files,
+               size_t *n_files, char ***names_out)
+{
+	char path[4096], err[5000], src[512];
+	size_t n = 0;
+	char **names;
+	int bad = 0;
+
+	snprintf(path, sizeof(path), "%s/%s/%s", dir, slug, sub);
+	names = list_pem(path, &n);
+	*files = calloc(n + 1, sizeof(**files));
+	*n_files = 0;
+	*names_out = names;
+	if (names == NULL || *files == NULL)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		dg_trust_file *f = &(*files)[(*n_files)++];
+		char *text = NULL;
+		size_t len = 0;
+		snprintf(src, sizeof(src), "%s/%s", sub, names[i]);
+		free(names[i]);
+		names[i] = strdup(src);
+		f->source = names[i];
+		snprintf(path, sizeof(path), "%s/%s/%s", dir, slug, src);
+		int rc = read_small_file(path, &text, &len);
+		if (rc != 0) {
+			snprintf(err, sizeof(err), "%s: cannot read: %s", path, strerror(-rc));
+		} else if (strcmp(sub, "cas") == 0) {
+			dg_ca_cert *cas = NULL;
+			size_t n_cas = 0;
+			char why[400];
+			rc = dg_trust_read_cas(text, len, dg_now_ms(), &cas, &n_cas, why,
+			                       sizeof(why));
+			if (rc == 0) {
+				f->cas = cas;
+				f->n_cas = n_cas;
+				f->ok = 1;
+			} else {
+				snprintf(err, sizeof(err), "%s: %s", path, why);
+			}
+		} else {
+			uint8_t *blob = NULL;
+			size_t blob_len = 0;
+			char why[400];
+			rc = dg_trust_read_crls(text, len, &blob, &blob_len, why, sizeof(why));
+			if (rc == 0) {
+				f->crl = blob;
+				f->crl_len = blob_len;
+				f->ok = 1;
+			} else {
+				snprintf(err, sizeof(err), "%s: %s", path, why);
+			}
+		}
+		free(text);
+		if (!f->ok) {
+			reject(err);
+			bad++;
+		}
+	}
+	return bad;
+}
+
+static void
+free_trust_files(dg_trust_file *files, size_t n, char **names)
+{
+	for (size_t i = 0; files != NULL && i < n; i++) {
+		dg_trust_ca_free((dg_ca_cert *)(uintptr_t)files[i].cas, files[i].n_cas);
+		free((void *)(uintptr_t)files[i].crl);
+	}
+	free(files);
+	free_names(names, n);
+}
+
+/* Imports one project directory. Returns 0, the number of files rejected, or a negative errno. */
 static int
 import_project(const char *dir, const char *slug, dg_store *st)
 {
-	char path[4096], err[512];
+	char path[4096], err[5000], name[DEVICE_NAME_MAX + 1];
 	char *text = NULL;
 	size_t len = 0, n = 0;
 	dg_psk_entry *entries = NULL;
-	int rc;
+	int rc, bad = 0;
 
-	rc = dg_store_ensure_project(st, slug);
-	if (rc != 0)
+	/* project.json: settings; a bad file keeps the project's current ones. */
+	snprintf(path, sizeof(path), "%s/%s/project.json", dir, slug);
+	rc = read_small_file(path, &text, &len);
+	if (rc == 0 || rc == -ENOENT) {
+		dg_project_settings ps = {NULL, 1, 1};
+		if (rc == 0)
+			rc = dg_confdir_parse_project(path, text, len, &ps, name, sizeof(name), err,
+			                              sizeof(err));
+		free(text);
+		text = NULL;
+		if (rc == 0 || rc == -ENOENT)
+			rc = dg_store_set_project(st, slug, &ps);
+		else if (rc == -EINVAL) {
+			reject(err);
+			bad++;
+			rc = dg_store_ensure_project(st, slug);
+		}
+	} else {
+		snprintf(err, sizeof(err), "%s: cannot read: %s", path, strerror(-rc));
+		reject(err);
+		bad++;
+		rc = dg_store_ensure_project(st, slug);
+	}
+	if (rc < 0)
 		return rc;
+
+	/* cas/ and crls/ */
+	dg_trust_file *cas = NULL, *crls = NULL;
+	size_t n_cas = 0, n_crls = 0;
+	char **ca_names = NULL, **crl_names = NULL;
+	bad += read_trust_dir(dir, slug, "cas", &cas, &n_cas, &ca_names);
+	bad += read_trust_dir(dir, slug, "crls", &crls, &n_crls, &crl_names);
+	rc = dg_store_sync_trust(st, slug, cas, n_cas, crls, n_crls);
+	free_trust_files(cas, n_cas, ca_names);
+	free_trust_files(crls, n_crls, crl_names);
+	if (rc < 0)
+		return rc;
+
+	/* psk.json */
 	snprintf(path, sizeof(path), "%s/%s/psk.json", dir, slug);
 	rc = read_small_file(path, &text, &len);
 	if (rc == -ENOENT) {
 		/* No psk.json: the project has no file credentials. */
-		return dg_store_sync_psk(st, slug, NULL, 0);
+		rc = dg_store_sync_psk(st, slug, NULL, 0);
+		return rc < 0 ? rc : bad;
 	}
 	if (rc != 0) {
-		dg_log(DG_LOG_ERROR, "config.rejected", "%s: cannot read: %s", path, strerror(-rc));
-		return 1;
+		snprintf(err, sizeof(err), "%s: cannot read: %s", path, strerror(-rc));
+		reject(err);
+		return bad + 1;
 	}
 	rc = dg_confdir_parse_psk(path, slug, text, len, &entries, &n, err, sizeof(err));
 	explicit_bzero(text, len);
 	free(text);
 	if (rc == -EINVAL) {
-		dg_log(DG_LOG_ERROR, "config.rejected",
-		       "%s (file skipped; what it gave before stays)", err);
-		return 1;
+		reject(err);
+		return bad + 1;
 	}
 	if (rc != 0)
 		return rc;
 	rc = dg_store_sync_psk(st, slug, entries, n);
 	dg_confdir_psk_free(entries, n);
-	return rc;
+	return rc < 0 ? rc : bad;
 }
 
 int
@@ -294,6 +553,8 @@ dg_confdir_import(const char *dir, dg_store *st, int *n_errors)
 {
 	DIR *d = opendir(dir);
 	struct dirent *de;
+	char **present = NULL;
+	size_t n_present = 0, cap = 0;
 	int rc = 0;
 
 	*n_errors = 0;
@@ -324,7 +585,26 @@ dg_confdir_import(const char *dir, dg_store *st, int *n_errors)
 			break;
 		*n_errors += rc;
 		rc = 0;
+		if (n_present == cap) {
+			cap = cap ? cap * 2 : 16;
+			char **g = realloc(present, cap * sizeof(*g));
+			if (g == NULL) {
+				rc = -ENOMEM;
+				break;
+			}
+			present = g;
+		}
+		present[n_present] = strdup(de->d_name);
+		if (present[n_present] == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		n_present++;
 	}
 	closedir(d);
+	/* A project whose directory is gone is disabled; its devices and data stay. */
+	if (rc == 0)
+		rc = dg_store_disable_missing(st, (const char *const *)present, n_present);
+	free_names(present, n_present);
 	return rc;
 }

@@ -70,7 +70,7 @@ dg_dtls_get_io(WOLFSSL *ssl)
 
 int
 dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callback psk_cb,
-                WOLFSSL_CTX **out, char *err, size_t errlen)
+                VerifyCallback verify_cb, WOLFSSL_CTX **out, char *err, size_t errlen)
 {
 	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfDTLSv1_2_server_method());
 	int rc = -EINVAL;
@@ -106,7 +106,8 @@ dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callbac
 		snprintf(err, errlen, "wolfSSL lacks P-256");
 		goto out;
 	}
-	wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
+	wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_EXCEPT_PSK,
+	                       verify_cb);
 	*out = ctx;
 	ctx = NULL;
 	rc = 0;

@@ -40,8 +40,8 @@ put_escaped(char *buf, size_t cap, size_t *pos, const char *s, int json)
 			buf[(*pos)++] = '\\';
 			buf[(*pos)++] = (char)c;
 		} else if (c < 0x20 || c == 0x7f) {
-			*pos += (size_t)snprintf(buf + *pos, cap - *pos, json ? "\\u%04x" : "\\x%02x",
-						 c);
+			*pos += (size_t)snprintf(buf + *pos, cap - *pos,
+			                         json ? "\\u%04x" : "\\x%02x", c);
 		} else {
 			buf[(*pos)++] = (char)c;
 		}

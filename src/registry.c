@@ -1,35 +1,51 @@
 /*
- * Registry snapshots: an open-addressing hash table of PSK credentials
- * keyed by identity, plus the list of project slugs.
+ * Registry snapshots: open-addressing hash indexes over the PSK
+ * credentials (by identity), the projects (by slug) and the certificate
+ * devices (by project and certificate ID).
  */
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
-
+#include "devgate/log.h"
 #include "devgate/registry.h"
+
+/* An str_index of string keys to positions in an array: slots hold position+1, 0 = empty. */
+typedef struct str_index {
+	uint32_t *slots;
+	size_t n_slots; /* Power of two. */
+} str_index;
 
 struct dg_registry {
 	atomic_int refs;
-	dg_psk_cred *creds; /* n_creds entries */
+	int64_t serial;
+	dg_psk_cred *creds;
 	size_t n_creds, cap_creds;
-	uint32_t *slots; /* index+1 into creds, 0 = empty; n_slots is a power of two */
-	size_t n_slots;
-	char **slugs;
-	size_t n_slugs, cap_slugs;
+	dg_project *projects;
+	size_t n_projects, cap_projects;
+	dg_cert_device *devices;
+	size_t n_devices, cap_devices;
+	str_index by_identity, by_slug, by_cert;
 };
 
 static uint64_t
-hash_bytes(const char *s, size_t len)
+hash_bytes(uint64_t h, const char *s, size_t len)
 {
-	uint64_t h = 1469598103934665603ull; /* FNV-1a */
 	for (size_t i = 0; i < len; i++) {
 		h ^= (unsigned char)s[i];
-		h *= 1099511628211ull;
+		h *= 1099511628211ull; /* FNV-1a */
 	}
 	return h;
+}
+
+static uint64_t
+hash_cert(int64_t project_id, const char *cert_id, size_t len)
+{
+	uint64_t h =
+	        hash_bytes(1469598103934665603ull, (const char *)&project_id, sizeof(project_id));
+	return hash_bytes(h, cert_id, len);
 }
 
 int
@@ -76,25 +92,37 @@ dg_identity_split(const char *identity, size_t len, const char **id, size_t *id_
 	return 0;
 }
 
+/* Grows an array of `size`-byte elements to hold one more. */
 static int
-add_slug(dg_registry *reg, const char *slug)
+reserve(void **arr, size_t *cap, size_t n, size_t size)
 {
-	for (size_t i = 0; i < reg->n_slugs; i++)
-		if (strcmp(reg->slugs[i], slug) == 0)
-			return 0;
-	if (reg->n_slugs == reg->cap_slugs) {
-		size_t cap = reg->cap_slugs ? reg->cap_slugs * 2 : 16;
-		char **p = realloc(reg->slugs, cap * sizeof(*p));
-		if (p == NULL)
-			return -ENOMEM;
-		reg->slugs = p;
-		reg->cap_slugs = cap;
-	}
-	reg->slugs[reg->n_slugs] = strdup(slug);
-	if (reg->slugs[reg->n_slugs] == NULL)
+	if (n < *cap)
+		return 0;
+	size_t ncap = *cap ? *cap * 2 : 16;
+	void *p = realloc(*arr, ncap * size);
+	if (p == NULL)
 		return -ENOMEM;
-	reg->n_slugs++;
+	*arr = p;
+	*cap = ncap;
 	return 0;
+}
+
+static int
+add_project(void *arg, const dg_project_row *row)
+{
+	dg_registry *reg = arg;
+	if (reserve((void **)&reg->projects, &reg->cap_projects, reg->n_projects,
+	            sizeof(*reg->projects)) != 0)
+		return -ENOMEM;
+	dg_project *p = &reg->projects[reg->n_projects];
+	memset(p, 0, sizeof(*p));
+	p->id = row->id;
+	p->slug = strdup(row->slug);
+	p->name = strdup(row->name);
+	p->enabled = row->enabled;
+	p->auto_provision = row->auto_provision;
+	reg->n_projects++;
+	return p->slug != NULL && p->name != NULL ? 0 : -ENOMEM;
 }
 
 static int
@@ -105,25 +133,13 @@ add_psk(void *arg, const dg_psk_row *row)
 
 	if (row->key_len == 0 || row->key_len > DG_PSK_MAX_KEY)
 		return 0; /* The importer never stores such keys; skip rather than fail. */
-	if (reg->n_creds == reg->cap_creds) {
-		size_t cap = reg->cap_creds ? reg->cap_creds * 2 : 64;
-		dg_psk_cred *p = realloc(reg->creds, cap * sizeof(*p));
-		if (p == NULL)
-			return -ENOMEM;
-		reg->creds = p;
-		reg->cap_creds = cap;
-	}
+	if (reserve((void **)&reg->creds, &reg->cap_creds, reg->n_creds, sizeof(*reg->creds)) != 0)
+		return -ENOMEM;
 	c = &reg->creds[reg->n_creds];
 	memset(c, 0, sizeof(*c));
 	c->identity = strdup(row->identity);
 	c->slug = strdup(row->slug);
 	c->device = strdup(row->device);
-	if (c->identity == NULL || c->slug == NULL || c->device == NULL) {
-		free(c->identity);
-		free(c->slug);
-		free(c->device);
-		return -ENOMEM;
-	}
 	c->project_id = row->project_id;
 	c->device_id = row->device_id;
 	memcpy(c->key, row->key, row->key_len);
@@ -131,33 +147,164 @@ add_psk(void *arg, const dg_psk_row *row)
 	c->project_enabled = row->project_enabled;
 	c->device_blocked = row->device_blocked;
 	reg->n_creds++;
-	return add_slug(reg, row->slug);
+	return c->identity != NULL && c->slug != NULL && c->device != NULL ? 0 : -ENOMEM;
 }
 
 static int
-index_creds(dg_registry *reg)
+add_cert_device(void *arg, const dg_device_row *row)
 {
-	size_t n = 16;
-	while (n < reg->n_creds * 2)
-		n <<= 1;
-	reg->slots = calloc(n, sizeof(*reg->slots));
-	if (reg->slots == NULL)
+	dg_registry *reg = arg;
+	if (row->certificate_id == NULL)
+		return 0;
+	if (reserve((void **)&reg->devices, &reg->cap_devices, reg->n_devices,
+	            sizeof(*reg->devices)) != 0)
 		return -ENOMEM;
-	reg->n_slots = n;
-	for (size_t i = 0; i < reg->n_creds; i++) {
-		const char *id = reg->creds[i].identity;
-		size_t h = (size_t)hash_bytes(id, strlen(id)) & (n - 1);
-		while (reg->slots[h] != 0)
-			h = (h + 1) & (n - 1);
-		reg->slots[h] = (uint32_t)(i + 1);
-	}
+	dg_cert_device *d = &reg->devices[reg->n_devices];
+	memset(d, 0, sizeof(*d));
+	d->project_id = row->project_id;
+	d->device_id = row->id;
+	d->blocked = row->blocked;
+	d->cert_id = strdup(row->certificate_id);
+	d->name = strdup(row->name);
+	reg->n_devices++;
+	return d->cert_id != NULL && d->name != NULL ? 0 : -ENOMEM;
+}
+
+/* Collects the CAs and CRLs of one project at a time, in store order. */
+typedef struct trust_collect {
+	dg_registry *reg;
+	dg_ca_cert *cas;
+	size_t n_cas, cap_cas;
+	dg_crl_row *crls;
+	uint8_t **crl_copies;
+	size_t n_crls, cap_crls;
+} trust_collect;
+
+static int
+collect_ca(void *arg, const dg_ca_row *row)
+{
+	trust_collect *tc = arg;
+	if (reserve((void **)&tc->cas, &tc->cap_cas, tc->n_cas, sizeof(*tc->cas)) != 0)
+		return -ENOMEM;
+	dg_ca_cert *c = &tc->cas[tc->n_cas];
+	memset(c, 0, sizeof(*c));
+	c->der = malloc(row->der_len);
+	if (c->der == NULL)
+		return -ENOMEM;
+	memcpy(c->der, row->der, row->der_len);
+	c->der_len = row->der_len;
+	/* Reuse not_before_ms to remember the project. */
+	c->not_before_ms = row->project_id;
+	tc->n_cas++;
 	return 0;
 }
 
 static int
-add_project_slug(void *arg, const dg_device_row *row)
+collect_crl(void *arg, const dg_crl_row *row)
 {
-	return add_slug(arg, row->project);
+	trust_collect *tc = arg;
+	size_t cap = tc->cap_crls;
+	if (reserve((void **)&tc->crls, &tc->cap_crls, tc->n_crls, sizeof(*tc->crls)) != 0)
+		return -ENOMEM;
+	if (tc->cap_crls != cap || tc->crl_copies == NULL) {
+		uint8_t **g = realloc(tc->crl_copies, tc->cap_crls * sizeof(*g));
+		if (g == NULL)
+			return -ENOMEM;
+		tc->crl_copies = g;
+	}
+	uint8_t *copy = malloc(row->der_len ? row->der_len : 1);
+	if (copy == NULL)
+		return -ENOMEM;
+	memcpy(copy, row->der, row->der_len);
+	tc->crl_copies[tc->n_crls] = copy;
+	tc->crls[tc->n_crls] = *row;
+	tc->crls[tc->n_crls].der = copy;
+	tc->crls[tc->n_crls].source = NULL;
+	tc->n_crls++;
+	return 0;
+}
+
+static int
+build_trust(dg_registry *reg, dg_store *st)
+{
+	trust_collect tc = {.reg = reg};
+	int rc = dg_store_each_ca(st, collect_ca, &tc);
+	if (rc == 0)
+		rc = dg_store_each_crl(st, collect_crl, &tc);
+	for (size_t i = 0; i < reg->n_projects && rc == 0; i++) {
+		dg_project *p = &reg->projects[i];
+		const dg_ca_cert *cas[256];
+		const uint8_t *crls[64];
+		size_t crl_lens[64], n_cas = 0, n_crls = 0;
+		int bad = 0;
+		for (size_t j = 0; j < tc.n_cas && n_cas < 256; j++)
+			if (tc.cas[j].not_before_ms == p->id)
+				cas[n_cas++] = &tc.cas[j];
+		for (size_t j = 0; j < tc.n_crls && n_crls < 64; j++)
+			if (tc.crls[j].project_id == p->id) {
+				crls[n_crls] = tc.crls[j].der;
+				crl_lens[n_crls++] = tc.crls[j].der_len;
+			}
+		rc = dg_trust_store_new(cas, n_cas, crls, crl_lens, n_crls, &p->trust, &bad);
+		p->n_cas = n_cas;
+		if (bad > 0)
+			dg_log(DG_LOG_WARN, "config.crl",
+			       "project %s: %d CRLs not loaded (issuer not among its CAs, or a bad"
+			       " signature)",
+			       p->slug, bad);
+	}
+	dg_trust_ca_free(tc.cas, tc.n_cas);
+	for (size_t j = 0; j < tc.n_crls; j++)
+		free(tc.crl_copies[j]);
+	free(tc.crl_copies);
+	free(tc.crls);
+	return rc;
+}
+
+static int
+index_new(str_index *ix, size_t n)
+{
+	size_t cap = 16;
+	while (cap < n * 2)
+		cap <<= 1;
+	ix->slots = calloc(cap, sizeof(*ix->slots));
+	if (ix->slots == NULL)
+		return -ENOMEM;
+	ix->n_slots = cap;
+	return 0;
+}
+
+static void
+index_put(str_index *ix, uint64_t h, size_t pos)
+{
+	size_t mask = ix->n_slots - 1, i = (size_t)h & mask;
+	while (ix->slots[i] != 0)
+		i = (i + 1) & mask;
+	ix->slots[i] = (uint32_t)(pos + 1);
+}
+
+static int
+build_indexes(dg_registry *reg)
+{
+	const uint64_t basis = 1469598103934665603ull;
+	if (index_new(&reg->by_identity, reg->n_creds) != 0 ||
+	    index_new(&reg->by_slug, reg->n_projects) != 0 ||
+	    index_new(&reg->by_cert, reg->n_devices) != 0)
+		return -ENOMEM;
+	for (size_t i = 0; i < reg->n_creds; i++) {
+		const char *id = reg->creds[i].identity;
+		index_put(&reg->by_identity, hash_bytes(basis, id, strlen(id)), i);
+	}
+	for (size_t i = 0; i < reg->n_projects; i++) {
+		const char *slug = reg->projects[i].slug;
+		index_put(&reg->by_slug, hash_bytes(basis, slug, strlen(slug)), i);
+	}
+	for (size_t i = 0; i < reg->n_devices; i++) {
+		const dg_cert_device *d = &reg->devices[i];
+		index_put(&reg->by_cert, hash_cert(d->project_id, d->cert_id, strlen(d->cert_id)),
+		          i);
+	}
+	return 0;
 }
 
 static void
@@ -174,10 +321,20 @@ registry_free(dg_registry *reg)
 	if (reg->creds != NULL)
 		explicit_bzero(reg->creds, reg->cap_creds * sizeof(*reg->creds));
 	free(reg->creds);
-	free(reg->slots);
-	for (size_t i = 0; i < reg->n_slugs; i++)
-		free(reg->slugs[i]);
-	free(reg->slugs);
+	for (size_t i = 0; i < reg->n_projects; i++) {
+		free(reg->projects[i].slug);
+		free(reg->projects[i].name);
+		dg_trust_store_free(reg->projects[i].trust);
+	}
+	free(reg->projects);
+	for (size_t i = 0; i < reg->n_devices; i++) {
+		free(reg->devices[i].cert_id);
+		free(reg->devices[i].name);
+	}
+	free(reg->devices);
+	free(reg->by_identity.slots);
+	free(reg->by_slug.slots);
+	free(reg->by_cert.slots);
 	free(reg);
 }
 
@@ -190,11 +347,16 @@ dg_registry_build(dg_store *st, dg_registry **out)
 	if (reg == NULL)
 		return -ENOMEM;
 	atomic_init(&reg->refs, 1);
-	rc = dg_store_each_psk(st, add_psk, reg);
+	reg->serial = dg_store_registry_serial(st);
+	rc = dg_store_each_project(st, add_project, reg);
 	if (rc == 0)
-		rc = dg_store_each_device(st, add_project_slug, reg);
+		rc = dg_store_each_psk(st, add_psk, reg);
 	if (rc == 0)
-		rc = index_creds(reg);
+		rc = dg_store_each_device(st, add_cert_device, reg);
+	if (rc == 0)
+		rc = build_trust(reg, st);
+	if (rc == 0)
+		rc = build_indexes(reg);
 	if (rc != 0) {
 		registry_free(reg);
 		return rc;
@@ -220,10 +382,11 @@ dg_registry_unref(dg_registry *reg)
 const dg_psk_cred *
 dg_registry_find_psk(const dg_registry *reg, const char *identity, size_t len)
 {
-	size_t mask = reg->n_slots - 1;
-	size_t h = (size_t)hash_bytes(identity, len) & mask;
+	const str_index *ix = &reg->by_identity;
+	size_t mask = ix->n_slots - 1;
+	size_t h = (size_t)hash_bytes(1469598103934665603ull, identity, len) & mask;
 
-	for (uint32_t s; (s = reg->slots[h]) != 0; h = (h + 1) & mask) {
+	for (uint32_t s; (s = ix->slots[h]) != 0; h = (h + 1) & mask) {
 		const dg_psk_cred *c = &reg->creds[s - 1];
 		if (strlen(c->identity) == len && memcmp(c->identity, identity, len) == 0)
 			return c;
@@ -231,17 +394,51 @@ dg_registry_find_psk(const dg_registry *reg, const char *identity, size_t len)
 	return NULL;
 }
 
+const dg_project *
+dg_registry_find_project(const dg_registry *reg, const char *slug, size_t len)
+{
+	const str_index *ix = &reg->by_slug;
+	size_t mask = ix->n_slots - 1;
+	size_t h = (size_t)hash_bytes(1469598103934665603ull, slug, len) & mask;
+
+	for (uint32_t s; (s = ix->slots[h]) != 0; h = (h + 1) & mask) {
+		const dg_project *p = &reg->projects[s - 1];
+		if (strlen(p->slug) == len && memcmp(p->slug, slug, len) == 0)
+			return p;
+	}
+	return NULL;
+}
+
+const dg_cert_device *
+dg_registry_find_cert_device(const dg_registry *reg, int64_t project_id, const char *cert_id)
+{
+	const str_index *ix = &reg->by_cert;
+	size_t len = strlen(cert_id);
+	size_t mask = ix->n_slots - 1;
+	size_t h = (size_t)hash_cert(project_id, cert_id, len) & mask;
+
+	for (uint32_t s; (s = ix->slots[h]) != 0; h = (h + 1) & mask) {
+		const dg_cert_device *d = &reg->devices[s - 1];
+		if (d->project_id == project_id && strcmp(d->cert_id, cert_id) == 0)
+			return d;
+	}
+	return NULL;
+}
+
 int
 dg_registry_has_project(const dg_registry *reg, const char *slug, size_t len)
 {
-	for (size_t i = 0; i < reg->n_slugs; i++)
-		if (strlen(reg->slugs[i]) == len && memcmp(reg->slugs[i], slug, len) == 0)
-			return 1;
-	return 0;
+	return dg_registry_find_project(reg, slug, len) != NULL;
 }
 
 size_t
 dg_registry_psk_count(const dg_registry *reg)
 {
 	return reg->n_creds;
+}
+
+int64_t
+dg_registry_serial(const dg_registry *reg)
+{
+	return reg->serial;
 }

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <wolfssl/options.h>
@@ -24,6 +26,29 @@
 #define COOKIE_ROTATE_MS  (5 * 60 * 1000)
 /* How often a repeated warning about refused handshakes may be logged. */
 #define WARN_INTERVAL_MS 10000
+/* Changes under projects_dir are taken in after this much quiet. */
+#define RELOAD_DEBOUNCE_MS 250
+/* How often the store is asked whether the CLI changed what the registry holds. */
+#define SERIAL_POLL_MS 500
+#define MAX_WATCHES    1024
+#define MAX_REASONS    64
+
+/* A provisioning result on its way from the writer thread to the loop. */
+typedef struct prov_done {
+	struct prov_done *next;
+	uint64_t session_id;
+	dg_provision_result res;
+} prov_done;
+
+typedef struct prov_req {
+	dg_server *srv;
+	uint64_t session_id;
+} prov_req;
+
+typedef struct watch {
+	uv_fs_event_t h;
+	dg_server *srv;
+} watch;
 
 typedef struct listener {
 	uv_udp_t udp;
@@ -46,6 +71,19 @@ struct dg_server {
 	dg_map *peers;   /* Address -> session: what an address's records go to. */
 	dg_map *pending; /* Address -> a handshake that will replace peers' entry. */
 	dg_map *devices; /* Device ID -> its one established session. */
+	dg_map *by_id;   /* Session ID -> session, for results that come back later. */
+	uv_async_t prov_async;
+	pthread_mutex_t prov_mu;
+	prov_done *prov_head; /* Filled by the writer thread, drained on the loop. */
+	uv_timer_t debounce;
+	uv_timer_t serial_poll;
+	watch *watches[MAX_WATCHES];
+	size_t n_watches;
+	struct {
+		char *reason;
+		uint64_t count;
+	} refusals[MAX_REASONS];
+	size_t n_refusals;
 	dg_session **graveyard;
 	size_t n_graveyard, cap_graveyard;
 	size_t n_handshakes; /* Half-open: created, neither established nor closed. */
@@ -61,6 +99,9 @@ struct dg_server {
 	int stopping;
 	uint8_t rx[RX_BUF_SIZE];
 };
+
+static void rewatch(dg_server *srv);
+static void unwatch(dg_server *srv);
 
 static int
 listener_reset(listener *l)
@@ -127,6 +168,16 @@ ch_good(WOLFSSL *ssl, void *arg)
 	void *old = NULL;
 	if (dg_map_put(table, &key, s, &old) != 0) {
 		/* The listener keeps its object; the session never went live. */
+		dg_session_discard(s);
+		dg_dtls_set_io(ssl, &l->io);
+		return -1;
+	}
+	dg_map_key_u64(&key, dg_session_id(s));
+	if (dg_map_put(srv->by_id, &key, s, NULL) != 0) {
+		dg_map_key_addr(&key, l->from);
+		dg_map_del(table, &key);
+		if (old != NULL)
+			dg_map_put(table, &key, old, NULL);
 		dg_session_discard(s);
 		dg_dtls_set_io(ssl, &l->io);
 		return -1;
@@ -300,6 +351,9 @@ on_closed(void *owner, dg_session *s, int was_established)
 		if (dg_map_get(srv->devices, &key) == s)
 			dg_map_del(srv->devices, &key);
 	}
+	dg_map_key_u64(&key, dg_session_id(s));
+	if (dg_map_get(srv->by_id, &key) == s)
+		dg_map_del(srv->by_id, &key);
 	if (srv->n_graveyard == srv->cap_graveyard) {
 		size_t cap = srv->cap_graveyard ? srv->cap_graveyard * 2 : 64;
 		dg_session **g = realloc(srv->graveyard, cap * sizeof(*g));
@@ -312,6 +366,91 @@ on_closed(void *owner, dg_session *s, int was_established)
 		srv->cap_graveyard = cap;
 	}
 	srv->graveyard[srv->n_graveyard++] = s;
+}
+
+/* Runs on the writer thread: hand the result to the loop. */
+static void
+provision_done(void *arg, const dg_provision_result *res)
+{
+	prov_req *req = arg;
+	dg_server *srv = req->srv;
+	prov_done *d = calloc(1, sizeof(*d));
+	if (d != NULL) {
+		d->session_id = req->session_id;
+		d->res = *res;
+		pthread_mutex_lock(&srv->prov_mu);
+		d->next = srv->prov_head;
+		srv->prov_head = d;
+		pthread_mutex_unlock(&srv->prov_mu);
+	}
+	free(req);
+	uv_async_send(&srv->prov_async);
+}
+
+static void
+on_provision(void *owner, dg_session *s, int64_t project_id, const char *cert_id)
+{
+	dg_server *srv = owner;
+	prov_req *req = calloc(1, sizeof(*req));
+	int rc = -ENOMEM;
+
+	if (req != NULL) {
+		req->srv = srv;
+		req->session_id = dg_session_id(s);
+		rc = dg_store_provision_async(srv->store, project_id, cert_id, provision_done, req);
+		if (rc != 0)
+			free(req);
+	}
+	if (rc != 0) {
+		dg_provision_result res = {.rc = rc};
+		dg_session_provisioned(s, &res, uv_now(srv->loop));
+	}
+}
+
+static void
+prov_async_cb(uv_async_t *h)
+{
+	dg_server *srv = h->data;
+	prov_done *list, *rev = NULL;
+
+	pthread_mutex_lock(&srv->prov_mu);
+	list = srv->prov_head;
+	srv->prov_head = NULL;
+	pthread_mutex_unlock(&srv->prov_mu);
+	/* The list was built newest first; answer in arrival order. */
+	while (list != NULL) {
+		prov_done *next = list->next;
+		list->next = rev;
+		rev = list;
+		list = next;
+	}
+	while (rev != NULL) {
+		prov_done *next = rev->next;
+		dg_map_key key;
+		dg_map_key_u64(&key, rev->session_id);
+		dg_session *s = dg_map_get(srv->by_id, &key);
+		if (s != NULL)
+			dg_session_provisioned(s, &rev->res, uv_now(srv->loop));
+		free(rev);
+		rev = next;
+	}
+}
+
+static void
+on_refused(void *owner, const char *reason)
+{
+	dg_server *srv = owner;
+	for (size_t i = 0; i < srv->n_refusals; i++) {
+		if (strcmp(srv->refusals[i].reason, reason) == 0) {
+			srv->refusals[i].count++;
+			return;
+		}
+	}
+	if (srv->n_refusals == MAX_REASONS)
+		return;
+	srv->refusals[srv->n_refusals].reason = strdup(reason);
+	if (srv->refusals[srv->n_refusals].reason != NULL)
+		srv->refusals[srv->n_refusals++].count = 1;
 }
 
 /* Frees closed sessions; called where no callback is using them. */
@@ -399,26 +538,165 @@ shutdown_server(dg_server *srv, int signum)
 	uv_close((uv_handle_t *)&srv->sigterm, NULL);
 	uv_close((uv_handle_t *)&srv->sigint, NULL);
 	uv_close((uv_handle_t *)&srv->sighup, NULL);
+	uv_close((uv_handle_t *)&srv->prov_async, NULL);
+	uv_close((uv_handle_t *)&srv->debounce, NULL);
+	uv_close((uv_handle_t *)&srv->serial_poll, NULL);
+	unwatch(srv);
+	for (size_t i = 0; i < srv->n_refusals; i++)
+		dg_log(DG_LOG_INFO, "server.refusals", "%llu handshakes refused: %s",
+		       (unsigned long long)srv->refusals[i].count, srv->refusals[i].reason);
 }
 
-/* SIGHUP: re-read the projects directory and swap in a new registry snapshot. */
+/*
+ * Swaps in a new snapshot and closes every session whose credentials it no
+ * longer holds: a CA removed, a certificate revoked, a device blocked, a
+ * project disabled, a PSK credential removed.
+ */
 static void
-reload(dg_server *srv)
+swap_registry(dg_server *srv, dg_registry *reg)
 {
-	int n_errors = 0;
-	dg_registry *reg = NULL;
-	int rc = dg_confdir_import(srv->cfg->projects_dir, srv->store, &n_errors);
-	if (rc == 0)
-		rc = dg_registry_build(srv->store, &reg);
-	if (rc != 0) {
-		dg_log(DG_LOG_ERROR, "reload.failed", "keeping the running configuration: %s",
-		       strerror(-rc));
-		return;
-	}
+	collect c = {0};
+	c.cap = dg_map_count(srv->by_id);
+	c.v = c.cap ? calloc(c.cap, sizeof(*c.v)) : NULL;
 	dg_registry_unref(srv->reg);
 	srv->reg = reg;
-	dg_log(DG_LOG_INFO, "reload.done", "%zu PSK credentials, %d files skipped",
+	if (c.v == NULL)
+		return;
+	dg_map_each(srv->by_id, collect_cb, &c);
+	for (size_t i = 0; i < c.n; i++) {
+		const char *why = dg_session_revalidate(c.v[i], reg);
+		if (why != NULL) {
+			char reason[128];
+			snprintf(reason, sizeof(reason), "credentials revoked: %s", why);
+			dg_session_close(c.v[i], reason, 1);
+		}
+	}
+	free(c.v);
+}
+
+/*
+ * Re-reads the projects directory into the store (full) or only rebuilds
+ * the snapshot from the store (after a CLI change), then swaps it in.
+ */
+static void
+reload(dg_server *srv, int full, const char *why)
+{
+	int n_errors = 0, rc = 0;
+	dg_registry *reg = NULL;
+
+	if (full)
+		rc = dg_confdir_import(srv->cfg->projects_dir, srv->store, &n_errors);
+	if (rc == 0 || rc == -ENOENT)
+		rc = dg_registry_build(srv->store, &reg);
+	if (rc != 0) {
+		dg_log(DG_LOG_ERROR, "reload.failed", "%s: keeping the running configuration: %s",
+		       why, strerror(-rc));
+		return;
+	}
+	swap_registry(srv, reg);
+	if (full)
+		rewatch(srv);
+	dg_log(DG_LOG_INFO, "reload.done", "%s: %zu PSK credentials, %d files skipped", why,
 	       dg_registry_psk_count(reg), n_errors);
+}
+
+static void
+debounce_cb(uv_timer_t *t)
+{
+	reload(t->data, 1, "projects directory changed");
+}
+
+static void
+fs_event_cb(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+	watch *w = dg_container_of(h, watch, h);
+	(void)filename;
+	(void)events;
+	(void)status;
+	/* Restarted by every event: the reload runs once things are quiet. */
+	uv_timer_start(&w->srv->debounce, debounce_cb, RELOAD_DEBOUNCE_MS, 0);
+}
+
+static void
+watch_close_cb(uv_handle_t *h)
+{
+	free(dg_container_of((uv_fs_event_t *)(void *)h, watch, h));
+}
+
+static void
+add_watch(dg_server *srv, const char *path)
+{
+	watch *w;
+	if (srv->n_watches == MAX_WATCHES)
+		return;
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return;
+	w->srv = srv;
+	if (uv_fs_event_init(srv->loop, &w->h) != 0) {
+		free(w);
+		return;
+	}
+	if (uv_fs_event_start(&w->h, fs_event_cb, path, 0) != 0) {
+		uv_close((uv_handle_t *)&w->h, watch_close_cb);
+		return;
+	}
+	srv->watches[srv->n_watches++] = w;
+}
+
+static void
+unwatch(dg_server *srv)
+{
+	for (size_t i = 0; i < srv->n_watches; i++)
+		uv_close((uv_handle_t *)&srv->watches[i]->h, watch_close_cb);
+	srv->n_watches = 0;
+}
+
+/*
+ * Watches projects_dir, each project directory and its cas/ and crls/:
+ * inotify is not recursive, so each directory gets its own watch, made
+ * again after every reload.
+ */
+static void
+rewatch(dg_server *srv)
+{
+	const char *dir = srv->cfg->projects_dir;
+	uv_dirent_t de;
+	uv_fs_t req;
+
+	unwatch(srv);
+	add_watch(srv, dir);
+	if (uv_fs_scandir(NULL, &req, dir, 0, NULL) < 0) {
+		uv_fs_req_cleanup(&req);
+		return;
+	}
+	while (uv_fs_scandir_next(&req, &de) != UV_EOF) {
+		char path[4096];
+		struct stat sb;
+		if (de.name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de.name);
+		if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+			continue;
+		add_watch(srv, path);
+		snprintf(path, sizeof(path), "%s/%s/cas", dir, de.name);
+		if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+			add_watch(srv, path);
+		snprintf(path, sizeof(path), "%s/%s/crls", dir, de.name);
+		if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+			add_watch(srv, path);
+	}
+	uv_fs_req_cleanup(&req);
+}
+
+/* The CLI changed the store (a block, a PSK added or removed): rebuild the snapshot. */
+static void
+serial_poll_cb(uv_timer_t *t)
+{
+	dg_server *srv = t->data;
+	int64_t serial = dg_store_registry_serial(srv->store);
+	if (serial >= 0 && serial != dg_registry_serial(srv->reg))
+		reload(srv, 0, "store changed");
 }
 
 static void
@@ -426,7 +704,7 @@ signal_cb(uv_signal_t *h, int signum)
 {
 	dg_server *srv = h->data;
 	if (signum == SIGHUP)
-		reload(srv);
+		reload(srv, 1, "SIGHUP");
 	else
 		shutdown_server(srv, signum);
 }
@@ -476,17 +754,21 @@ dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registr
 	        .wheel = &srv->wheel,
 	        .store = store,
 	        .owner = srv,
+	        .provision = on_provision,
+	        .refused = on_refused,
 	        .established = on_established,
 	        .closed = on_closed,
 	};
+	pthread_mutex_init(&srv->prov_mu, NULL);
 	dg_wheel_init(&srv->wheel, uv_now(loop));
 	rotate_cookie_secret(srv, uv_now(loop));
 	if (dg_map_new(&srv->peers) != 0 || dg_map_new(&srv->pending) != 0 ||
-	    dg_map_new(&srv->devices) != 0) {
+	    dg_map_new(&srv->devices) != 0 || dg_map_new(&srv->by_id) != 0) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = dg_dtls_ctx_new(cert_pem, key_pem, dg_session_psk_lookup, &srv->ctx, err, errlen);
+	rc = dg_dtls_ctx_new(cert_pem, key_pem, dg_session_psk_lookup, dg_session_verify_cert,
+	                     &srv->ctx, err, errlen);
 	if (rc != 0)
 		goto fail;
 	for (size_t i = 0; i < cfg->n_listen; i++) {
@@ -502,6 +784,12 @@ dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registr
 	uv_signal_init(loop, &srv->sigint);
 	uv_signal_init(loop, &srv->sighup);
 	srv->sigterm.data = srv->sigint.data = srv->sighup.data = srv;
+	uv_async_init(loop, &srv->prov_async, prov_async_cb);
+	srv->prov_async.data = srv;
+	uv_timer_init(loop, &srv->debounce);
+	srv->debounce.data = srv;
+	uv_timer_init(loop, &srv->serial_poll);
+	srv->serial_poll.data = srv;
 	*out = srv;
 	return 0;
 fail:
@@ -531,6 +819,8 @@ dg_server_start(dg_server *srv)
 	uv_signal_start(&srv->sigterm, signal_cb, SIGTERM);
 	uv_signal_start(&srv->sigint, signal_cb, SIGINT);
 	uv_signal_start(&srv->sighup, signal_cb, SIGHUP);
+	uv_timer_start(&srv->serial_poll, serial_poll_cb, SERIAL_POLL_MS, SERIAL_POLL_MS);
+	rewatch(srv);
 	for (size_t i = 0; i < srv->cfg->n_listen; i++)
 		dg_log(DG_LOG_INFO, "server.listening", "udp %s, DTLS 1.2, %zu PSK credentials",
 		       srv->cfg->listen[i].text, dg_registry_psk_count(srv->reg));
@@ -552,6 +842,15 @@ dg_server_free(dg_server *srv)
 	dg_map_free(srv->peers);
 	dg_map_free(srv->pending);
 	dg_map_free(srv->devices);
+	dg_map_free(srv->by_id);
+	for (size_t i = 0; i < srv->n_refusals; i++)
+		free(srv->refusals[i].reason);
+	while (srv->prov_head != NULL) {
+		prov_done *next = srv->prov_head->next;
+		free(srv->prov_head);
+		srv->prov_head = next;
+	}
+	pthread_mutex_destroy(&srv->prov_mu);
 	dg_registry_unref(srv->reg);
 	explicit_bzero(srv->cookie_secret, sizeof(srv->cookie_secret));
 	free(srv);

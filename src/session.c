@@ -1,5 +1,6 @@
 /*
- * One DTLS session: handshake, identity, application data, close.
+ * One DTLS session: handshake, identity (PSK or certificate), zero-touch
+ * provisioning, application data, revalidation on reload, close.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,9 +16,21 @@
 #include "devgate/log.h"
 #include "devgate/router.h"
 #include "devgate/session.h"
+#include "devgate/trust.h"
 
 /* The largest datagram devgate reads or answers: one CoAP block and headers. */
 #define PLAIN_MAX 2048
+/* Datagrams kept while a first connection's device is being made. */
+#define HELD_MAX 4
+/* Certificates of a device's chain kept for revalidation. */
+#define CHAIN_MAX 4
+
+enum auth { AUTH_NONE = 0, AUTH_PSK, AUTH_CERT };
+
+typedef struct held {
+	uint8_t *data;
+	size_t len;
+} held;
 
 struct dg_session {
 	uint64_t id;
@@ -26,15 +39,28 @@ struct dg_session {
 	dg_dtls_io io;
 	WOLFSSL *ssl;
 	dg_registry *reg;
-	const dg_psk_cred *cred; /* Borrowed from reg once the PSK callback accepted it. */
-	const char *psk_refusal; /* Why the PSK callback refused, or NULL. */
-	char psk_identity[DG_PSK_MAX_IDENTITY + 1];
-	char peer_text[64];
 	dg_coap *coap;
 	dg_wheel_entry rtx;  /* DTLS handshake retransmission. */
 	dg_wheel_entry life; /* Handshake timeout, then idle timeout. */
 	uint64_t created_ms;
 	uint64_t last_rx_ms;
+	char peer_text[64];
+
+	/* Identity: copied, so that it outlives any snapshot. */
+	enum auth auth;
+	int64_t project_id;
+	int64_t device_id; /* -1 until known. */
+	char project[DG_SLUG_MAX + 1];
+	char device[160];
+	char identity[DG_PSK_MAX_IDENTITY + 1]; /* PSK identity, or certificate ID. */
+	char subject[DG_SUBJECT_MAX];
+	const char *refusal; /* Why the handshake was refused, or NULL. */
+	int cert_checked;    /* The chain was judged (refusal says how). */
+	uint8_t *chain[CHAIN_MAX];
+	size_t chain_len[CHAIN_MAX];
+	size_t n_chain;
+	held held[HELD_MAX];
+	size_t n_held;
 };
 
 static void
@@ -67,6 +93,7 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->state = DG_SESSION_HANDSHAKE;
 	s->env = env;
 	s->ssl = ssl;
+	s->device_id = -1;
 	s->io.udp = udp;
 	s->io.peer_len = peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 	                                             : sizeof(struct sockaddr_in);
@@ -80,10 +107,19 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->life.tag = DG_TIMER_SESSION_LIFE;
 	s->io.owner = s;
 	dg_dtls_set_io(ssl, &s->io);
+	wolfSSL_SetCertCbCtx(ssl, s);
 	dg_wheel_schedule(env->wheel, &s->life,
 	                  now_ms + (uint64_t)env->cfg->limits.handshake_timeout_s * 1000);
 	*out = s;
 	return 0;
+}
+
+static void
+drop_held(dg_session *s)
+{
+	for (size_t i = 0; i < s->n_held; i++)
+		free(s->held[i].data);
+	s->n_held = 0;
 }
 
 void
@@ -104,6 +140,9 @@ dg_session_free(dg_session *s)
 		wolfSSL_free(s->ssl);
 	dg_coap_free(s->coap);
 	dg_registry_unref(s->reg);
+	for (size_t i = 0; i < s->n_chain; i++)
+		free(s->chain[i]);
+	drop_held(s);
 	free(s);
 }
 
@@ -122,7 +161,7 @@ dg_session_peer(const dg_session *s)
 int64_t
 dg_session_device_id(const dg_session *s)
 {
-	return s->cred != NULL ? s->cred->device_id : -1;
+	return s->device_id;
 }
 
 uint64_t
@@ -143,7 +182,7 @@ log_session(const dg_session *s, dg_log_level level, const char *event, const ch
             const char *v1, const char *k2, const char *v2)
 {
 	char sid[24];
-	const char *kv[14];
+	const char *kv[16];
 	int n = 0;
 
 	if (!dg_log_enabled(level))
@@ -153,11 +192,13 @@ log_session(const dg_session *s, dg_log_level level, const char *event, const ch
 	kv[n++] = sid;
 	kv[n++] = "peer";
 	kv[n++] = s->peer_text;
-	if (s->cred != NULL) {
+	if (s->project[0] != '\0') {
 		kv[n++] = "project";
-		kv[n++] = s->cred->slug;
+		kv[n++] = s->project;
+	}
+	if (s->device_id >= 0) {
 		kv[n++] = "device";
-		kv[n++] = s->cred->device;
+		kv[n++] = s->device;
 	}
 	if (k1 != NULL) {
 		kv[n++] = k1;
@@ -170,6 +211,15 @@ log_session(const dg_session *s, dg_log_level level, const char *event, const ch
 	dg_log_kv(level, event, kv, n / 2);
 }
 
+/* Records a refusal decided during the handshake. */
+static int
+refuse(dg_session *s, const char *reason)
+{
+	if (s->refusal == NULL)
+		s->refusal = reason;
+	return 0;
+}
+
 unsigned int
 dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
                       unsigned int max_key_len)
@@ -179,55 +229,146 @@ dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
 	const char *id, *slug;
 	size_t id_len, slug_len, len;
 	const dg_psk_cred *c;
+	const dg_project *p;
 
 	if (s == NULL || identity == NULL)
 		return 0;
 	len = strnlen(identity, DG_PSK_MAX_IDENTITY + 1);
-	snprintf(s->psk_identity, sizeof(s->psk_identity), "%.*s", (int)len, identity);
-	if (dg_identity_split(identity, len, &id, &id_len, &slug, &slug_len) != 0) {
-		s->psk_refusal = "malformed PSK identity";
-		return 0;
-	}
+	snprintf(s->identity, sizeof(s->identity), "%.*s", (int)len, identity);
+	if (dg_identity_split(identity, len, &id, &id_len, &slug, &slug_len) != 0)
+		return (unsigned)refuse(s, "malformed PSK identity");
+	p = dg_registry_find_project(s->reg, slug, slug_len);
+	if (p == NULL)
+		return (unsigned)refuse(s, "unknown project");
 	c = dg_registry_find_psk(s->reg, identity, len);
-	if (c == NULL) {
-		s->psk_refusal = dg_registry_has_project(s->reg, slug, slug_len)
-		                         ? "unknown PSK identity"
-		                         : "unknown project";
-		return 0;
-	}
-	if (!c->project_enabled) {
-		s->psk_refusal = "project disabled";
-		return 0;
-	}
-	if (c->device_blocked) {
-		s->psk_refusal = "device blocked";
-		return 0;
-	}
-	if (c->key_len > max_key_len) {
-		s->psk_refusal = "PSK too long";
-		return 0;
-	}
+	if (c == NULL)
+		return (unsigned)refuse(s, "unknown PSK identity");
+	if (!p->enabled)
+		return (unsigned)refuse(s, "project disabled");
+	if (c->device_blocked)
+		return (unsigned)refuse(s, "device blocked");
+	if (c->key_len > max_key_len)
+		return (unsigned)refuse(s, "PSK too long");
 	memcpy(key, c->key, c->key_len);
-	s->cred = c;
+	s->auth = AUTH_PSK;
+	s->project_id = c->project_id;
+	s->device_id = c->device_id;
+	snprintf(s->project, sizeof(s->project), "%s", c->slug);
+	snprintf(s->device, sizeof(s->device), "%s", c->device);
 	return (unsigned int)c->key_len;
+}
+
+/*
+ * Judges a device certificate chain for session `s` against its snapshot:
+ * the subject rules, then the chain against the CAs of the project its O
+ * names, and only that project's. Returns NULL when it is accepted (and
+ * fills in the session's identity) or the reason it is not.
+ */
+static const char *
+judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const size_t *lens,
+            size_t n, int keep_identity)
+{
+	dg_subject subj;
+	const dg_project *p;
+	dg_trust_result r;
+
+	if (n == 0 || dg_trust_subject(certs[0], lens[0], &subj) != 0)
+		return "malformed certificate";
+	snprintf(s->subject, sizeof(s->subject), "%s", subj.text);
+	if (subj.n_org == 0)
+		return "no organization (O) in subject";
+	if (subj.n_org > 1)
+		return "more than one organization (O) in subject";
+	p = subj.org[0] != '\0' ? dg_registry_find_project(reg, subj.org, strlen(subj.org)) : NULL;
+	if (p == NULL)
+		return "unknown project";
+	if (!keep_identity)
+		snprintf(s->project, sizeof(s->project), "%s", p->slug);
+	if (!p->enabled)
+		return "project disabled";
+	if (subj.n_cn == 0)
+		return "no common name (CN) in subject";
+	if (subj.n_cn > 1)
+		return "more than one common name (CN) in subject";
+	if (!subj.cn_valid)
+		return "invalid common name";
+	r = dg_trust_verify(p->trust, (const uint8_t *const *)certs, lens, n);
+	if (r != DG_TRUST_OK)
+		return dg_trust_result_text(r);
+	const dg_cert_device *d = dg_registry_find_cert_device(reg, p->id, subj.cn);
+	if (d != NULL && d->blocked)
+		return "device blocked";
+	if (d == NULL && !p->auto_provision)
+		return "unknown device and auto_provision is off";
+	if (keep_identity)
+		return strcmp(s->identity, subj.cn) == 0 && s->project_id == p->id
+		               ? NULL
+		               : "certificate identity changed";
+	s->auth = AUTH_CERT;
+	s->project_id = p->id;
+	snprintf(s->identity, sizeof(s->identity), "%s", subj.cn);
+	if (d != NULL) {
+		s->device_id = d->device_id;
+		snprintf(s->device, sizeof(s->device), "%s", d->name);
+	}
+	return NULL;
+}
+
+int
+dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
+{
+	dg_session *s = store != NULL ? store->userCtx : NULL;
+	(void)preverify; /* wolfSSL's own verdict is never used: the context trusts no CA. */
+
+	if (s == NULL || s->state != DG_SESSION_HANDSHAKE)
+		return 0;
+	if (store->certs == NULL || store->totalCerts <= 0)
+		return refuse(s, "no client certificate");
+	/*
+	 * The whole chain is judged once, at the first call, whichever
+	 * certificate that call is about; every later call gets the same
+	 * verdict. So wolfSSL only keeps an intermediate it would cache when
+	 * the chain it came in was accepted.
+	 */
+	if (!s->cert_checked) {
+		uint8_t *certs[CHAIN_MAX];
+		size_t lens[CHAIN_MAX], n = 0;
+		s->cert_checked = 1;
+		for (int i = 0; i < store->totalCerts && n < CHAIN_MAX; i++) {
+			certs[n] = malloc(store->certs[i].length);
+			if (certs[n] == NULL)
+				break;
+			memcpy(certs[n], store->certs[i].buffer, store->certs[i].length);
+			lens[n++] = store->certs[i].length;
+		}
+		const char *why =
+		        n > 0 ? judge_chain(s, s->reg, certs, lens, n, 0) : "out of memory";
+		if (why != NULL) {
+			refuse(s, why);
+			for (size_t i = 0; i < n; i++)
+				free(certs[i]);
+		} else {
+			memcpy(s->chain, certs, n * sizeof(*certs));
+			memcpy(s->chain_len, lens, n * sizeof(*lens));
+			s->n_chain = n;
+		}
+	}
+	return s->refusal == NULL && s->auth == AUTH_CERT;
 }
 
 static void
 handshake_failed(dg_session *s, const char *reason)
 {
-	char detail[160];
-	const dg_psk_cred *cred = s->cred;
-
-	/* A refused identity is not the device's: log what was claimed instead. */
-	s->cred = NULL;
-	if (s->psk_identity[0] != '\0' && cred == NULL)
-		snprintf(detail, sizeof(detail), "%s", s->psk_identity);
-	else if (cred != NULL)
-		snprintf(detail, sizeof(detail), "%s", cred->identity);
+	const char *claimed = s->identity[0] != '\0' && s->auth != AUTH_CERT ? s->identity : NULL;
+	/* A refused identity is not the device's: log what was claimed, not a device. */
+	s->device_id = -1;
+	if (s->subject[0] != '\0')
+		log_session(s, DG_LOG_WARN, "session.failed", "reason", reason, "subject",
+		            s->subject);
 	else
-		detail[0] = '\0';
-	log_session(s, DG_LOG_WARN, "session.failed", "reason", reason,
-	            detail[0] ? "identity" : NULL, detail);
+		log_session(s, DG_LOG_WARN, "session.failed", "reason", reason,
+		            claimed != NULL ? "identity" : NULL, claimed);
+	s->env->refused(s->env->owner, reason);
 	dg_session_close(s, NULL, 0);
 }
 
@@ -240,29 +381,77 @@ schedule_rtx(dg_session *s, uint64_t now_ms)
 	dg_wheel_schedule(s->env->wheel, &s->rtx, now_ms + (uint64_t)t * 1000);
 }
 
+static void read_records(dg_session *s, uint64_t now_ms);
+
 static void
 established(dg_session *s, uint64_t now_ms)
 {
-	if (s->cred == NULL) {
+	s->state = DG_SESSION_ESTABLISHED;
+	s->last_rx_ms = now_ms;
+	dg_wheel_schedule(s->env->wheel, &s->life,
+	                  now_ms + (uint64_t)s->env->cfg->limits.idle_timeout_s * 1000);
+	log_session(s, DG_LOG_INFO, "session.established", "auth",
+	            s->auth == AUTH_PSK ? "psk" : "cert", "cipher",
+	            wolfSSL_get_cipher_name(s->ssl));
+	s->env->established(s->env->owner, s);
+	dg_store_touch_device(s->env->store, s->device_id, dg_now_ms());
+}
+
+static void
+handshake_done(dg_session *s, uint64_t now_ms)
+{
+	dg_wheel_cancel(s->env->wheel, &s->rtx);
+	if (s->auth == AUTH_NONE) {
 		/*
-		 * A handshake on a certificate suite without a client
-		 * certificate proves no device. Client certificates are
-		 * verified during the handshake once projects carry CAs; until
-		 * then such a session is refused.
+		 * Not reachable while the context demands a client certificate
+		 * on certificate suites; kept so that no path establishes a
+		 * session without an identity.
 		 */
 		wolfSSL_shutdown(s->ssl);
 		handshake_failed(s, "no device identity (no PSK, no client certificate)");
 		return;
 	}
-	s->state = DG_SESSION_ESTABLISHED;
-	dg_wheel_cancel(s->env->wheel, &s->rtx);
-	s->last_rx_ms = now_ms;
-	dg_wheel_schedule(s->env->wheel, &s->life,
-	                  now_ms + (uint64_t)s->env->cfg->limits.idle_timeout_s * 1000);
-	log_session(s, DG_LOG_INFO, "session.established", "auth", "psk", "cipher",
-	            wolfSSL_get_cipher_name(s->ssl));
-	s->env->established(s->env->owner, s);
-	dg_store_touch_device(s->env->store, s->cred->device_id, dg_now_ms());
+	if (s->device_id < 0) {
+		/* First connection of this certificate: find or make its device. */
+		s->state = DG_SESSION_PROVISIONING;
+		s->env->provision(s->env->owner, s, s->project_id, s->identity);
+		return;
+	}
+	established(s, now_ms);
+}
+
+void
+dg_session_provisioned(dg_session *s, const dg_provision_result *res, uint64_t now_ms)
+{
+	if (s->state != DG_SESSION_PROVISIONING)
+		return;
+	if (res->rc != 0) {
+		char why[96];
+		snprintf(why, sizeof(why), "provisioning failed: %s", strerror(-res->rc));
+		wolfSSL_shutdown(s->ssl);
+		handshake_failed(s, why);
+		return;
+	}
+	s->device_id = res->device_id;
+	snprintf(s->device, sizeof(s->device), "%s", res->name);
+	if (res->created || res->attached)
+		log_session(s, DG_LOG_INFO, "device.provisioned", "certificate_id", s->identity,
+		            "how", res->created ? "created" : "attached");
+	established(s, now_ms);
+	/* What arrived while the device was being made, in order. */
+	held h[HELD_MAX];
+	size_t n = s->n_held;
+	memcpy(h, s->held, n * sizeof(*h));
+	s->n_held = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s->state == DG_SESSION_ESTABLISHED) {
+			s->io.rx = h[i].data;
+			s->io.rx_len = h[i].len;
+			read_records(s, now_ms);
+			s->io.rx = NULL;
+		}
+		free(h[i].data);
+	}
 }
 
 static void
@@ -271,9 +460,9 @@ handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 	uint8_t out[PLAIN_MAX];
 	size_t outlen = 0;
 	dg_route_ctx rc = {
-	        .project = s->cred->slug,
-	        .device = s->cred->device,
-	        .device_id = s->cred->device_id,
+	        .project = s->project,
+	        .device = s->device,
+	        .device_id = s->device_id,
 	};
 
 	if (dg_coap_input(s->coap, msg, len, now_ms, dg_router_handle, &rc, out, sizeof(out),
@@ -308,25 +497,43 @@ read_records(dg_session *s, uint64_t now_ms)
 	}
 }
 
+/* Keeps a datagram that arrives while the device is being provisioned. */
+static void
+hold(dg_session *s, const uint8_t *buf, size_t len)
+{
+	if (buf == NULL || len == 0 || s->n_held == HELD_MAX)
+		return;
+	uint8_t *copy = malloc(len);
+	if (copy == NULL)
+		return;
+	memcpy(copy, buf, len);
+	s->held[s->n_held].data = copy;
+	s->held[s->n_held++].len = len;
+}
+
 void
 dg_session_input(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms)
 {
 	if (s->state == DG_SESSION_CLOSED)
 		return;
+	s->last_rx_ms = now_ms;
+	if (s->state == DG_SESSION_PROVISIONING) {
+		hold(s, buf, len);
+		return;
+	}
 	s->io.rx = buf;
 	s->io.rx_len = len;
-	s->last_rx_ms = now_ms;
 
 	if (s->state == DG_SESSION_HANDSHAKE) {
 		int ret = wolfSSL_accept(s->ssl);
 		if (ret == WOLFSSL_SUCCESS) {
-			established(s, now_ms);
+			handshake_done(s, now_ms);
 		} else {
 			int err = wolfSSL_get_error(s->ssl, ret);
 			if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE) {
 				word32 mac_drops = 0, replay_drops = 0;
 				wolfSSL_dtls_get_drop_stats(s->ssl, &mac_drops, &replay_drops);
-				if (s->cred != NULL && mac_drops > 0) {
+				if (s->auth == AUTH_PSK && mac_drops > 0) {
 					/*
 					 * The client's Finished did not decrypt under
 					 * the key we hold for its identity.
@@ -336,12 +543,15 @@ dg_session_input(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms)
 					return;
 				}
 				schedule_rtx(s, now_ms);
+				s->io.rx = NULL;
 				return;
 			}
-			handshake_failed(
-			        s, s->psk_refusal != NULL
-			                   ? s->psk_refusal
-			                   : wolfSSL_ERR_reason_error_string((unsigned long)err));
+			const char *why = s->refusal;
+			if (why == NULL && (err == NO_PEER_CERT || err == -NO_PEER_CERT))
+				why = "no client certificate";
+			if (why == NULL)
+				why = wolfSSL_ERR_reason_error_string((unsigned long)err);
+			handshake_failed(s, why);
 			return;
 		}
 	}
@@ -350,10 +560,43 @@ dg_session_input(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms)
 	s->io.rx = NULL;
 }
 
+const char *
+dg_session_revalidate(dg_session *s, dg_registry *reg)
+{
+	const char *why = NULL;
+
+	if (s->state != DG_SESSION_ESTABLISHED && s->state != DG_SESSION_PROVISIONING)
+		return NULL;
+	const dg_project *p = dg_registry_find_project(reg, s->project, strlen(s->project));
+	if (p == NULL || !p->enabled) {
+		why = "project disabled";
+	} else if (s->auth == AUTH_PSK) {
+		const dg_psk_cred *c = dg_registry_find_psk(reg, s->identity, strlen(s->identity));
+		if (c == NULL || c->device_id != s->device_id)
+			why = "PSK removed";
+		else if (c->device_blocked)
+			why = "device blocked";
+	} else if (s->auth == AUTH_CERT) {
+		const char *j = judge_chain(s, reg, s->chain, s->chain_len, s->n_chain, 1);
+		if (j != NULL && strcmp(j, "unknown CA") == 0)
+			why = "CA removed";
+		else if (j != NULL && strcmp(j, "unknown device and auto_provision is off") != 0)
+			why = j;
+	}
+	if (why != NULL)
+		return why;
+	if (reg != s->reg) {
+		dg_registry_unref(s->reg);
+		s->reg = dg_registry_ref(reg);
+	}
+	return NULL;
+}
+
 void
 dg_session_close(dg_session *s, const char *reason, int notify)
 {
 	int was_established = s->state == DG_SESSION_ESTABLISHED;
+	int was_half_open = s->state == DG_SESSION_HANDSHAKE || s->state == DG_SESSION_PROVISIONING;
 
 	if (s->state == DG_SESSION_CLOSED)
 		return;
@@ -364,6 +607,8 @@ dg_session_close(dg_session *s, const char *reason, int notify)
 	s->state = DG_SESSION_CLOSED;
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	dg_wheel_cancel(s->env->wheel, &s->life);
+	drop_held(s);
+	(void)was_half_open;
 	s->env->closed(s->env->owner, s, was_established);
 }
 
@@ -382,7 +627,7 @@ dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 		return;
 	}
 	dg_session *s = dg_container_of(e, dg_session, life);
-	if (s->state == DG_SESSION_HANDSHAKE) {
+	if (s->state == DG_SESSION_HANDSHAKE || s->state == DG_SESSION_PROVISIONING) {
 		handshake_failed(s, "handshake timeout");
 		return;
 	}

@@ -22,14 +22,21 @@
 
 #include "schema.inc"
 
-enum op_kind { OP_TOUCH = 1 };
+enum op_kind { OP_TOUCH = 1, OP_PROVISION = 2 };
 
 typedef struct store_op {
 	struct store_op *next;
 	enum op_kind kind;
-	int64_t device_id;
+	int64_t device_id; /* OP_TOUCH */
 	int64_t ts_ms;
+	int64_t project_id; /* OP_PROVISION */
+	char *cert_id;
+	void (*done)(void *arg, const dg_provision_result *res);
+	void *arg;
 } store_op;
+
+static void provision_on(sqlite3 *db, int64_t project_id, const char *cert_id,
+                         dg_provision_result *res);
 
 struct dg_store {
 	sqlite3 *db;
@@ -199,28 +206,48 @@ migrate(sqlite3 *db, char *err, size_t errlen)
 	return 0;
 }
 
-/* Applies one batch of queued operations in one transaction. */
+/*
+ * Applies one batch of queued operations: the touches of a run between
+ * provisionings commit together; each provisioning is its own transaction
+ * and reports back through its callback.
+ */
 static int
 apply_batch(sqlite3 *db, sqlite3_stmt *touch, store_op *ops)
 {
-	int rc = exec_sql(db, "BEGIN IMMEDIATE", NULL, 0);
-	if (rc != 0)
-		return rc;
+	int rc = 0, in_txn = 0;
+
 	for (store_op *op = ops; op != NULL; op = op->next) {
-		if (op->kind == OP_TOUCH) {
-			sqlite3_bind_int64(touch, 1, op->ts_ms);
-			sqlite3_bind_int64(touch, 2, op->device_id);
-			int s = sqlite3_step(touch);
-			sqlite3_reset(touch);
-			if (s != SQLITE_DONE)
-				rc = sqlite_errno(s);
+		if (op->kind == OP_PROVISION) {
+			if (in_txn) {
+				int c = exec_sql(db, "COMMIT", NULL, 0);
+				rc = rc != 0 ? rc : c;
+				in_txn = 0;
+			}
+			dg_provision_result res;
+			provision_on(db, op->project_id, op->cert_id, &res);
+			op->done(op->arg, &res);
+			continue;
 		}
+		if (!in_txn) {
+			int b = exec_sql(db, "BEGIN IMMEDIATE", NULL, 0);
+			if (b != 0) {
+				rc = b;
+				continue;
+			}
+			in_txn = 1;
+		}
+		sqlite3_bind_int64(touch, 1, op->ts_ms);
+		sqlite3_bind_int64(touch, 2, op->device_id);
+		int st = sqlite3_step(touch);
+		sqlite3_reset(touch);
+		if (st != SQLITE_DONE)
+			rc = sqlite_errno(st);
 	}
-	if (rc != 0) {
-		exec_sql(db, "ROLLBACK", NULL, 0);
-		return rc;
+	if (in_txn) {
+		int c = exec_sql(db, "COMMIT", NULL, 0);
+		rc = rc != 0 ? rc : c;
 	}
-	return exec_sql(db, "COMMIT", NULL, 0);
+	return rc;
 }
 
 static void *
@@ -251,6 +278,7 @@ writer_main(void *arg)
 			log_errorx("store: write batch failed: %s", sqlite3_errmsg(st->wdb));
 		while (batch != NULL) {
 			store_op *next = batch->next;
+			free(batch->cert_id);
 			free(batch);
 			batch = next;
 		}
@@ -334,6 +362,20 @@ dg_store_schema_version(dg_store *st)
 	return get_user_version(st->db);
 }
 
+static void
+enqueue(dg_store *st, store_op *op)
+{
+	pthread_mutex_lock(&st->mu);
+	if (st->tail != NULL)
+		st->tail->next = op;
+	else
+		st->head = op;
+	st->tail = op;
+	st->queued++;
+	pthread_cond_signal(&st->cv);
+	pthread_mutex_unlock(&st->mu);
+}
+
 int
 dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms)
 {
@@ -347,15 +389,31 @@ dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms)
 	op->kind = OP_TOUCH;
 	op->device_id = device_id;
 	op->ts_ms = ts_ms;
-	pthread_mutex_lock(&st->mu);
-	if (st->tail != NULL)
-		st->tail->next = op;
-	else
-		st->head = op;
-	st->tail = op;
-	st->queued++;
-	pthread_cond_signal(&st->cv);
-	pthread_mutex_unlock(&st->mu);
+	enqueue(st, op);
+	return 0;
+}
+
+int
+dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_id,
+                         void (*done)(void *arg, const dg_provision_result *res), void *arg)
+{
+	store_op *op;
+
+	if (!st->has_writer)
+		return -EPIPE;
+	op = calloc(1, sizeof(*op));
+	if (op == NULL)
+		return -ENOMEM;
+	op->cert_id = strdup(cert_id);
+	if (op->cert_id == NULL) {
+		free(op);
+		return -ENOMEM;
+	}
+	op->kind = OP_PROVISION;
+	op->project_id = project_id;
+	op->done = done;
+	op->arg = arg;
+	enqueue(st, op);
 	return 0;
 }
 
@@ -381,6 +439,8 @@ step_done(sqlite3_stmt *s)
 	int rc = sqlite3_step(s);
 	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sqlite_errno(rc);
 }
+
+static int bump_serial(sqlite3 *db);
 
 static int
 project_id(sqlite3 *db, const char *slug, int64_t *id)
@@ -500,6 +560,8 @@ dg_store_sync_psk(dg_store *st, const char *slug, const dg_psk_entry *entries, s
 	}
 	sqlite3_bind_int64(sweep, 1, pid);
 	rc = step_done(sweep);
+	if (rc == 0)
+		rc = bump_serial(st->db);
 out:
 	sqlite3_finalize(dev);
 	sqlite3_finalize(cred);
@@ -523,7 +585,8 @@ dg_store_each_psk(dg_store *st, int (*cb)(void *arg, const dg_psk_row *row), voi
 
 	rc = sqlite3_prepare_v2(st->db,
 	                        "SELECT p.id, d.id, p.slug, d.name, c.identity, c.psk, p.enabled,"
-	                        " d.blocked FROM credentials c JOIN devices d ON d.id = c.device_id"
+	                        " d.blocked, c.source, c.created_at FROM credentials c"
+	                        " JOIN devices d ON d.id = c.device_id"
 	                        " JOIN projects p ON p.id = d.project_id ORDER BY c.identity",
 	                        -1, &s, NULL);
 	if (rc != SQLITE_OK)
@@ -539,6 +602,8 @@ dg_store_each_psk(dg_store *st, int (*cb)(void *arg, const dg_psk_row *row), voi
 		        .key_len = (size_t)sqlite3_column_bytes(s, 5),
 		        .project_enabled = sqlite3_column_int(s, 6),
 		        .device_blocked = sqlite3_column_int(s, 7),
+		        .source = (const char *)sqlite3_column_text(s, 8),
+		        .created_at = sqlite3_column_int64(s, 9),
 		};
 		int r = cb(arg, &row);
 		if (r != 0) {
@@ -558,7 +623,7 @@ dg_store_each_device(dg_store *st, int (*cb)(void *arg, const dg_device_row *row
 
 	rc = sqlite3_prepare_v2(st->db,
 	                        "SELECT d.id, p.slug, d.name, d.certificate_id, d.blocked,"
-	                        " d.created_at, d.last_seen FROM devices d"
+	                        " d.created_at, d.last_seen, d.project_id FROM devices d"
 	                        " JOIN projects p ON p.id = d.project_id ORDER BY p.slug, d.name",
 	                        -1, &s, NULL);
 	if (rc != SQLITE_OK)
@@ -574,6 +639,7 @@ dg_store_each_device(dg_store *st, int (*cb)(void *arg, const dg_device_row *row
 		        .last_seen = sqlite3_column_type(s, 6) == SQLITE_NULL
 		                             ? -1
 		                             : sqlite3_column_int64(s, 6),
+		        .project_id = sqlite3_column_int64(s, 7),
 		};
 		int r = cb(arg, &row);
 		if (r != 0) {
@@ -583,4 +649,547 @@ dg_store_each_device(dg_store *st, int (*cb)(void *arg, const dg_device_row *row
 	}
 	sqlite3_finalize(s);
 	return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+}
+
+/* Runs `sql` with one text binding (NULL: none); returns 0 or a negative errno. */
+static int
+exec_bound(sqlite3 *db, const char *sql, const char *text)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_errno(rc);
+	if (text != NULL)
+		sqlite3_bind_text(s, 1, text, -1, SQLITE_STATIC);
+	rc = step_done(s);
+	sqlite3_finalize(s);
+	return rc;
+}
+
+static int
+bump_serial(sqlite3 *db)
+{
+	return exec_bound(db, "UPDATE meta SET value = value + 1 WHERE key = 'registry_serial'",
+	                  NULL);
+}
+
+int64_t
+dg_store_registry_serial(dg_store *st)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t v = -1;
+	if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key = 'registry_serial'", -1,
+	                       &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+int
+dg_store_set_project(dg_store *st, const char *slug, const dg_project_settings *ps)
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+
+	rc = exec_sql(st->db, "BEGIN IMMEDIATE", NULL, 0);
+	if (rc != 0)
+		return rc;
+	rc = sqlite3_prepare_v2(
+	        st->db,
+	        "INSERT INTO projects (slug, name, enabled, auto_provision, created_at)"
+	        " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (slug) DO UPDATE SET"
+	        " name = excluded.name, enabled = excluded.enabled,"
+	        " auto_provision = excluded.auto_provision",
+	        -1, &s, NULL);
+	if (rc != SQLITE_OK) {
+		rc = sqlite_errno(rc);
+		goto out;
+	}
+	sqlite3_bind_text(s, 1, slug, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, ps->name != NULL ? ps->name : slug, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, ps->enabled != 0);
+	sqlite3_bind_int(s, 4, ps->auto_provision != 0);
+	sqlite3_bind_int64(s, 5, dg_now_ms());
+	rc = step_done(s);
+	if (rc == 0)
+		rc = bump_serial(st->db);
+out:
+	sqlite3_finalize(s);
+	if (rc == 0)
+		return exec_sql(st->db, "COMMIT", NULL, 0);
+	exec_sql(st->db, "ROLLBACK", NULL, 0);
+	return rc;
+}
+
+int
+dg_store_disable_missing(dg_store *st, const char *const *present, size_t n)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = exec_sql(st->db,
+	                  "BEGIN IMMEDIATE; CREATE TEMP TABLE IF NOT EXISTS present (slug TEXT);"
+	                  " DELETE FROM temp.present;",
+	                  NULL, 0);
+	if (rc != 0)
+		return rc;
+	rc = sqlite3_prepare_v2(st->db, "INSERT INTO temp.present (slug) VALUES (?1)", -1, &s,
+	                        NULL);
+	if (rc != SQLITE_OK) {
+		rc = sqlite_errno(rc);
+		goto out;
+	}
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		sqlite3_bind_text(s, 1, present[i], -1, SQLITE_STATIC);
+		rc = step_done(s);
+		sqlite3_reset(s);
+	}
+	if (rc == 0 && sqlite3_total_changes(st->db) >= 0)
+		rc = exec_bound(st->db,
+		                "UPDATE projects SET enabled = 0 WHERE enabled = 1 AND slug NOT IN"
+		                " (SELECT slug FROM temp.present)",
+		                NULL);
+	if (rc == 0 && sqlite3_changes(st->db) > 0)
+		rc = bump_serial(st->db);
+out:
+	sqlite3_finalize(s);
+	if (rc == 0)
+		return exec_sql(st->db, "COMMIT", NULL, 0);
+	exec_sql(st->db, "ROLLBACK", NULL, 0);
+	return rc;
+}
+
+/* Replaces (or keeps, for a bad file) the rows of one source, and marks it present. */
+static int
+sync_trust_file(sqlite3 *db, int64_t pid, const char *table, const dg_trust_file *f)
+{
+	sqlite3_stmt *s = NULL;
+	char sql[256];
+	int rc;
+
+	rc = exec_bound(db, "INSERT INTO temp.sources (source) VALUES (?1)", f->source);
+	if (rc != 0 || !f->ok)
+		return rc;
+	snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE project_id = %lld AND source = ?1", table,
+	         (long long)pid);
+	rc = exec_bound(db, sql, f->source);
+	if (rc != 0)
+		return rc;
+	if (strcmp(table, "crls") == 0) {
+		rc = sqlite3_prepare_v2(
+		        db, "INSERT INTO crls (project_id, source, der) VALUES (?1, ?2, ?3)", -1,
+		        &s, NULL);
+		if (rc != SQLITE_OK)
+			return sqlite_errno(rc);
+		sqlite3_bind_int64(s, 1, pid);
+		sqlite3_bind_text(s, 2, f->source, -1, SQLITE_STATIC);
+		sqlite3_bind_blob(s, 3, f->crl, (int)f->crl_len, SQLITE_STATIC);
+		rc = step_done(s);
+		sqlite3_finalize(s);
+		return rc;
+	}
+	rc = sqlite3_prepare_v2(
+	        db,
+	        "INSERT INTO cas (project_id, fingerprint, subject, not_before, not_after,"
+	        " source, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+	        " ON CONFLICT (project_id, fingerprint) DO UPDATE SET"
+	        " source = excluded.source",
+	        -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_errno(rc);
+	for (size_t i = 0; i < f->n_cas && rc == 0; i++) {
+		const dg_ca_cert *c = &f->cas[i];
+		sqlite3_bind_int64(s, 1, pid);
+		sqlite3_bind_text(s, 2, c->fingerprint, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, c->subject, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 4, c->not_before_ms);
+		sqlite3_bind_int64(s, 5, c->not_after_ms);
+		sqlite3_bind_text(s, 6, f->source, -1, SQLITE_STATIC);
+		sqlite3_bind_blob(s, 7, c->der, (int)c->der_len, SQLITE_STATIC);
+		rc = step_done(s);
+		sqlite3_reset(s);
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int
+dg_store_sync_trust(dg_store *st, const char *slug, const dg_trust_file *ca_files,
+                    size_t n_ca_files, const dg_trust_file *crl_files, size_t n_crl_files)
+{
+	int64_t pid = 0;
+	char sql[256];
+	int rc;
+
+	rc = exec_sql(st->db, "BEGIN IMMEDIATE", NULL, 0);
+	if (rc != 0)
+		return rc;
+	rc = project_id(st->db, slug, &pid);
+	if (rc == 0)
+		rc = exec_sql(st->db,
+		              "CREATE TEMP TABLE IF NOT EXISTS sources (source TEXT);"
+		              " DELETE FROM temp.sources;",
+		              NULL, 0);
+	for (size_t i = 0; i < n_ca_files && rc == 0; i++)
+		rc = sync_trust_file(st->db, pid, "cas", &ca_files[i]);
+	if (rc == 0) {
+		snprintf(sql, sizeof(sql),
+		         "DELETE FROM cas WHERE project_id = %lld AND source NOT IN"
+		         " (SELECT source FROM temp.sources); DELETE FROM temp.sources;",
+		         (long long)pid);
+		rc = exec_sql(st->db, sql, NULL, 0);
+	}
+	for (size_t i = 0; i < n_crl_files && rc == 0; i++)
+		rc = sync_trust_file(st->db, pid, "crls", &crl_files[i]);
+	if (rc == 0) {
+		snprintf(sql, sizeof(sql),
+		         "DELETE FROM crls WHERE project_id = %lld AND source NOT IN"
+		         " (SELECT source FROM temp.sources)",
+		         (long long)pid);
+		rc = exec_sql(st->db, sql, NULL, 0);
+	}
+	if (rc == 0)
+		rc = bump_serial(st->db);
+	if (rc == 0)
+		return exec_sql(st->db, "COMMIT", NULL, 0);
+	log_errorx("store: trust sync of project %s failed: %s", slug, sqlite3_errmsg(st->db));
+	exec_sql(st->db, "ROLLBACK", NULL, 0);
+	return rc;
+}
+
+int
+dg_store_each_project(dg_store *st, int (*cb)(void *arg, const dg_project_row *row), void *arg)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(
+	        st->db,
+	        "SELECT p.id, p.slug, p.name, p.enabled, p.auto_provision,"
+	        " (SELECT COUNT(*) FROM devices d WHERE d.project_id = p.id) FROM projects p"
+	        " ORDER BY p.slug",
+	        -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_errno(rc);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		dg_project_row row = {
+		        .id = sqlite3_column_int64(s, 0),
+		        .slug = (const char *)sqlite3_column_text(s, 1),
+		        .name = (const char *)sqlite3_column_text(s, 2),
+		        .enabled = sqlite3_column_int(s, 3),
+		        .auto_provision = sqlite3_column_int(s, 4),
+		        .devices = sqlite3_column_int64(s, 5),
+		};
+		int r = cb(arg, &row);
+		if (r != 0) {
+			sqlite3_finalize(s);
+			return r;
+		}
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+}
+
+int
+dg_store_each_ca(dg_store *st, int (*cb)(void *arg, const dg_ca_row *row), void *arg)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(st->db,
+	                            "SELECT project_id, fingerprint, subject, source, not_before,"
+	                            " not_after, der FROM cas ORDER BY project_id, source, id",
+	                            -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_errno(rc);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		dg_ca_row row = {
+		        .project_id = sqlite3_column_int64(s, 0),
+		        .fingerprint = (const char *)sqlite3_column_text(s, 1),
+		        .subject = (const char *)sqlite3_column_text(s, 2),
+		        .source = (const char *)sqlite3_column_text(s, 3),
+		        .not_before = sqlite3_column_int64(s, 4),
+		        .not_after = sqlite3_column_int64(s, 5),
+		        .der = sqlite3_column_blob(s, 6),
+		        .der_len = (size_t)sqlite3_column_bytes(s, 6),
+		};
+		int r = cb(arg, &row);
+		if (r != 0) {
+			sqlite3_finalize(s);
+			return r;
+		}
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+}
+
+int
+dg_store_each_crl(dg_store *st, int (*cb)(void *arg, const dg_crl_row *row), void *arg)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(
+	        st->db, "SELECT project_id, source, der FROM crls ORDER BY project_id, id", -1, &s,
+	        NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_errno(rc);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		dg_crl_row row = {
+		        .project_id = sqlite3_column_int64(s, 0),
+		        .source = (const char *)sqlite3_column_text(s, 1),
+		        .der = sqlite3_column_blob(s, 2),
+		        .der_len = (size_t)sqlite3_column_bytes(s, 2),
+		};
+		int r = cb(arg, &row);
+		if (r != 0) {
+			sqlite3_finalize(s);
+			return r;
+		}
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+}
+
+int
+dg_store_set_blocked(dg_store *st, const char *slug, const char *name, int blocked)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = exec_sql(st->db, "BEGIN IMMEDIATE", NULL, 0);
+	if (rc != 0)
+		return rc;
+	rc = sqlite3_prepare_v2(st->db,
+	                        "UPDATE devices SET blocked = ?3 WHERE name = ?2 AND project_id ="
+	                        " (SELECT id FROM projects WHERE slug = ?1)",
+	                        -1, &s, NULL);
+	if (rc != SQLITE_OK) {
+		rc = sqlite_errno(rc);
+		goto out;
+	}
+	sqlite3_bind_text(s, 1, slug, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, blocked != 0);
+	rc = step_done(s);
+	if (rc == 0 && sqlite3_changes(st->db) == 0)
+		rc = -ENOENT;
+	if (rc == 0)
+		rc = bump_serial(st->db);
+out:
+	sqlite3_finalize(s);
+	if (rc == 0)
+		return exec_sql(st->db, "COMMIT", NULL, 0);
+	exec_sql(st->db, "ROLLBACK", NULL, 0);
+	return rc;
+}
+
+int
+dg_store_psk_add(dg_store *st, const char *slug, const char *name, const char *identity,
+                 const uint8_t *key, size_t key_len)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t pid = 0, now = dg_now_ms();
+	int rc = exec_sql(st->db, "BEGIN IMMEDIATE", NULL, 0);
+	if (rc != 0)
+		return rc;
+	rc = sqlite3_prepare_v2(st->db, "SELECT id FROM projects WHERE slug = ?1", -1, &s, NULL);
+	if (rc != SQLITE_OK) {
+		rc = sqlite_errno(rc);
+		goto out;
+	}
+	sqlite3_bind_text(s, 1, slug, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		rc = rc == SQLITE_DONE ? -ENOENT : sqlite_errno(rc);
+		goto out;
+	}
+	pid = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	s = NULL;
+	rc = sqlite3_prepare_v2(
+	        st->db,
+	        "INSERT INTO devices (project_id, name, created_at) VALUES (?1, ?2, ?3)"
+	        " ON CONFLICT (project_id, name) DO NOTHING",
+	        -1, &s, NULL);
+	if (rc != SQLITE_OK) {
+		rc = sqlite_errno(rc);
+		goto out;
+	}
+	sqlite3_bind_int64(s, 1, pid);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, now);
+	rc = step_done(s);
+	sqlite3_finalize(s);
+	s = NULL;
+	if (rc != 0)
+		goto out;
+	rc = sqlite3_prepare_v2(
+	        st->db,
+	        "INSERT INTO credentials (device_id, identity, psk, source, created_at)"
+	        " SELECT id, ?3, ?4, 'cli', ?5 FROM devices WHERE project_id = ?1 AND name = ?2",
+	        -1, &s, NULL);
+	if (rc != SQLITE_OK) {
+		rc = sqlite_errno(rc);
+		goto out;
+	}
+	sqlite3_bind_int64(s, 1, pid);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, identity, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 4, key, (int)key_len, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 5, now);
+	rc = step_done(s);
+	if (rc == 0)
+		rc = bump_serial(st->db);
+out:
+	sqlite3_finalize(s);
+	if (rc == 0)
+		return exec_sql(st->db, "COMMIT", NULL, 0);
+	exec_sql(st->db, "ROLLBACK", NULL, 0);
+	return rc;
+}
+
+int
+dg_store_psk_remove(dg_store *st, const char *identity)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = exec_sql(st->db, "BEGIN IMMEDIATE", NULL, 0);
+	if (rc != 0)
+		return rc;
+	rc = sqlite3_prepare_v2(st->db, "SELECT source FROM credentials WHERE identity = ?1", -1,
+	                        &s, NULL);
+	if (rc != SQLITE_OK) {
+		rc = sqlite_errno(rc);
+		goto out;
+	}
+	sqlite3_bind_text(s, 1, identity, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		rc = rc == SQLITE_DONE ? -ENOENT : sqlite_errno(rc);
+		goto out;
+	}
+	rc = strcmp((const char *)sqlite3_column_text(s, 0), "cli") == 0 ? 0 : -EPERM;
+	if (rc == 0)
+		rc = exec_bound(st->db, "DELETE FROM credentials WHERE identity = ?1", identity);
+	if (rc == 0)
+		rc = bump_serial(st->db);
+out:
+	sqlite3_finalize(s);
+	if (rc == 0)
+		return exec_sql(st->db, "COMMIT", NULL, 0);
+	exec_sql(st->db, "ROLLBACK", NULL, 0);
+	return rc;
+}
+
+/* Looks up one device id and name by a WHERE clause over (project, text). */
+static int
+find_device(sqlite3 *db, const char *where, int64_t pid, const char *text, int64_t *id, char *name,
+            size_t cap)
+{
+	sqlite3_stmt *s = NULL;
+	char sql[256];
+	int rc;
+
+	snprintf(sql, sizeof(sql), "SELECT id, name FROM devices WHERE project_id = ?1 AND %s",
+	         where);
+	rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_errno(rc);
+	sqlite3_bind_int64(s, 1, pid);
+	sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*id = sqlite3_column_int64(s, 0);
+		snprintf(name, cap, "%s", (const char *)sqlite3_column_text(s, 1));
+		rc = 1;
+	} else {
+		rc = rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+static void
+provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result *res)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t id = 0;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	rc = exec_sql(db, "BEGIN IMMEDIATE", NULL, 0);
+	if (rc != 0)
+		goto done;
+	rc = find_device(db, "certificate_id = ?2", pid, cert_id, &id, res->name,
+	                 sizeof(res->name));
+	if (rc == 1)
+		goto found;
+	if (rc == 0)
+		rc = find_device(db, "name = ?2 AND certificate_id IS NULL", pid, cert_id, &id,
+		                 res->name, sizeof(res->name));
+	if (rc == 1) {
+		rc = sqlite3_prepare_v2(db, "UPDATE devices SET certificate_id = ?1 WHERE id = ?2",
+		                        -1, &s, NULL);
+		if (rc != SQLITE_OK) {
+			rc = sqlite_errno(rc);
+			goto fail;
+		}
+		sqlite3_bind_text(s, 1, cert_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, id);
+		rc = step_done(s);
+		if (rc != 0)
+			goto fail;
+		res->attached = 1;
+		goto found;
+	}
+	if (rc < 0)
+		goto fail;
+	rc = sqlite3_prepare_v2(
+	        db,
+	        "INSERT INTO devices (project_id, name, certificate_id, created_at)"
+	        " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (project_id, name) DO NOTHING",
+	        -1, &s, NULL);
+	if (rc != SQLITE_OK) {
+		rc = sqlite_errno(rc);
+		goto fail;
+	}
+	/* The name is the certificate ID; when another certificate took it, add a suffix. */
+	for (int attempt = 0; attempt < 8; attempt++) {
+		char name[sizeof(res->name)];
+		if (attempt == 0) {
+			snprintf(name, sizeof(name), "%s", cert_id);
+		} else {
+			uint32_t r = 0;
+			sqlite3_randomness(sizeof(r), &r);
+			snprintf(name, sizeof(name), "%s-%06x", cert_id, r & 0xffffff);
+		}
+		sqlite3_bind_int64(s, 1, pid);
+		sqlite3_bind_text(s, 2, name, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, 3, cert_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 4, dg_now_ms());
+		rc = step_done(s);
+		sqlite3_reset(s);
+		if (rc != 0)
+			goto fail;
+		if (sqlite3_changes(db) == 1) {
+			id = sqlite3_last_insert_rowid(db);
+			snprintf(res->name, sizeof(res->name), "%s", name);
+			res->created = 1;
+			goto found;
+		}
+	}
+	rc = -EEXIST;
+	goto fail;
+found:
+	sqlite3_finalize(s);
+	s = NULL;
+	rc = exec_sql(db, "COMMIT", NULL, 0);
+	if (rc != 0)
+		goto fail;
+	res->device_id = id;
+	res->rc = 0;
+	return;
+fail:
+	sqlite3_finalize(s);
+	exec_sql(db, "ROLLBACK", NULL, 0);
+done:
+	res->rc = rc != 0 ? rc : -EIO;
+	res->created = res->attached = 0;
+}
+
+void
+dg_store_provision(dg_store *st, int64_t project_id, const char *cert_id, dg_provision_result *res)
+{
+	provision_on(st->db, project_id, cert_id, res);
 }

@@ -20,12 +20,24 @@
 int dg_confdir_parse_psk(const char *path, const char *slug, const char *text, size_t len,
                          dg_psk_entry **entries, size_t *n, char *err, size_t errlen);
 
+/*
+ * Parses a project.json: {"name": text, "enabled": bool, "auto_provision":
+ * bool}, every key optional, unknown keys rejected. Fills *out (defaults:
+ * name NULL = the slug, enabled, auto_provision); a name is copied into
+ * `name`. Returns 0, or -EINVAL with "<path>: <key>: <reason>" in err.
+ */
+int dg_confdir_parse_project(const char *path, const char *text, size_t len,
+                             dg_project_settings *out, char *name, size_t name_cap, char *err,
+                             size_t errlen);
+
 /* Frees what dg_confdir_parse_psk() returned. */
 void dg_confdir_psk_free(dg_psk_entry *entries, size_t n);
 
 /*
  * Imports every project directory under `dir` into the store: a project
- * row per valid directory, and each psk.json synced. A directory or file
+ * row per valid directory with its project.json settings, its cas/ and
+ * crls/ files, and its psk.json; projects whose directory is gone are
+ * disabled. A directory or file
  * that cannot be used is logged with its path and reason and skipped; what
  * the store already holds for it stays in force. Sets *n_errors to the
  * number of such problems. Returns 0, or a negative errno when `dir`

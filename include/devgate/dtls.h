@@ -40,12 +40,15 @@ typedef struct dg_dtls_io {
 
 /*
  * Makes the shared server context: DTLS 1.2, the suite list above, the
- * certificate chain and key from PEM files, the custom I/O callbacks and
- * `psk_cb` as the PSK server callback. Returns 0 and sets *out, or a
+ * certificate chain and key from PEM files, the custom I/O callbacks,
+ * `psk_cb` as the PSK server callback, and `verify_cb` as the judge of
+ * client certificates (the context itself trusts no CA, so nothing is
+ * accepted unless verify_cb accepts it; a certificate suite without a
+ * client certificate fails the handshake). Returns 0 and sets *out, or a
  * negative errno with a reason in err.
  */
 int dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callback psk_cb,
-                    WOLFSSL_CTX **out, char *err, size_t errlen);
+                    VerifyCallback verify_cb, WOLFSSL_CTX **out, char *err, size_t errlen);
 
 /* Points a WOLFSSL object's reads and writes at `io`. */
 void dg_dtls_set_io(WOLFSSL *ssl, dg_dtls_io *io);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "devgate/store.h"
+#include "devgate/trust.h"
 
 #define DG_PSK_MAX_KEY      64
 #define DG_PSK_MAX_IDENTITY 128
@@ -46,6 +47,26 @@ int dg_slug_valid(const char *slug);
 int dg_identity_split(const char *identity, size_t len, const char **id, size_t *id_len,
                       const char **slug, size_t *slug_len);
 
+/* A project as the handshake sees it; owned by the snapshot. */
+typedef struct dg_project {
+	int64_t id;
+	char *slug;
+	char *name;
+	int enabled;
+	int auto_provision;
+	dg_trust_store *trust; /* Its CAs and CRLs; never NULL. */
+	size_t n_cas;
+} dg_project;
+
+/* A device known by its certificate ID; owned by the snapshot. */
+typedef struct dg_cert_device {
+	int64_t project_id;
+	char *cert_id;
+	int64_t device_id;
+	char *name;
+	int blocked;
+} dg_cert_device;
+
 /*
  * Builds a snapshot from the store. Returns 0 and sets *out (refcount 1),
  * or a negative errno.
@@ -63,6 +84,16 @@ const dg_psk_cred *dg_registry_find_psk(const dg_registry *reg, const char *iden
 
 /* Returns 1 when the snapshot knows a project with this slug. */
 int dg_registry_has_project(const dg_registry *reg, const char *slug, size_t len);
+
+/* Returns the project with this slug, or NULL. Borrowed from `reg`. */
+const dg_project *dg_registry_find_project(const dg_registry *reg, const char *slug, size_t len);
+
+/* Returns the device of `project_id` with this certificate ID, or NULL. */
+const dg_cert_device *dg_registry_find_cert_device(const dg_registry *reg, int64_t project_id,
+                                                   const char *cert_id);
+
+/* Returns the serial of the store the snapshot was built at. */
+int64_t dg_registry_serial(const dg_registry *reg);
 
 /* Returns the number of PSK credentials in the snapshot. */
 size_t dg_registry_psk_count(const dg_registry *reg);

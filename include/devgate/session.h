@@ -20,6 +20,7 @@ typedef struct dg_session dg_session;
 
 typedef enum dg_session_state {
 	DG_SESSION_HANDSHAKE = 0, /* Cookie verified, handshake under way. */
+	DG_SESSION_PROVISIONING,  /* Certificate verified; its device is being found or made. */
 	DG_SESSION_ESTABLISHED,   /* Handshake done, identity known. */
 	DG_SESSION_CLOSED,        /* Unlinked; freed on the server's next pass. */
 } dg_session_state;
@@ -33,6 +34,14 @@ typedef struct dg_session_env {
 	dg_wheel *wheel;
 	dg_store *store;
 	void *owner;
+	/*
+	 * A verified certificate has no device in the snapshot: find or make
+	 * it off the loop, then call dg_session_provisioned() (unless the
+	 * session closed meanwhile).
+	 */
+	void (*provision)(void *owner, dg_session *s, int64_t project_id, const char *cert_id);
+	/* A handshake was refused for `reason`; for counting. */
+	void (*refused)(void *owner, const char *reason);
 	/* The handshake completed with a known device; the owner links it. */
 	void (*established)(void *owner, dg_session *s);
 	/*
@@ -86,6 +95,23 @@ const struct sockaddr *dg_session_peer(const dg_session *s);
 int64_t dg_session_device_id(const dg_session *s);
 uint64_t dg_session_id(const dg_session *s);
 const char *dg_session_peer_text(const dg_session *s);
+
+/*
+ * Completes a session in DG_SESSION_PROVISIONING with the device the store
+ * found or made; closes it when provisioning failed.
+ */
+void dg_session_provisioned(dg_session *s, const dg_provision_result *res, uint64_t now_ms);
+
+/*
+ * Checks an established session's credentials against a new registry
+ * snapshot, and moves the session onto it. Returns NULL when they still
+ * hold, else why not ("CA removed", "device blocked" ...); the caller then
+ * closes the session.
+ */
+const char *dg_session_revalidate(dg_session *s, dg_registry *reg);
+
+/* The verify callback of the DTLS context: per-project certificate trust. */
+int dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store);
 
 /* Used by the server's PSK callback. */
 unsigned int dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,

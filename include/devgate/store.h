@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "devgate/trust.h"
+
 typedef struct dg_store dg_store;
 
 /* Flags for dg_store_open(). */
@@ -62,6 +64,8 @@ typedef struct dg_psk_row {
 	size_t key_len;
 	int project_enabled;
 	int device_blocked;
+	const char *source; /* "file" or "cli" */
+	int64_t created_at;
 } dg_psk_row;
 
 /*
@@ -74,6 +78,7 @@ int dg_store_each_psk(dg_store *st, int (*cb)(void *arg, const dg_psk_row *row),
 /* A device as `devgate devices list` shows it. */
 typedef struct dg_device_row {
 	int64_t id;
+	int64_t project_id;
 	const char *project;
 	const char *name;
 	const char *certificate_id; /* NULL for PSK-only devices. */
@@ -100,6 +105,130 @@ int dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms);
  * tests and shutdown. Returns 0 or the first error the writer met.
  */
 int dg_store_flush(dg_store *st);
+
+/* A project's settings from its project.json (or the defaults). */
+typedef struct dg_project_settings {
+	const char *name; /* NULL: the slug. */
+	int enabled;
+	int auto_provision;
+} dg_project_settings;
+
+/* Creates or updates a project's row. Returns 0 or a negative errno. */
+int dg_store_set_project(dg_store *st, const char *slug, const dg_project_settings *s);
+
+/*
+ * Disables every project whose slug is not among `present` (its directory
+ * was removed). Returns 0 or a negative errno.
+ */
+int dg_store_disable_missing(dg_store *st, const char *const *present, size_t n);
+
+/* One file of cas/ or crls/ as dg_store_sync_trust() takes it. */
+typedef struct dg_trust_file {
+	const char *source;    /* "cas/root.pem" */
+	int ok;                /* 0: the file is bad now; keep what it gave before. */
+	const dg_ca_cert *cas; /* For cas/ files. */
+	size_t n_cas;
+	const uint8_t *crl; /* For crls/ files: the blob of dg_trust_read_crls(). */
+	size_t crl_len;
+} dg_trust_file;
+
+/*
+ * Makes a project's CAs and CRLs match its files, in one transaction: the
+ * rows of each good file are replaced, a bad file's rows are kept, and
+ * rows whose file is gone are deleted. Returns 0 or a negative errno.
+ */
+int dg_store_sync_trust(dg_store *st, const char *slug, const dg_trust_file *ca_files,
+                        size_t n_ca_files, const dg_trust_file *crl_files, size_t n_crl_files);
+
+typedef struct dg_project_row {
+	int64_t id;
+	const char *slug;
+	const char *name;
+	int enabled;
+	int auto_provision;
+	int64_t devices; /* Number of devices. */
+} dg_project_row;
+
+/* Calls cb for every project, by slug. Same contract as dg_store_each_psk(). */
+int dg_store_each_project(dg_store *st, int (*cb)(void *arg, const dg_project_row *row), void *arg);
+
+typedef struct dg_ca_row {
+	int64_t project_id;
+	const char *fingerprint;
+	const char *subject;
+	const char *source;
+	int64_t not_before;
+	int64_t not_after;
+	const uint8_t *der;
+	size_t der_len;
+} dg_ca_row;
+
+/* Calls cb for every CA, by project and source. */
+int dg_store_each_ca(dg_store *st, int (*cb)(void *arg, const dg_ca_row *row), void *arg);
+
+typedef struct dg_crl_row {
+	int64_t project_id;
+	const char *source;
+	const uint8_t *der; /* A blob as dg_trust_read_crls() makes. */
+	size_t der_len;
+} dg_crl_row;
+
+/* Calls cb for every CRL file's blob. */
+int dg_store_each_crl(dg_store *st, int (*cb)(void *arg, const dg_crl_row *row), void *arg);
+
+/*
+ * Blocks or unblocks the device `name` of project `slug`. Returns 0,
+ * -ENOENT when there is no such device, or a negative errno.
+ */
+int dg_store_set_blocked(dg_store *st, const char *slug, const char *name, int blocked);
+
+/*
+ * Adds a CLI credential for device `name` of project `slug` (the device
+ * is created when missing). Returns 0, -EEXIST when the identity is taken,
+ * -ENOENT when the project does not exist, or a negative errno.
+ */
+int dg_store_psk_add(dg_store *st, const char *slug, const char *name, const char *identity,
+                     const uint8_t *key, size_t key_len);
+
+/*
+ * Removes a CLI credential by identity. Returns 0, -ENOENT when there is
+ * none, or -EPERM when the identity comes from a psk.json (edit the file).
+ */
+int dg_store_psk_remove(dg_store *st, const char *identity);
+
+/*
+ * Returns the registry serial: a number that changes whenever something
+ * the registry snapshot is built from changes. -1 on error.
+ */
+int64_t dg_store_registry_serial(dg_store *st);
+
+/* The outcome of provisioning a certificate device. */
+typedef struct dg_provision_result {
+	int rc; /* 0, or a negative errno. */
+	int64_t device_id;
+	char name[160];
+	int created;  /* 1: a new device. */
+	int attached; /* 1: an existing device got this certificate ID. */
+} dg_provision_result;
+
+/*
+ * Finds or creates the device of a verified certificate, by Golioth's
+ * rules, in one transaction: the project's device with this certificate ID;
+ * else a device named like the certificate ID that has none, which gets it;
+ * else a new device named like the certificate ID (with a short random
+ * suffix when that name is taken by another certificate). Runs on the
+ * caller's connection.
+ */
+void dg_store_provision(dg_store *st, int64_t project_id, const char *cert_id,
+                        dg_provision_result *res);
+
+/*
+ * As dg_store_provision(), on the writer thread: `done` is called there
+ * with the result (borrowed for the call). Returns 0, or -EPIPE without a
+ * writer, or -ENOMEM; `done` is not called then.
+ */
+int dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_id,
+                             void (*done)(void *arg, const dg_provision_result *res), void *arg);
 
 /* Milliseconds since the Unix epoch. */
 int64_t dg_now_ms(void);

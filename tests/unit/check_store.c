@@ -1,0 +1,791 @@
+/*
+ * Unit tests of the store: open and migrations, the psk.json sync, the
+ * device walk and the write queue. Each test works in its own temporary
+ * directory; the database is also read and written with plain sqlite3
+ * on the same path, as the CLI would.
+ */
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <glob.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "devgate/store.h"
+
+static char tmp[1024];
+static char dbpath[PATH_MAX];
+static char err[512];
+
+static int
+rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/*
+ * Each TCase gets a base directory from an unchecked fixture, which runs
+ * in the runner's process: a test that fails exits its forked process
+ * without its teardown, and the base directory is removed all the same.
+ * Each test works in a directory of its own under it.
+ */
+static char base[512];
+
+static void
+base_setup(void)
+{
+	snprintf(base, sizeof(base), "%s/check_store.XXXXXX",
+	         getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(base));
+}
+
+static void
+base_teardown(void)
+{
+	nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void
+setup(void)
+{
+	snprintf(tmp, sizeof(tmp), "%s/t.XXXXXX", base);
+	ck_assert_ptr_nonnull(mkdtemp(tmp));
+	snprintf(dbpath, sizeof(dbpath), "%s/var/lib/devgate/devgate.db", tmp);
+	err[0] = '\0';
+}
+
+static void
+teardown(void)
+{
+	nftw(tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Opens the store at dbpath or fails the test with its reason. */
+static dg_store *
+open_store(int flags)
+{
+	dg_store *st = NULL;
+	int rc = dg_store_open(dbpath, flags, &st, err, sizeof(err));
+
+	ck_assert_msg(rc == 0, "dg_store_open: %d: %s", rc, err);
+	ck_assert_ptr_nonnull(st);
+	return st;
+}
+
+/* Runs one statement on a separate plain connection; returns the first column of the first row. */
+static long long
+sql1(const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *s = NULL;
+	long long v = -1;
+	int rc;
+
+	ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	ck_assert_msg(sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK, "%s: %s", sql,
+	              sqlite3_errmsg(db));
+	rc = sqlite3_step(s);
+	ck_assert_msg(rc == SQLITE_ROW || rc == SQLITE_DONE, "%s: %s", sql, sqlite3_errmsg(db));
+	if (rc == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return v;
+}
+
+static int
+count_migrations(void)
+{
+	glob_t g;
+	int n;
+
+	/* The tests run from the top of the tree, as make and scripts/run-tests.sh do. */
+	if (glob("sql/*.sql", 0, NULL, &g) != 0)
+		return 0;
+	n = (int)g.gl_pathc;
+	globfree(&g);
+	return n;
+}
+
+/* What dg_store_each_psk() and dg_store_each_device() report, copied out. */
+typedef struct psk_copy {
+	int64_t project_id, device_id;
+	char slug[64], device[130], identity[130];
+	uint8_t key[64];
+	size_t key_len;
+	int project_enabled, device_blocked;
+} psk_copy;
+
+typedef struct dev_copy {
+	int64_t id;
+	char project[64], name[130];
+	int has_cert;
+	int blocked;
+	int64_t created_at, last_seen;
+} dev_copy;
+
+typedef struct walk {
+	psk_copy psk[32];
+	dev_copy dev[32];
+	size_t n;
+	size_t stop_after; /* 0: never stop. */
+} walk;
+
+static void
+copy_str(char *dst, size_t cap, const char *s)
+{
+	ck_assert_ptr_nonnull(s);
+	ck_assert_uint_lt(strlen(s), cap);
+	memcpy(dst, s, strlen(s) + 1);
+}
+
+static int
+psk_cb(void *arg, const dg_psk_row *row)
+{
+	walk *w = arg;
+	psk_copy *c;
+
+	ck_assert_uint_lt(w->n, 32);
+	c = &w->psk[w->n++];
+	c->project_id = row->project_id;
+	c->device_id = row->device_id;
+	copy_str(c->slug, sizeof(c->slug), row->slug);
+	copy_str(c->device, sizeof(c->device), row->device);
+	copy_str(c->identity, sizeof(c->identity), row->identity);
+	ck_assert_uint_le(row->key_len, sizeof(c->key));
+	memcpy(c->key, row->key, row->key_len);
+	c->key_len = row->key_len;
+	c->project_enabled = row->project_enabled;
+	c->device_blocked = row->device_blocked;
+	return w->stop_after != 0 && w->n == w->stop_after ? 77 : 0;
+}
+
+static int
+dev_cb(void *arg, const dg_device_row *row)
+{
+	walk *w = arg;
+	dev_copy *d;
+
+	ck_assert_uint_lt(w->n, 32);
+	d = &w->dev[w->n++];
+	d->id = row->id;
+	copy_str(d->project, sizeof(d->project), row->project);
+	copy_str(d->name, sizeof(d->name), row->name);
+	d->has_cert = row->certificate_id != NULL;
+	d->blocked = row->blocked;
+	d->created_at = row->created_at;
+	d->last_seen = row->last_seen;
+	return w->stop_after != 0 && w->n == w->stop_after ? -ECANCELED : 0;
+}
+
+static void
+walk_psk(dg_store *st, walk *w)
+{
+	memset(w, 0, sizeof(*w));
+	ck_assert_int_eq(dg_store_each_psk(st, psk_cb, w), 0);
+}
+
+static void
+walk_dev(dg_store *st, walk *w)
+{
+	memset(w, 0, sizeof(*w));
+	ck_assert_int_eq(dg_store_each_device(st, dev_cb, w), 0);
+}
+
+static const psk_copy *
+find_psk(const walk *w, const char *identity)
+{
+	for (size_t i = 0; i < w->n; i++)
+		if (strcmp(w->psk[i].identity, identity) == 0)
+			return &w->psk[i];
+	return NULL;
+}
+
+static const dev_copy *
+find_dev(const walk *w, const char *project, const char *name)
+{
+	for (size_t i = 0; i < w->n; i++)
+		if (strcmp(w->dev[i].project, project) == 0 && strcmp(w->dev[i].name, name) == 0)
+			return &w->dev[i];
+	return NULL;
+}
+
+#define E(id, dev, key)                                                                            \
+	{                                                                                          \
+		(id), (dev), (const uint8_t *)(key), sizeof(key) - 1                               \
+	}
+
+START_TEST(test_open_creates_dir_and_migrates)
+{
+	struct stat sb;
+	char parent[PATH_MAX];
+	int n = count_migrations();
+	dg_store *st;
+
+	ck_assert_msg(n >= 1, "no sql/*.sql found from %s", getcwd(parent, sizeof(parent)));
+	snprintf(parent, sizeof(parent), "%s/var/lib/devgate", tmp);
+	ck_assert_int_eq(stat(parent, &sb), -1);
+	st = open_store(0);
+	ck_assert_int_eq(stat(parent, &sb), 0);
+	ck_assert(S_ISDIR(sb.st_mode));
+	ck_assert_int_eq(stat(dbpath, &sb), 0);
+	ck_assert(S_ISREG(sb.st_mode));
+	ck_assert_int_eq(dg_store_schema_version(st), n);
+	dg_store_close(st);
+	ck_assert_int_eq(sql1("PRAGMA user_version"), n);
+	/* The schema is there. */
+	ck_assert_int_eq(sql1("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
+	                      " ('projects', 'devices', 'credentials')"),
+	                 3);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM projects"), 0);
+
+	/* Reopening keeps the version and the data, with and without the writer. */
+	st = open_store(0);
+	ck_assert_int_eq(dg_store_ensure_project(st, "acme"), 0);
+	ck_assert_int_eq(dg_store_schema_version(st), n);
+	dg_store_close(st);
+	st = open_store(DG_STORE_WRITER);
+	ck_assert_int_eq(dg_store_schema_version(st), n);
+	dg_store_close(st);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM projects WHERE slug = 'acme'"), 1);
+	ck_assert_str_eq(err, "");
+}
+END_TEST
+
+START_TEST(test_open_upgrades)
+{
+	/* A database left at version 1 by an older devgate is migrated, its rows kept. */
+	char dir[PATH_MAX], *text;
+	FILE *f;
+	long len;
+	sqlite3 *db;
+	dg_store *st;
+	int n = count_migrations();
+
+	ck_assert_int_ge(n, 1);
+	f = fopen("sql/001_core.sql", "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+	len = ftell(f);
+	ck_assert_int_gt(len, 0);
+	rewind(f);
+	text = calloc(1, (size_t)len + 1);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_uint_eq(fread(text, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	snprintf(dir, sizeof(dir), "%s/var", tmp);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	snprintf(dir, sizeof(dir), "%s/var/lib", tmp);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	snprintf(dir, sizeof(dir), "%s/var/lib/devgate", tmp);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, text, NULL, NULL, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db,
+	                              "INSERT INTO projects (slug, name, created_at)"
+	                              " VALUES ('old', 'old', 1); PRAGMA user_version = 1",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	free(text);
+
+	st = open_store(0);
+	ck_assert_int_eq(dg_store_schema_version(st), n);
+	ck_assert_int_eq(dg_store_ensure_project(st, "old"), 0);
+	dg_store_close(st);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM projects"), 1);
+	ck_assert_int_eq(sql1("SELECT created_at FROM projects WHERE slug = 'old'"), 1);
+}
+END_TEST
+
+START_TEST(test_open_newer_schema)
+{
+	dg_store *st = open_store(0), *st2 = (dg_store *)&st;
+	int n = dg_store_schema_version(st);
+	char pragma[64];
+
+	dg_store_close(st);
+	snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", n + 1);
+	sql1(pragma);
+	ck_assert_int_eq(dg_store_open(dbpath, 0, &st2, err, sizeof(err)), -EPROTO);
+	ck_assert_ptr_nonnull(strstr(err, "newer"));
+	/* *out is left alone on failure. */
+	ck_assert_ptr_eq(st2, (dg_store *)&st);
+}
+END_TEST
+
+START_TEST(test_open_fails)
+{
+	dg_store *st = NULL;
+	char file[PATH_MAX];
+	FILE *f;
+
+	/* A parent "directory" that is a regular file. */
+	snprintf(file, sizeof(file), "%s/plain", tmp);
+	f = fopen(file, "w");
+	ck_assert_ptr_nonnull(f);
+	fclose(f);
+	snprintf(dbpath, sizeof(dbpath), "%s/plain/sub/devgate.db", tmp);
+	ck_assert_int_lt(dg_store_open(dbpath, 0, &st, err, sizeof(err)), 0);
+	ck_assert_ptr_null(st);
+	ck_assert_ptr_nonnull(strstr(err, dbpath));
+
+	/* A database path that is a directory. */
+	snprintf(dbpath, sizeof(dbpath), "%s", tmp);
+	err[0] = '\0';
+	ck_assert_int_lt(dg_store_open(dbpath, 0, &st, err, sizeof(err)), 0);
+	ck_assert_ptr_null(st);
+	ck_assert_str_ne(err, "");
+	dg_store_close(NULL);
+}
+END_TEST
+
+START_TEST(test_sync_creates)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry e[] = {
+	        E("s1@acme", "sensor-1", "secret-one"),
+	        E("s2@acme", "sensor-2", "secret-two"),
+	        E("s1b@acme", "sensor-1", "\x01\x02\x00\x03"),
+	};
+	walk w;
+	const psk_copy *p;
+	int64_t before = dg_now_ms();
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", e, 3), 0);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM projects"), 1);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices"), 2);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM credentials WHERE source = 'file'"), 3);
+
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 3);
+	/* Ordered by identity. */
+	ck_assert_str_eq(w.psk[0].identity, "s1@acme");
+	ck_assert_str_eq(w.psk[1].identity, "s1b@acme");
+	ck_assert_str_eq(w.psk[2].identity, "s2@acme");
+	p = find_psk(&w, "s1@acme");
+	ck_assert_str_eq(p->slug, "acme");
+	ck_assert_str_eq(p->device, "sensor-1");
+	ck_assert_uint_eq(p->key_len, 10);
+	ck_assert_mem_eq(p->key, "secret-one", 10);
+	ck_assert_int_eq(p->project_enabled, 1);
+	ck_assert_int_eq(p->device_blocked, 0);
+	/* Binary keys keep their NUL bytes. */
+	p = find_psk(&w, "s1b@acme");
+	ck_assert_uint_eq(p->key_len, 4);
+	ck_assert_mem_eq(p->key, "\x01\x02\x00\x03", 4);
+	/* Two credentials of one device share its id; the other device has its own. */
+	ck_assert_int_eq(find_psk(&w, "s1@acme")->device_id, find_psk(&w, "s1b@acme")->device_id);
+	ck_assert_int_ne(find_psk(&w, "s1@acme")->device_id, find_psk(&w, "s2@acme")->device_id);
+	ck_assert_int_eq(find_psk(&w, "s1@acme")->project_id, find_psk(&w, "s2@acme")->project_id);
+
+	walk_dev(st, &w);
+	ck_assert_uint_eq(w.n, 2);
+	ck_assert_int_ge(w.dev[0].created_at, before - 1000);
+	ck_assert_int_le(w.dev[0].created_at, dg_now_ms() + 1000);
+
+	/* The same sync again changes nothing. */
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", e, 3), 0);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM projects"), 1);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices"), 2);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM credentials"), 3);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_sync_drops_and_updates)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry first[] = {
+	        E("s1@acme", "sensor-1", "k1"),
+	        E("s2@acme", "sensor-2", "k2"),
+	        E("s3@acme", "sensor-3", "k3"),
+	};
+	dg_psk_entry second[] = {
+	        E("s2@acme", "sensor-2", "k2-rotated"),
+	};
+	walk w;
+	int64_t dev2;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", first, 3), 0);
+	walk_psk(st, &w);
+	dev2 = find_psk(&w, "s2@acme")->device_id;
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", second, 1), 0);
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_str_eq(w.psk[0].identity, "s2@acme");
+	ck_assert_uint_eq(w.psk[0].key_len, strlen("k2-rotated"));
+	ck_assert_mem_eq(w.psk[0].key, "k2-rotated", strlen("k2-rotated"));
+	ck_assert_int_eq(w.psk[0].device_id, dev2);
+	/* The devices of the dropped credentials stay. */
+	walk_dev(st, &w);
+	ck_assert_uint_eq(w.n, 3);
+	ck_assert_ptr_nonnull(find_dev(&w, "acme", "sensor-1"));
+	ck_assert_ptr_nonnull(find_dev(&w, "acme", "sensor-3"));
+
+	/* An empty file drops every file credential. */
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", NULL, 0), 0);
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 0);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices"), 3);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_sync_moves_identity_to_other_device)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry a[] = {E("s1@acme", "old-device", "k")};
+	dg_psk_entry b[] = {E("s1@acme", "new-device", "k")};
+	walk w;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", a, 1), 0);
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", b, 1), 0);
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_str_eq(w.psk[0].device, "new-device");
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_sync_keeps_other_projects)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry a[] = {E("s1@acme", "d", "ka")};
+	dg_psk_entry b[] = {E("s1@beta", "d", "kb"), E("s2@beta", "e", "kb2")};
+	walk w;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", a, 1), 0);
+	ck_assert_int_eq(dg_store_sync_psk(st, "beta", b, 2), 0);
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", NULL, 0), 0);
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 2);
+	ck_assert_str_eq(w.psk[0].identity, "s1@beta");
+	ck_assert_str_eq(w.psk[0].slug, "beta");
+	ck_assert_str_eq(w.psk[1].identity, "s2@beta");
+	/* Same device name in two projects: two devices. */
+	walk_dev(st, &w);
+	ck_assert_uint_eq(w.n, 3);
+	ck_assert_int_ne(find_dev(&w, "acme", "d")->id, find_dev(&w, "beta", "d")->id);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_cli_credentials_survive)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry a[] = {E("s1@acme", "sensor-1", "file-key")};
+	dg_psk_entry b[] = {E("s2@acme", "sensor-2", "file-key-2"),
+	                    E("cli-1@acme", "sensor-2", "file-tries-to-take-it")};
+	walk w;
+	const psk_copy *p;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", a, 1), 0);
+	/* What `devgate psk add` would do: a credential with source 'cli' on the same device. */
+	sql1("INSERT INTO credentials (device_id, identity, psk, source, created_at)"
+	     " SELECT id, 'cli-1@acme', x'c0ffee', 'cli', 1 FROM devices WHERE name = 'sensor-1'");
+	ck_assert_int_eq(sql1("SELECT count(*) FROM credentials WHERE source = 'cli'"), 1);
+
+	/* A sync that no longer lists s1, nor ever listed cli-1: only s1 goes. */
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", NULL, 0), 0);
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_str_eq(w.psk[0].identity, "cli-1@acme");
+	ck_assert_uint_eq(w.psk[0].key_len, 3);
+	ck_assert_mem_eq(w.psk[0].key, "\xc0\xff\xee", 3);
+
+	/* A file naming the CLI's identity does not take it over. */
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", b, 2), 0);
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 2);
+	p = find_psk(&w, "cli-1@acme");
+	ck_assert_ptr_nonnull(p);
+	ck_assert_str_eq(p->device, "sensor-1");
+	ck_assert_mem_eq(p->key, "\xc0\xff\xee", 3);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM credentials WHERE source = 'cli'"), 1);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM credentials WHERE source = 'file'"), 1);
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", NULL, 0), 0);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM credentials WHERE source = 'cli'"), 1);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_ensure_project)
+{
+	dg_store *st = open_store(0);
+
+	ck_assert_int_eq(dg_store_ensure_project(st, "acme"), 0);
+	ck_assert_int_eq(dg_store_ensure_project(st, "acme"), 0);
+	ck_assert_int_eq(dg_store_ensure_project(st, "beta"), 0);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM projects"), 2);
+	ck_assert_int_eq(sql1("SELECT enabled FROM projects WHERE slug = 'acme'"), 1);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_each_device_order_and_fields)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry z[] = {E("1@zeta", "b", "k"), E("2@zeta", "a", "k")};
+	dg_psk_entry a[] = {E("3@acme", "mid", "k"), E("4@acme", "Zed", "k"),
+	                    E("5@acme", "alpha", "k")};
+	static const char *const want[][2] = {
+	        {"acme", "Zed"}, {"acme", "alpha"}, {"acme", "mid"}, {"zeta", "a"}, {"zeta", "b"},
+	};
+	walk w;
+	int64_t before = dg_now_ms();
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "zeta", z, 2), 0);
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", a, 3), 0);
+	walk_dev(st, &w);
+	ck_assert_uint_eq(w.n, 5);
+	for (size_t i = 0; i < 5; i++) {
+		ck_assert_str_eq(w.dev[i].project, want[i][0]);
+		ck_assert_str_eq(w.dev[i].name, want[i][1]);
+		ck_assert_int_eq(w.dev[i].has_cert, 0);
+		ck_assert_int_eq(w.dev[i].blocked, 0);
+		ck_assert_int_eq(w.dev[i].last_seen, -1);
+		ck_assert_int_ge(w.dev[i].created_at, before - 1000);
+		ck_assert_int_gt(w.dev[i].id, 0);
+	}
+
+	/* Fields the CLI sets show through. */
+	sql1("UPDATE devices SET certificate_id = 'cert-1', blocked = 1 WHERE name = 'mid'");
+	walk_dev(st, &w);
+	ck_assert_int_eq(find_dev(&w, "acme", "mid")->has_cert, 1);
+	ck_assert_int_eq(find_dev(&w, "acme", "mid")->blocked, 1);
+	ck_assert_int_eq(find_dev(&w, "acme", "alpha")->has_cert, 0);
+	walk_psk(st, &w);
+	ck_assert_int_eq(find_psk(&w, "3@acme")->device_blocked, 1);
+	ck_assert_int_eq(find_psk(&w, "4@acme")->device_blocked, 0);
+	sql1("UPDATE projects SET enabled = 0 WHERE slug = 'zeta'");
+	walk_psk(st, &w);
+	ck_assert_int_eq(find_psk(&w, "1@zeta")->project_enabled, 0);
+	ck_assert_int_eq(find_psk(&w, "3@acme")->project_enabled, 1);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_each_stops_on_nonzero)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry e[] = {E("a@acme", "a", "k"), E("b@acme", "b", "k"), E("c@acme", "c", "k")};
+	walk w;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", e, 3), 0);
+	memset(&w, 0, sizeof(w));
+	w.stop_after = 2;
+	ck_assert_int_eq(dg_store_each_psk(st, psk_cb, &w), 77);
+	ck_assert_uint_eq(w.n, 2);
+	memset(&w, 0, sizeof(w));
+	w.stop_after = 1;
+	ck_assert_int_eq(dg_store_each_device(st, dev_cb, &w), -ECANCELED);
+	ck_assert_uint_eq(w.n, 1);
+	/* An empty walk calls nothing. */
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", NULL, 0), 0);
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 0);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_touch_and_flush)
+{
+	dg_store *st = open_store(DG_STORE_WRITER);
+	dg_psk_entry e[] = {E("a@acme", "a", "k"), E("b@acme", "b", "k")};
+	walk w;
+	int64_t ida, idb;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", e, 2), 0);
+	walk_dev(st, &w);
+	ida = find_dev(&w, "acme", "a")->id;
+	idb = find_dev(&w, "acme", "b")->id;
+	ck_assert_int_eq(find_dev(&w, "acme", "a")->last_seen, -1);
+
+	ck_assert_int_eq(dg_store_touch_device(st, ida, 1700000000123), 0);
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	walk_dev(st, &w);
+	ck_assert_int_eq(find_dev(&w, "acme", "a")->last_seen, 1700000000123);
+	ck_assert_int_eq(find_dev(&w, "acme", "b")->last_seen, -1);
+
+	/* last_seen never goes back; the latest of a batch wins. */
+	ck_assert_int_eq(dg_store_touch_device(st, ida, 1600000000000), 0);
+	ck_assert_int_eq(dg_store_touch_device(st, idb, 5), 0);
+	ck_assert_int_eq(dg_store_touch_device(st, idb, 7), 0);
+	ck_assert_int_eq(dg_store_touch_device(st, idb, 6), 0);
+	/* An unknown device is not an error. */
+	ck_assert_int_eq(dg_store_touch_device(st, 999999, 1), 0);
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	walk_dev(st, &w);
+	ck_assert_int_eq(find_dev(&w, "acme", "a")->last_seen, 1700000000123);
+	ck_assert_int_eq(find_dev(&w, "acme", "b")->last_seen, 7);
+	/* A flush with nothing queued returns at once. */
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_close_flushes)
+{
+	dg_store *st = open_store(DG_STORE_WRITER);
+	dg_psk_entry e[] = {E("a@acme", "a", "k")};
+	walk w;
+	int64_t id;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", e, 1), 0);
+	walk_dev(st, &w);
+	id = w.dev[0].id;
+	for (int i = 1; i <= 100; i++)
+		ck_assert_int_eq(dg_store_touch_device(st, id, 1000 + i), 0);
+	dg_store_close(st);
+	ck_assert_int_eq(sql1("SELECT last_seen FROM devices WHERE name = 'a'"), 1100);
+}
+END_TEST
+
+START_TEST(test_touch_without_writer)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry e[] = {E("a@acme", "a", "k")};
+	walk w;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", e, 1), 0);
+	walk_dev(st, &w);
+	ck_assert_int_eq(dg_store_touch_device(st, w.dev[0].id, 12345), -EPIPE);
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	walk_dev(st, &w);
+	ck_assert_int_eq(w.dev[0].last_seen, -1);
+	dg_store_close(st);
+}
+END_TEST
+
+typedef struct toucher {
+	dg_store *st;
+	int64_t ids[4];
+	int base;
+} toucher;
+
+static void *
+touch_thread(void *arg)
+{
+	toucher *t = arg;
+
+	for (int i = 0; i < 2000; i++)
+		if (dg_store_touch_device(t->st, t->ids[i % 4], t->base + i) != 0)
+			return (void *)1;
+	return NULL;
+}
+
+START_TEST(test_touch_from_threads)
+{
+	dg_store *st = open_store(DG_STORE_WRITER);
+	dg_psk_entry e[] = {E("a@acme", "a", "k"), E("b@acme", "b", "k"), E("c@acme", "c", "k"),
+	                    E("d@acme", "d", "k")};
+	toucher t[4];
+	pthread_t th[4];
+	walk w;
+	void *ret;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", e, 4), 0);
+	walk_dev(st, &w);
+	ck_assert_uint_eq(w.n, 4);
+	for (int i = 0; i < 4; i++) {
+		t[i].st = st;
+		for (int j = 0; j < 4; j++)
+			t[i].ids[j] = w.dev[j].id;
+		t[i].base = 10000 * (i + 1);
+		ck_assert_int_eq(pthread_create(&th[i], NULL, touch_thread, &t[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		ck_assert_int_eq(pthread_join(th[i], &ret), 0);
+		ck_assert_ptr_null(ret);
+	}
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	walk_dev(st, &w);
+	/* The largest value each device got: thread 4's base + its last index for that device. */
+	for (int j = 0; j < 4; j++)
+		ck_assert_int_eq(w.dev[j].last_seen, 40000 + 1996 + j);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_now_ms)
+{
+	int64_t a = dg_now_ms(), b;
+
+	ck_assert_int_gt(a, 1600000000000); /* After 2020. */
+	usleep(20000);
+	b = dg_now_ms();
+	ck_assert_int_ge(b - a, 15);
+	ck_assert_int_lt(b - a, 5000);
+}
+END_TEST
+
+static Suite *
+store_suite(void)
+{
+	Suite *s = suite_create("store");
+	TCase *tc;
+
+	tc = tcase_create("open");
+	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_open_creates_dir_and_migrates);
+	tcase_add_test(tc, test_open_upgrades);
+	tcase_add_test(tc, test_open_newer_schema);
+	tcase_add_test(tc, test_open_fails);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("sync");
+	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_sync_creates);
+	tcase_add_test(tc, test_sync_drops_and_updates);
+	tcase_add_test(tc, test_sync_moves_identity_to_other_device);
+	tcase_add_test(tc, test_sync_keeps_other_projects);
+	tcase_add_test(tc, test_cli_credentials_survive);
+	tcase_add_test(tc, test_ensure_project);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("read");
+	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_each_device_order_and_fields);
+	tcase_add_test(tc, test_each_stops_on_nonzero);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("writer");
+	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_touch_and_flush);
+	tcase_add_test(tc, test_close_flushes);
+	tcase_add_test(tc, test_touch_without_writer);
+	tcase_add_test(tc, test_touch_from_threads);
+	tcase_add_test(tc, test_now_ms);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(store_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
