@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -31,41 +32,90 @@ usage(FILE *f)
 {
 	fprintf(f, "usage: devgate serve -c FILE\n"
 	           "       devgate devices list -c FILE [--json]\n"
+	           "       devgate devices block|unblock -c FILE <project> <device>\n"
+	           "       devgate psk add -c FILE <project> <device> [--identity ID]\n"
+	           "                       [--key K | --key-hex HEX | --generate]\n"
+	           "       devgate psk list -c FILE [<project>] [--json]\n"
+	           "       devgate psk remove -c FILE <identity>\n"
+	           "       devgate projects list -c FILE [--json]\n"
 	           "       devgate --version\n");
 }
 
-/* Parses "-c FILE" and "--json" from argv; returns 0, or -EINVAL after printing usage. */
+/* What a subcommand's command line holds. */
+typedef struct cli {
+	const char *config;
+	int json;
+	const char *identity;
+	const char *key;
+	const char *key_hex;
+	int generate;
+	char *pos[4]; /* Positional arguments. */
+	int n_pos;
+} cli;
+
+/*
+ * Parses the options every subcommand shares (-c, --json) and those of
+ * `psk add`; `allowed` lists the long options besides -c that this
+ * subcommand takes. Positional arguments go to c->pos, at most max_pos.
+ * Returns 0, or -EINVAL after printing why and the usage.
+ */
 static int
-parse_common(int argc, char **argv, const char **config, int *json)
+parse_cli(int argc, char **argv, const char *allowed, int min_pos, int max_pos, cli *c)
 {
 	static const struct option opts[] = {
-	        {"config", required_argument, NULL, 'c'},
-	        {"json", no_argument, NULL, 'j'},
-	        {"help", no_argument, NULL, 'h'},
-	        {NULL, 0, NULL, 0},
+	        {"config", required_argument, NULL, 'c'},   {"json", no_argument, NULL, 'j'},
+	        {"identity", required_argument, NULL, 'i'}, {"key", required_argument, NULL, 'k'},
+	        {"key-hex", required_argument, NULL, 'x'},  {"generate", no_argument, NULL, 'g'},
+	        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
 	};
-	int c;
+	int ch;
 
+	memset(c, 0, sizeof(*c));
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			*config = optarg;
-			break;
-		case 'j':
-			if (json == NULL)
-				goto bad;
-			*json = 1;
-			break;
-		case 'h':
+	while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		if (ch == 'h') {
 			usage(stdout);
 			exit(0);
-		default:
+		}
+		if (ch == '?' || (ch != 'c' && strchr(allowed, ch) == NULL)) {
+			fprintf(stderr, "devgate %s: unknown option\n", argv[0]);
 			goto bad;
 		}
+		switch (ch) {
+		case 'c':
+			c->config = optarg;
+			break;
+		case 'j':
+			c->json = 1;
+			break;
+		case 'i':
+			c->identity = optarg;
+			break;
+		case 'k':
+			c->key = optarg;
+			break;
+		case 'x':
+			c->key_hex = optarg;
+			break;
+		case 'g':
+			c->generate = 1;
+			break;
+		}
 	}
-	if (*config == NULL || optind != argc) {
-		fprintf(stderr, "devgate: -c FILE is required\n");
+	for (; optind < argc; optind++) {
+		if (c->n_pos == max_pos) {
+			fprintf(stderr, "devgate %s: unexpected argument %s\n", argv[0],
+			        argv[optind]);
+			goto bad;
+		}
+		c->pos[c->n_pos++] = argv[optind];
+	}
+	if (c->config == NULL) {
+		fprintf(stderr, "devgate %s: -c FILE is required\n", argv[0]);
+		goto bad;
+	}
+	if (c->n_pos < min_pos) {
+		fprintf(stderr, "devgate %s: missing arguments\n", argv[0]);
 		goto bad;
 	}
 	return 0;
@@ -106,8 +156,10 @@ cmd_serve(int argc, char **argv)
 	const char *cert, *key;
 	int rc, n_errors = 0, loop_ready = 0;
 
-	if (parse_common(argc, argv, &config, NULL) != 0)
+	cli c;
+	if (parse_cli(argc, argv, "", 0, 0, &c) != 0)
 		return 2;
+	config = c.config;
 	if (load_config(config, &cfg) != 0)
 		return 1;
 	dg_log_init(cfg->log_level, cfg->log_format);
@@ -232,30 +284,83 @@ print_device(void *arg, const dg_device_row *d)
 	return 0;
 }
 
+/* Loads the config and opens its store for an admin command. Returns 0 or prints why. */
+static int
+open_admin(const char *config, dg_config **cfg, dg_store **store)
+{
+	char err[512];
+	if (load_config(config, cfg) != 0)
+		return -EINVAL;
+	dg_log_init(DG_LOG_WARN, DG_LOG_TEXT);
+	if (dg_store_open((*cfg)->database, 0, store, err, sizeof(err)) != 0) {
+		fprintf(stderr, "devgate: %s\n", err);
+		dg_config_free(*cfg);
+		*cfg = NULL;
+		return -EIO;
+	}
+	return 0;
+}
+
+static void
+close_admin(dg_config *cfg, dg_store *store)
+{
+	dg_store_close(store);
+	dg_config_free(cfg);
+}
+
+/* Prints a JSON array (and frees it); returns 0 or -ENOMEM. */
+static int
+print_json(cJSON *arr)
+{
+	char *text = cJSON_Print(arr);
+	cJSON_Delete(arr);
+	if (text == NULL)
+		return -ENOMEM;
+	printf("%s\n", text);
+	free(text);
+	return 0;
+}
+
 static int
 cmd_devices(int argc, char **argv)
 {
-	const char *config = NULL;
 	dg_config *cfg = NULL;
 	dg_store *store = NULL;
 	list_ctx lc = {0};
-	char err[512];
+	cli c;
 	int rc = 1;
 
-	if (argc < 2 || strcmp(argv[1], "list") != 0) {
-		fprintf(stderr, "devgate devices: unknown subcommand\n");
+	if (argc < 2) {
 		usage(stderr);
 		return 2;
 	}
-	if (parse_common(argc - 1, argv + 1, &config, &lc.json) != 0)
-		return 2;
-	if (load_config(config, &cfg) != 0)
-		return 1;
-	dg_log_init(DG_LOG_WARN, DG_LOG_TEXT);
-	if (dg_store_open(cfg->database, 0, &store, err, sizeof(err)) != 0) {
-		fprintf(stderr, "devgate: %s\n", err);
-		goto out;
+	if (strcmp(argv[1], "block") == 0 || strcmp(argv[1], "unblock") == 0) {
+		int block = strcmp(argv[1], "block") == 0;
+		if (parse_cli(argc - 1, argv + 1, "", 2, 2, &c) != 0)
+			return 2;
+		if (open_admin(c.config, &cfg, &store) != 0)
+			return 1;
+		int r = dg_store_set_blocked(store, c.pos[0], c.pos[1], block);
+		if (r == -ENOENT)
+			fprintf(stderr, "devgate: no device %s in project %s\n", c.pos[1],
+			        c.pos[0]);
+		else if (r != 0)
+			fprintf(stderr, "devgate: cannot %s: %s\n", argv[1], strerror(-r));
+		else
+			printf("%s %s/%s\n", block ? "blocked" : "unblocked", c.pos[0], c.pos[1]);
+		close_admin(cfg, store);
+		return r == 0 ? 0 : 1;
 	}
+	if (strcmp(argv[1], "list") != 0) {
+		fprintf(stderr, "devgate devices: unknown subcommand %s\n", argv[1]);
+		usage(stderr);
+		return 2;
+	}
+	if (parse_cli(argc - 1, argv + 1, "j", 0, 0, &c) != 0)
+		return 2;
+	lc.json = c.json;
+	if (open_admin(c.config, &cfg, &store) != 0)
+		return 1;
 	if (lc.json) {
 		lc.arr = cJSON_CreateArray();
 		if (lc.arr == NULL)
@@ -267,17 +372,297 @@ cmd_devices(int argc, char **argv)
 	if (dg_store_each_device(store, print_device, &lc) != 0)
 		goto out;
 	if (lc.json) {
-		char *text = cJSON_Print(lc.arr);
-		if (text == NULL)
+		cJSON *arr = lc.arr;
+		lc.arr = NULL;
+		if (print_json(arr) != 0)
 			goto out;
-		printf("%s\n", text);
-		free(text);
 	}
 	rc = 0;
 out:
 	cJSON_Delete(lc.arr);
-	dg_store_close(store);
-	dg_config_free(cfg);
+	close_admin(cfg, store);
+	return rc;
+}
+
+typedef struct psk_list_ctx {
+	const char *project;
+	cJSON *arr;
+} psk_list_ctx;
+
+static int
+print_psk(void *arg, const dg_psk_row *r)
+{
+	psk_list_ctx *pl = arg;
+	char created[32];
+
+	if (pl->project != NULL && strcmp(pl->project, r->slug) != 0)
+		return 0;
+	iso8601(r->created_at, created, sizeof(created));
+	if (pl->arr == NULL) {
+		printf("%-32s %-20s %-24s %-6s %s\n", r->identity, r->slug, r->device, r->source,
+		       created);
+		return 0;
+	}
+	cJSON *o = cJSON_CreateObject();
+	if (o == NULL)
+		return -ENOMEM;
+	cJSON_AddItemToArray(pl->arr, o);
+	cJSON_AddStringToObject(o, "identity", r->identity);
+	cJSON_AddStringToObject(o, "project", r->slug);
+	cJSON_AddStringToObject(o, "device", r->device);
+	cJSON_AddStringToObject(o, "source", r->source);
+	cJSON_AddStringToObject(o, "created_at", created);
+	return 0;
+}
+
+static int
+hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+static int
+psk_add(const cli *c, dg_store *store)
+{
+	const char *slug = c->pos[0], *device = c->pos[1];
+	uint8_t key[DG_PSK_MAX_KEY];
+	size_t key_len = 0;
+	char identity[DG_PSK_MAX_IDENTITY + 2];
+	const char *id, *sl;
+	size_t id_len, sl_len;
+	int r;
+
+	if ((c->key != NULL) + (c->key_hex != NULL) + (c->generate != 0) != 1) {
+		fprintf(stderr,
+		        "devgate psk add: give exactly one of --key, --key-hex, --generate\n");
+		return -EINVAL;
+	}
+	if (c->key != NULL) {
+		key_len = strlen(c->key);
+		if (key_len == 0 || key_len > DG_PSK_MAX_KEY) {
+			fprintf(stderr, "devgate psk add: --key must be 1..%d bytes\n",
+			        DG_PSK_MAX_KEY);
+			return -EINVAL;
+		}
+		memcpy(key, c->key, key_len);
+	} else if (c->key_hex != NULL) {
+		size_t hl = strlen(c->key_hex);
+		if (hl == 0 || hl % 2 || hl / 2 > DG_PSK_MAX_KEY) {
+			fprintf(stderr, "devgate psk add: --key-hex must be 2..%d hex digits\n",
+			        2 * DG_PSK_MAX_KEY);
+			return -EINVAL;
+		}
+		for (size_t i = 0; i < hl; i += 2) {
+			int hi = hexval(c->key_hex[i]), lo = hexval(c->key_hex[i + 1]);
+			if (hi < 0 || lo < 0) {
+				fprintf(stderr, "devgate psk add: --key-hex must be hex digits\n");
+				return -EINVAL;
+			}
+			key[key_len++] = (uint8_t)(hi << 4 | lo);
+		}
+	} else {
+		key_len = 16;
+		if (getrandom(key, key_len, 0) != (ssize_t)key_len)
+			return -EIO;
+	}
+	if (c->identity != NULL) {
+		snprintf(identity, sizeof(identity), "%s", c->identity);
+	} else {
+		/* A fresh identity per credential, so rotation never collides. */
+		char stamp[32];
+		time_t t = time(NULL);
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
+		snprintf(identity, sizeof(identity), "%s-%s@%s", device, stamp, slug);
+	}
+	if (dg_identity_split(identity, strlen(identity), &id, &id_len, &sl, &sl_len) != 0 ||
+	    strlen(slug) != sl_len || memcmp(slug, sl, sl_len) != 0) {
+		fprintf(stderr, "devgate psk add: identity must be <psk-id>@%s, at most %d bytes\n",
+		        slug, DG_PSK_MAX_IDENTITY);
+		return -EINVAL;
+	}
+	r = dg_store_psk_add(store, slug, device, identity, key, key_len);
+	if (r == -ENOENT)
+		fprintf(stderr, "devgate psk add: no project %s\n", slug);
+	else if (r == -EEXIST)
+		fprintf(stderr, "devgate psk add: identity %s exists already\n", identity);
+	else if (r != 0)
+		fprintf(stderr, "devgate psk add: %s\n", strerror(-r));
+	if (r == 0) {
+		char hex[2 * DG_PSK_MAX_KEY + 1];
+		for (size_t i = 0; i < key_len; i++)
+			snprintf(hex + 2 * i, 3, "%02x", key[i]);
+		if (c->json) {
+			printf("{\"identity\": \"%s\", \"project\": \"%s\", \"device\": "
+			       "\"%s\"%s%s%s}\n",
+			       identity, slug, device, c->generate ? ", \"key_hex\": \"" : "",
+			       c->generate ? hex : "", c->generate ? "\"" : "");
+		} else {
+			printf("added %s for %s/%s\n", identity, slug, device);
+			/* Only a generated key is shown: the admin has no other copy of it. */
+			if (c->generate)
+				printf("key_hex %s\n", hex);
+		}
+	}
+	explicit_bzero(key, sizeof(key));
+	return r;
+}
+
+static int
+cmd_psk(int argc, char **argv)
+{
+	dg_config *cfg = NULL;
+	dg_store *store = NULL;
+	cli c;
+	int rc = 1;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "add") == 0) {
+		if (parse_cli(argc - 1, argv + 1, "ikxgj", 2, 2, &c) != 0)
+			return 2;
+	} else if (strcmp(argv[1], "list") == 0) {
+		if (parse_cli(argc - 1, argv + 1, "j", 0, 1, &c) != 0)
+			return 2;
+	} else if (strcmp(argv[1], "remove") == 0) {
+		if (parse_cli(argc - 1, argv + 1, "", 1, 1, &c) != 0)
+			return 2;
+	} else {
+		fprintf(stderr, "devgate psk: unknown subcommand %s\n", argv[1]);
+		usage(stderr);
+		return 2;
+	}
+	if (open_admin(c.config, &cfg, &store) != 0)
+		return 1;
+	if (strcmp(argv[1], "add") == 0) {
+		rc = psk_add(&c, store) == 0 ? 0 : 1;
+	} else if (strcmp(argv[1], "remove") == 0) {
+		int r = dg_store_psk_remove(store, c.pos[0]);
+		if (r == -ENOENT)
+			fprintf(stderr, "devgate psk remove: no credential %s\n", c.pos[0]);
+		else if (r == -EPERM)
+			fprintf(stderr,
+			        "devgate psk remove: %s comes from a psk.json; remove it there\n",
+			        c.pos[0]);
+		else if (r != 0)
+			fprintf(stderr, "devgate psk remove: %s\n", strerror(-r));
+		else
+			printf("removed %s\n", c.pos[0]);
+		rc = r == 0 ? 0 : 1;
+	} else {
+		psk_list_ctx pl = {.project = c.n_pos > 0 ? c.pos[0] : NULL};
+		if (c.json)
+			pl.arr = cJSON_CreateArray();
+		else
+			printf("%-32s %-20s %-24s %-6s %s\n", "IDENTITY", "PROJECT", "DEVICE",
+			       "SOURCE", "CREATED_AT");
+		if (dg_store_each_psk(store, print_psk, &pl) == 0 &&
+		    (pl.arr == NULL || print_json(pl.arr) == 0))
+			rc = 0;
+		else
+			cJSON_Delete(pl.arr);
+	}
+	close_admin(cfg, store);
+	return rc;
+}
+
+typedef struct projects_ctx {
+	cJSON *arr;
+	dg_store *store;
+} projects_ctx;
+
+typedef struct ca_ctx {
+	int64_t project_id;
+	cJSON *list; /* JSON array, or NULL for text. */
+} ca_ctx;
+
+static int
+print_ca(void *arg, const dg_ca_row *r)
+{
+	ca_ctx *cc = arg;
+	char after[32];
+	if (r->project_id != cc->project_id)
+		return 0;
+	iso8601(r->not_after, after, sizeof(after));
+	if (cc->list == NULL) {
+		printf("    ca %s  sha256 %s  not_after %s  (%s)\n", r->subject, r->fingerprint,
+		       after, r->source);
+		return 0;
+	}
+	cJSON *o = cJSON_CreateObject();
+	if (o == NULL)
+		return -ENOMEM;
+	cJSON_AddItemToArray(cc->list, o);
+	cJSON_AddStringToObject(o, "subject", r->subject);
+	cJSON_AddStringToObject(o, "fingerprint", r->fingerprint);
+	cJSON_AddStringToObject(o, "not_after", after);
+	cJSON_AddStringToObject(o, "source", r->source);
+	return 0;
+}
+
+static int
+print_project(void *arg, const dg_project_row *r)
+{
+	projects_ctx *pc = arg;
+	ca_ctx cc = {.project_id = r->id};
+
+	if (pc->arr == NULL) {
+		printf("%-20s %-24s %-8s %-15s %lld\n", r->slug, r->name, r->enabled ? "yes" : "no",
+		       r->auto_provision ? "yes" : "no", (long long)r->devices);
+		return dg_store_each_ca(pc->store, print_ca, &cc);
+	}
+	cJSON *o = cJSON_CreateObject();
+	if (o == NULL)
+		return -ENOMEM;
+	cJSON_AddItemToArray(pc->arr, o);
+	cJSON_AddStringToObject(o, "slug", r->slug);
+	cJSON_AddStringToObject(o, "name", r->name);
+	cJSON_AddBoolToObject(o, "enabled", r->enabled);
+	cJSON_AddBoolToObject(o, "auto_provision", r->auto_provision);
+	cJSON_AddNumberToObject(o, "devices", (double)r->devices);
+	cc.list = cJSON_AddArrayToObject(o, "cas");
+	return cc.list != NULL ? dg_store_each_ca(pc->store, print_ca, &cc) : -ENOMEM;
+}
+
+static int
+cmd_projects(int argc, char **argv)
+{
+	dg_config *cfg = NULL;
+	dg_store *store = NULL;
+	projects_ctx pc = {0};
+	cli c;
+	int rc = 1;
+
+	if (argc < 2 || strcmp(argv[1], "list") != 0) {
+		fprintf(stderr, "devgate projects: unknown subcommand\n");
+		usage(stderr);
+		return 2;
+	}
+	if (parse_cli(argc - 1, argv + 1, "j", 0, 0, &c) != 0)
+		return 2;
+	if (open_admin(c.config, &cfg, &store) != 0)
+		return 1;
+	pc.store = store;
+	if (c.json)
+		pc.arr = cJSON_CreateArray();
+	else
+		printf("%-20s %-24s %-8s %-15s %s\n", "SLUG", "NAME", "ENABLED", "AUTO_PROVISION",
+		       "DEVICES");
+	if (dg_store_each_project(store, print_project, &pc) == 0 &&
+	    (pc.arr == NULL || print_json(pc.arr) == 0))
+		rc = 0;
+	else
+		cJSON_Delete(pc.arr);
+	close_admin(cfg, store);
 	return rc;
 }
 
@@ -301,6 +686,10 @@ main(int argc, char **argv)
 		return cmd_serve(argc - 1, argv + 1);
 	if (strcmp(argv[1], "devices") == 0)
 		return cmd_devices(argc - 1, argv + 1);
+	if (strcmp(argv[1], "psk") == 0)
+		return cmd_psk(argc - 1, argv + 1);
+	if (strcmp(argv[1], "projects") == 0)
+		return cmd_projects(argc - 1, argv + 1);
 	fprintf(stderr, "devgate: unknown command %s\n", argv[1]);
 	usage(stderr);
 	return 2;
