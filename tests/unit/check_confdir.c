@@ -309,7 +309,6 @@ START_TEST(test_parse_small_err_buffer)
 }
 END_TEST
 
-#ifdef DG_TEST_KNOWN_BUGS
 START_TEST(test_parse_embedded_nul)
 {
 	/*
@@ -333,7 +332,6 @@ START_TEST(test_parse_trailing_and_repeated)
 	ck_assert_int_eq(parse("[" ENTRY("\"key\":\"k\",\"key\":\"other\"") "]"), -EINVAL);
 }
 END_TEST
-#endif
 
 /* --- dg_confdir_import --- */
 
@@ -683,10 +681,8 @@ confdir_suite(void)
 	tcase_add_loop_test(tc, test_parse_errors, 0, N(bad));
 	tcase_add_test(tc, test_parse_long_values);
 	tcase_add_test(tc, test_parse_small_err_buffer);
-#ifdef DG_TEST_KNOWN_BUGS
 	tcase_add_test(tc, test_parse_embedded_nul);
 	tcase_add_test(tc, test_parse_trailing_and_repeated);
-#endif
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("import");

@@ -447,7 +447,6 @@ START_TEST(test_ref_unref)
 }
 END_TEST
 
-#ifdef DG_TEST_KNOWN_BUGS
 START_TEST(test_project_without_devices)
 {
 	/*
@@ -463,7 +462,6 @@ START_TEST(test_project_without_devices)
 	dg_registry_unref(reg);
 }
 END_TEST
-#endif
 
 static Suite *
 registry_suite(void)
@@ -491,9 +489,7 @@ registry_suite(void)
 	tcase_add_test(tc, test_build_many);
 	tcase_add_test(tc, test_snapshot_is_stable);
 	tcase_add_test(tc, test_ref_unref);
-#ifdef DG_TEST_KNOWN_BUGS
 	tcase_add_test(tc, test_project_without_devices);
-#endif
 	suite_add_tcase(s, tc);
 	return s;
 }
