@@ -247,6 +247,13 @@ build_trust(dg_registry *reg, dg_store *st)
 			}
 		rc = dg_trust_store_new(cas, n_cas, crls, crl_lens, n_crls, &p->trust, &bad);
 		p->n_cas = n_cas;
+		p->trust_hash = 1469598103934665603ull;
+		for (size_t j = 0; j < n_cas; j++)
+			p->trust_hash = hash_bytes(p->trust_hash, (const char *)cas[j]->der,
+			                           cas[j]->der_len);
+		for (size_t j = 0; j < n_crls; j++)
+			p->trust_hash =
+			        hash_bytes(p->trust_hash, (const char *)crls[j], crl_lens[j]);
 		if (bad > 0)
 			dg_log(DG_LOG_WARN, "config.crl",
 			       "project %s: %d CRLs not loaded (issuer not among its CAs, or a bad"

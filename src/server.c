@@ -661,6 +661,7 @@ static void
 rewatch(dg_server *srv)
 {
 	const char *dir = srv->cfg->projects_dir;
+	size_t before = srv->n_watches;
 	uv_dirent_t de;
 	uv_fs_t req;
 
@@ -687,6 +688,12 @@ rewatch(dg_server *srv)
 			add_watch(srv, path);
 	}
 	uv_fs_req_cleanup(&req);
+	/*
+	 * A directory that appeared since the last reload (a new project, its
+	 * cas/) may have been filled before its watch existed: read once more.
+	 */
+	if (before != 0 && srv->n_watches != before)
+		uv_timer_start(&srv->debounce, debounce_cb, RELOAD_DEBOUNCE_MS, 0);
 }
 
 /* The CLI changed the store (a block, a PSK added or removed): rebuild the snapshot. */

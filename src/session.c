@@ -55,6 +55,7 @@ struct dg_session {
 	char identity[DG_PSK_MAX_IDENTITY + 1]; /* PSK identity, or certificate ID. */
 	char subject[DG_SUBJECT_MAX];
 	const char *refusal; /* Why the handshake was refused, or NULL. */
+	uint64_t trust_hash; /* Of the project's CAs and CRLs the chain was verified with. */
 	int cert_checked;    /* The chain was judged (refusal says how). */
 	uint8_t *chain[CHAIN_MAX];
 	size_t chain_len[CHAIN_MAX];
@@ -292,9 +293,13 @@ judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const 
 		return "more than one common name (CN) in subject";
 	if (!subj.cn_valid)
 		return "invalid common name";
-	r = dg_trust_verify(p->trust, (const uint8_t *const *)certs, lens, n);
-	if (r != DG_TRUST_OK)
-		return dg_trust_result_text(r);
+	/* On revalidation, the chain is verified again only when the project's trust changed. */
+	if (!keep_identity || p->trust_hash != s->trust_hash) {
+		r = dg_trust_verify(p->trust, (const uint8_t *const *)certs, lens, n);
+		if (r != DG_TRUST_OK)
+			return dg_trust_result_text(r);
+		s->trust_hash = p->trust_hash;
+	}
 	const dg_cert_device *d = dg_registry_find_cert_device(reg, p->id, subj.cn);
 	if (d != NULL && d->blocked)
 		return "device blocked";

@@ -56,6 +56,7 @@ typedef struct dg_project {
 	int auto_provision;
 	dg_trust_store *trust; /* Its CAs and CRLs; never NULL. */
 	size_t n_cas;
+	uint64_t trust_hash; /* Changes whenever its CAs or CRLs change. */
 } dg_project;
 
 /* A device known by its certificate ID; owned by the snapshot. */
