@@ -11,6 +11,7 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
+#include <wolfssl/wolfcrypt/error-crypt.h>
 
 #include "devgate/coap.h"
 #include "devgate/log.h"
@@ -554,6 +555,9 @@ dg_session_input(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms)
 			const char *why = s->refusal;
 			if (why == NULL && (err == NO_PEER_CERT || err == -NO_PEER_CERT))
 				why = "no client certificate";
+			/* wolfSSL's own parser refused the certificate before our judge saw it. */
+			if (why == NULL && err <= ASN_PARSE_E && err > ECC_BAD_ARG_E)
+				why = "malformed certificate";
 			if (why == NULL)
 				why = wolfSSL_ERR_reason_error_string((unsigned long)err);
 			handshake_failed(s, why);
