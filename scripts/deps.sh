@@ -15,7 +15,7 @@ stamp="$prefix/.devgate-built"
 packages=(
 	build-essential pkg-config autoconf automake libtool
 	libuv1-dev libsqlite3-dev libcjson-dev libcbor-dev libcoap3-dev
-	libcoap3-bin check openssl dpkg-dev python3 sqlite3 curl iproute2
+	libcoap3-bin check openssl dpkg-dev python3 python3-cryptography sqlite3 curl iproute2
 )
 
 as_root() {

@@ -38,7 +38,11 @@ def free_port():
 class Daemon:
     """One devgate serve process with a private config directory."""
 
-    def __init__(self, psk=None, limits=None, extra_projects=None):
+    def __init__(self, psk=None, limits=None, extra_projects=None, files=None,
+                 project_json=None):
+        """files: {path relative to the config directory: bytes or str},
+        written before the daemon starts (directories made as needed).
+        project_json: {slug: dict} written as projects/<slug>/project.json."""
         self.dir = tempfile.mkdtemp(prefix="devgate-it-")
         self.port = free_port()
         self.conf = os.path.join(self.dir, "devgate.json")
@@ -52,6 +56,10 @@ class Daemon:
             os.makedirs(os.path.join(projects, slug))
             with open(os.path.join(projects, slug, "psk.json"), "w") as f:
                 json.dump(entries, f)
+        for slug, meta in (project_json or {}).items():
+            self.write("projects/%s/project.json" % slug, json.dumps(meta))
+        for rel, data in (files or {}).items():
+            self.write(rel, data)
         cfg = {
             "listen": ["127.0.0.1:%d" % self.port],
             "database": "var/devgate.db",
@@ -74,6 +82,17 @@ class Daemon:
                 raise AssertionError("daemon exited at start:\n" + self.logtext())
             time.sleep(0.05)
         raise AssertionError("daemon did not start listening:\n" + self.logtext())
+
+    def write(self, rel, data):
+        """Writes a file under the config directory, atomically (a rename),
+        so a watcher never reads half of it."""
+        path = os.path.join(self.dir, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.rename(tmp, path)
+        return path
 
     def logtext(self):
         with open(self.log_path, "rb") as f:
