@@ -163,14 +163,15 @@ con_remember(dg_coap *c, uint16_t mid, uint64_t now_ms, const uint8_t *reply, si
 		c->con_next = (c->con_next + 1) % DG_COAP_DEDUP_SLOTS;
 	}
 	e->used = 0;
-	if (e->cap < len) {
+	if (len > 0 && e->cap < len) {
 		p = realloc(e->reply, len);
 		if (p == NULL)
 			return;
 		e->reply = p;
 		e->cap = len;
 	}
-	memcpy(e->reply, reply, len);
+	if (len > 0)
+		memcpy(e->reply, reply, len);
 	e->len = len;
 	e->mid = mid;
 	e->at_ms = now_ms;
@@ -527,6 +528,34 @@ body_buffer(dg_coap *c, uint8_t *out, size_t outcap, uint8_t **body, size_t *cap
 	return 0;
 }
 
+void
+dg_coap_response_init(dg_coap_response *resp)
+{
+	memset(resp, 0, sizeof(*resp));
+	resp->content_format = -1;
+	resp->max_age = -1;
+	resp->observe = -1;
+	resp->block1 = -1;
+	resp->block2 = -1;
+	resp->size1 = -1;
+}
+
+int
+dg_coap_reply(dg_coap *c, uint8_t req_type, uint16_t mid, const uint8_t *token, size_t token_len,
+              const dg_coap_response *resp, uint64_t now_ms, uint8_t *out, size_t outcap,
+              size_t *outlen)
+{
+	int rc;
+	if (req_type == DG_COAP_CON) {
+		rc = dg_coap_encode(DG_COAP_ACK, mid, token, token_len, resp, out, outcap, outlen);
+		if (rc == 0)
+			con_remember(c, mid, now_ms, out, *outlen);
+		return rc;
+	}
+	return dg_coap_encode(DG_COAP_NON, dg_coap_next_mid(c), token, token_len, resp, out, outcap,
+	                      outlen);
+}
+
 static void
 init_response(dg_coap_response *resp)
 {
@@ -568,6 +597,8 @@ dg_coap_input(dg_coap *c, const uint8_t *msg, size_t len, uint64_t now_ms, dg_co
 		return 0;
 	if (type == DG_COAP_CON && (ce = con_find(c, mid)) != NULL &&
 	    !expired(ce->at_ms, now_ms, DG_COAP_EXCHANGE_LIFETIME_MS)) {
+		if (ce->len == 0)
+			return 0; /* Its reply is deferred and not ready yet. */
 		if (ce->len > outcap)
 			return -ENOBUFS;
 		memcpy(out, ce->reply, ce->len);
@@ -620,6 +651,14 @@ dg_coap_input(dg_coap *c, const uint8_t *msg, size_t len, uint64_t now_ms, dg_co
 			goto out;
 		if (handler != NULL)
 			handler(ctx, &req, &resp);
+		if (resp.deferred) {
+			/* Remember the exchange, so that a duplicate is not handled twice. */
+			if (type == DG_COAP_CON)
+				con_remember(c, mid, now_ms, NULL, 0);
+			else
+				non_remember(c, mid, now_ms);
+			goto out;
+		}
 		if (resp.code >> 5 < 2 || resp.code >> 5 > 5 || resp.body_len > resp.body_cap) {
 			init_response(&resp);
 			resp.code = DG_COAP_INTERNAL_ERROR;

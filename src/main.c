@@ -18,6 +18,9 @@
 #include <wolfssl/ssl.h>
 
 #include "devgate/confdir.h"
+#include "devgate/data.h"
+#include "devgate/state.h"
+#include "devgate/stream.h"
 #include "devgate/config.h"
 #include "devgate/devcert.h"
 #include "devgate/log.h"
@@ -38,6 +41,13 @@ usage(FILE *f)
 	           "       devgate psk list -c FILE [<project>] [--json]\n"
 	           "       devgate psk remove -c FILE <identity>\n"
 	           "       devgate projects list -c FILE [--json]\n"
+	           "       devgate state get -c FILE <project> <device> [path]\n"
+	           "       devgate state set -c FILE <project> <device> <path> <json-value>\n"
+	           "       devgate state delete -c FILE <project> <device> <path>\n"
+	           "       devgate stream list -c FILE <project> <device> [--path P] [--since T]\n"
+	           "                           [--limit N] [--json]\n"
+	           "       devgate logs list -c FILE <project> <device> [--level L] [--since T]\n"
+	           "                         [--limit N] [--json]\n"
 	           "       devgate --version\n");
 }
 
@@ -49,6 +59,10 @@ typedef struct cli {
 	const char *key;
 	const char *key_hex;
 	int generate;
+	const char *path;
+	const char *since;
+	const char *limit;
+	const char *level;
 	char *pos[4]; /* Positional arguments. */
 	int n_pos;
 } cli;
@@ -66,6 +80,8 @@ parse_cli(int argc, char **argv, const char *allowed, int min_pos, int max_pos, 
 	        {"config", required_argument, NULL, 'c'},   {"json", no_argument, NULL, 'j'},
 	        {"identity", required_argument, NULL, 'i'}, {"key", required_argument, NULL, 'k'},
 	        {"key-hex", required_argument, NULL, 'x'},  {"generate", no_argument, NULL, 'g'},
+	        {"path", required_argument, NULL, 'p'},     {"since", required_argument, NULL, 's'},
+	        {"limit", required_argument, NULL, 'l'},    {"level", required_argument, NULL, 'L'},
 	        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
 	};
 	int ch;
@@ -99,6 +115,18 @@ parse_cli(int argc, char **argv, const char *allowed, int min_pos, int max_pos, 
 			break;
 		case 'g':
 			c->generate = 1;
+			break;
+		case 'p':
+			c->path = optarg;
+			break;
+		case 's':
+			c->since = optarg;
+			break;
+		case 'l':
+			c->limit = optarg;
+			break;
+		case 'L':
+			c->level = optarg;
 			break;
 		}
 	}
@@ -666,6 +694,203 @@ cmd_projects(int argc, char **argv)
 	return rc;
 }
 
+/* Looks up a device for a data command; prints why not. */
+static int
+find_device(dg_store *store, const char *slug, const char *name, int64_t *id)
+{
+	int rc = dg_data_device_id(store, slug, name, id);
+	if (rc == -ENOENT)
+		fprintf(stderr, "devgate: no device %s in project %s\n", name, slug);
+	else if (rc != 0)
+		fprintf(stderr, "devgate: %s\n", strerror(-rc));
+	return rc;
+}
+
+static int
+cmd_state(int argc, char **argv)
+{
+	dg_config *cfg = NULL;
+	dg_store *store = NULL;
+	int64_t id;
+	cli c;
+	int rc = 1;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	int get = strcmp(argv[1], "get") == 0, set = strcmp(argv[1], "set") == 0,
+	    del = strcmp(argv[1], "delete") == 0;
+	if (!get && !set && !del) {
+		fprintf(stderr, "devgate state: unknown subcommand %s\n", argv[1]);
+		usage(stderr);
+		return 2;
+	}
+	if (parse_cli(argc - 1, argv + 1, "j",
+	              get   ? 2
+	              : set ? 4
+	                    : 3,
+	              get   ? 3
+	              : set ? 4
+	                    : 3,
+	              &c) != 0)
+		return 2;
+	if (open_admin(c.config, &cfg, &store) != 0)
+		return 1;
+	if (find_device(store, c.pos[0], c.pos[1], &id) != 0)
+		goto out;
+	const char *path = c.n_pos > 2 ? c.pos[2] : "";
+	if (get) {
+		cJSON *doc = NULL;
+		dg_path_seg segs[32];
+		size_t n = dg_state_path_parse(path, segs, 32);
+		if (dg_data_state_get(store, id, &doc) != 0)
+			goto out;
+		const cJSON *v = dg_state_get(doc, segs, n);
+		char *text = v != NULL ? cJSON_PrintUnformatted(v) : NULL;
+		printf("%s\n", text != NULL ? text : "null");
+		cJSON_free(text);
+		cJSON_Delete(doc);
+		rc = 0;
+		goto out;
+	}
+	dg_state_change ch = {.device_id = id, .del = del, .record = 1};
+	ch.path = strdup(path);
+	if (set) {
+		const char *end = NULL;
+		ch.value = cJSON_ParseWithOpts(c.pos[3], &end, 1);
+		if (ch.value == NULL) {
+			fprintf(stderr, "devgate state set: %s is not a JSON value\n", c.pos[3]);
+			dg_data_state_change_clear(&ch);
+			goto out;
+		}
+	}
+	int r = dg_store_run(store, dg_data_state_apply, &ch);
+	dg_data_state_change_clear(&ch);
+	if (r != 0) {
+		fprintf(stderr, "devgate state: %s\n", strerror(-r));
+		goto out;
+	}
+	rc = 0;
+out:
+	close_admin(cfg, store);
+	return rc;
+}
+
+/* Parses --since: ms since the epoch, seconds, or ISO 8601. */
+static int64_t
+parse_since(const char *s)
+{
+	if (s == NULL)
+		return -1;
+	char *end = NULL;
+	double v = strtod(s, &end);
+	if (end != s && *end == '\0')
+		return v < 1e11 ? (int64_t)(v * 1000) : (int64_t)v;
+	return dg_stream_parse_iso8601(s);
+}
+
+typedef struct rows_ctx {
+	cJSON *arr;
+} rows_ctx;
+
+static int
+print_stream_row(void *arg, int64_t ts, const char *path, const char *value)
+{
+	rows_ctx *r = arg;
+	char when[32];
+	iso8601(ts, when, sizeof(when));
+	if (r->arr == NULL) {
+		printf("%s %-20s %s\n", when, path[0] ? path : "/", value);
+		return 0;
+	}
+	cJSON *o = cJSON_CreateObject();
+	if (o == NULL)
+		return -ENOMEM;
+	cJSON_AddItemToArray(r->arr, o);
+	cJSON_AddNumberToObject(o, "ts", (double)ts);
+	cJSON_AddStringToObject(o, "path", path);
+	cJSON *v = cJSON_Parse(value);
+	cJSON_AddItemToObject(o, "value", v != NULL ? v : cJSON_CreateNull());
+	return 0;
+}
+
+static int
+print_log_row(void *arg, int64_t ts, const char *level, const char *module, const char *msg)
+{
+	rows_ctx *r = arg;
+	char when[32];
+	iso8601(ts, when, sizeof(when));
+	if (r->arr == NULL) {
+		printf("%s %-5s %-12s %s\n", when, level, module != NULL ? module : "-",
+		       msg != NULL ? msg : "");
+		return 0;
+	}
+	cJSON *o = cJSON_CreateObject();
+	if (o == NULL)
+		return -ENOMEM;
+	cJSON_AddItemToArray(r->arr, o);
+	cJSON_AddNumberToObject(o, "ts", (double)ts);
+	cJSON_AddStringToObject(o, "level", level);
+	if (module != NULL)
+		cJSON_AddStringToObject(o, "module", module);
+	else
+		cJSON_AddNullToObject(o, "module");
+	if (msg != NULL)
+		cJSON_AddStringToObject(o, "msg", msg);
+	else
+		cJSON_AddNullToObject(o, "msg");
+	return 0;
+}
+
+/* `stream list` and `logs list`. */
+static int
+cmd_list_data(int argc, char **argv, int logs)
+{
+	dg_config *cfg = NULL;
+	dg_store *store = NULL;
+	rows_ctx r = {0};
+	int64_t id, since, limit = -1;
+	cli c;
+	int rc = 1;
+
+	if (argc < 2 || strcmp(argv[1], "list") != 0) {
+		fprintf(stderr, "devgate %s: unknown subcommand\n", argv[0]);
+		usage(stderr);
+		return 2;
+	}
+	if (parse_cli(argc - 1, argv + 1, logs ? "jslL" : "jslp", 2, 2, &c) != 0)
+		return 2;
+	since = parse_since(c.since);
+	if (c.since != NULL && since < 0) {
+		fprintf(stderr, "devgate: --since must be ms or s since the epoch, or ISO 8601\n");
+		return 2;
+	}
+	if (c.limit != NULL) {
+		char *end = NULL;
+		limit = strtoll(c.limit, &end, 10);
+		if (end == c.limit || *end != '\0' || limit < 0) {
+			fprintf(stderr, "devgate: --limit must be a whole number\n");
+			return 2;
+		}
+	}
+	if (open_admin(c.config, &cfg, &store) != 0)
+		return 1;
+	if (find_device(store, c.pos[0], c.pos[1], &id) != 0)
+		goto out;
+	if (c.json)
+		r.arr = cJSON_CreateArray();
+	int q = logs ? dg_data_logs_each(store, id, c.level, since, limit, print_log_row, &r)
+	             : dg_data_stream_each(store, id, c.path, since, limit, print_stream_row, &r);
+	if (q == 0 && (r.arr == NULL || print_json(r.arr) == 0))
+		rc = 0;
+	else
+		cJSON_Delete(r.arr);
+out:
+	close_admin(cfg, store);
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -690,6 +915,12 @@ main(int argc, char **argv)
 		return cmd_psk(argc - 1, argv + 1);
 	if (strcmp(argv[1], "projects") == 0)
 		return cmd_projects(argc - 1, argv + 1);
+	if (strcmp(argv[1], "state") == 0)
+		return cmd_state(argc - 1, argv + 1);
+	if (strcmp(argv[1], "stream") == 0)
+		return cmd_list_data(argc - 1, argv + 1, 0);
+	if (strcmp(argv[1], "logs") == 0)
+		return cmd_list_data(argc - 1, argv + 1, 1);
 	fprintf(stderr, "devgate: unknown command %s\n", argv[1]);
 	usage(stderr);
 	return 2;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "devgate/router.h"
+#include "devgate/services.h"
 
 #define M_GET    (1u << DG_COAP_GET)
 #define M_POST   (1u << DG_COAP_POST)
@@ -26,8 +27,13 @@ typedef struct route {
 static void well_known_core(const dg_route_ctx *rc, const dg_coap_request *req,
                             dg_coap_response *resp);
 
+/* First match wins: ".s/logs" before ".s". */
 static const route routes[] = {
         {{".well-known", "core", NULL}, 0, M_GET, well_known_core, ";ct=40"},
+        {{".d", NULL}, 1, M_GET | M_POST | M_PUT | M_DELETE, dg_svc_state, ";obs;ct=\"50 60\""},
+        {{".s", "logs", NULL}, 0, M_POST | M_PUT, dg_svc_logs, ";ct=\"50 60\""},
+        {{".s", NULL}, 1, M_POST | M_PUT, dg_svc_stream, ";ct=\"50 60\""},
+        {{"logs", NULL}, 0, M_POST | M_PUT, dg_svc_logs, ";ct=\"50 60\""},
 };
 
 static void

@@ -14,6 +14,7 @@
 #include <wolfssl/ssl.h>
 
 #include "devgate/confdir.h"
+#include "devgate/data.h"
 #include "devgate/dtls.h"
 #include "devgate/log.h"
 #include "devgate/map.h"
@@ -32,6 +33,8 @@
 #define SERIAL_POLL_MS 500
 #define MAX_WATCHES    1024
 #define MAX_REASONS    64
+/* How often the store is asked for state changes the CLI made. */
+#define CHANGES_POLL_MS 250
 
 /* A provisioning result on its way from the writer thread to the loop. */
 typedef struct prov_done {
@@ -74,7 +77,10 @@ struct dg_server {
 	dg_map *by_id;   /* Session ID -> session, for results that come back later. */
 	uv_async_t prov_async;
 	pthread_mutex_t prov_mu;
-	prov_done *prov_head; /* Filled by the writer thread, drained on the loop. */
+	prov_done *prov_head;   /* Filled by the writer thread, drained on the loop. */
+	dg_deferred *done_head; /* Deferred replies whose commit finished. */
+	uv_timer_t changes_poll;
+	int64_t changes_seen;
 	uv_timer_t debounce;
 	uv_timer_t serial_poll;
 	watch *watches[MAX_WATCHES];
@@ -407,16 +413,106 @@ on_provision(void *owner, dg_session *s, int64_t project_id, const char *cert_id
 	}
 }
 
+/* A commit changed a device's state: its session notifies its observers. */
+static void
+state_changed(void *owner, int64_t device_id, const char *path)
+{
+	dg_server *srv = owner;
+	dg_map_key key;
+	dg_map_key_u64(&key, (uint64_t)device_id);
+	dg_session *s = dg_map_get(srv->devices, &key);
+	if (s != NULL)
+		dg_session_state_changed(s, path, uv_now(srv->loop));
+}
+
+static int
+job_run(sqlite3 *db, void *arg)
+{
+	dg_deferred *d = arg;
+	return d->run(db, d->arg);
+}
+
+/* Runs on the writer thread, after the commit: hand the request back to the loop. */
+static void
+job_done(void *arg, int rc)
+{
+	dg_deferred *d = arg;
+	dg_server *srv = d->owner;
+	d->rc = rc;
+	pthread_mutex_lock(&srv->prov_mu);
+	d->next = srv->done_head;
+	srv->done_head = d;
+	pthread_mutex_unlock(&srv->prov_mu);
+	uv_async_send(&srv->prov_async);
+}
+
+static int
+on_submit(void *owner, dg_deferred *d)
+{
+	dg_server *srv = owner;
+	d->owner = srv;
+	return dg_store_job(srv->store, job_run, job_done, d);
+}
+
+/* Answers the deferred requests whose commits finished, oldest first, then notifies. */
+static void
+drain_deferred(dg_server *srv, dg_deferred *list)
+{
+	dg_deferred *rev = NULL;
+	while (list != NULL) {
+		dg_deferred *next = list->next;
+		list->next = rev;
+		rev = list;
+		list = next;
+	}
+	while (rev != NULL) {
+		dg_deferred *next = rev->next;
+		dg_map_key key;
+		int64_t dev = -1;
+		char *path = NULL;
+		dg_map_key_u64(&key, rev->session_id);
+		if (rev->rc == 0 && rev->notify_device >= 0 &&
+		    (rev->changed == NULL || *rev->changed)) {
+			dev = rev->notify_device;
+			path = rev->notify_path;
+			rev->notify_path = NULL;
+		}
+		dg_session_deferred_done(dg_map_get(srv->by_id, &key), rev, uv_now(srv->loop));
+		if (dev >= 0)
+			state_changed(srv, dev, path != NULL ? path : "");
+		free(path);
+		rev = next;
+	}
+}
+
+static void
+changes_cb(void *arg, int64_t device_id, const char *path)
+{
+	state_changed(arg, device_id, path);
+}
+
+/* The CLI changed some state: notify the observers of it. */
+static void
+changes_poll_cb(uv_timer_t *t)
+{
+	dg_server *srv = t->data;
+	srv->changes_seen = dg_data_changes_since(srv->store, srv->changes_seen, changes_cb, srv);
+}
+
 static void
 prov_async_cb(uv_async_t *h)
 {
 	dg_server *srv = h->data;
 	prov_done *list, *rev = NULL;
+	dg_deferred *done;
 
 	pthread_mutex_lock(&srv->prov_mu);
 	list = srv->prov_head;
 	srv->prov_head = NULL;
+	done = srv->done_head;
+	srv->done_head = NULL;
 	pthread_mutex_unlock(&srv->prov_mu);
+	drain_deferred(srv, done);
 	/* The list was built newest first; answer in arrival order. */
 	while (list != NULL) {
 		prov_done *next = list->next;
@@ -529,6 +625,13 @@ shutdown_server(dg_server *srv, int signum)
 	       dg_map_count(srv->peers) + dg_map_count(srv->pending));
 	close_all(srv, "server shutting down");
 	reap(srv);
+	/*
+	 * Wait for the writer's queue, then answer what it finished: every
+	 * write a device was told about is on disk, and no completion arrives
+	 * after the handles below are closed.
+	 */
+	dg_store_flush(srv->store);
+	prov_async_cb(&srv->prov_async);
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		uv_udp_recv_stop(&srv->listeners[i].udp);
 		uv_close((uv_handle_t *)&srv->listeners[i].udp, NULL);
@@ -541,6 +644,7 @@ shutdown_server(dg_server *srv, int signum)
 	uv_close((uv_handle_t *)&srv->prov_async, NULL);
 	uv_close((uv_handle_t *)&srv->debounce, NULL);
 	uv_close((uv_handle_t *)&srv->serial_poll, NULL);
+	uv_close((uv_handle_t *)&srv->changes_poll, NULL);
 	unwatch(srv);
 	for (size_t i = 0; i < srv->n_refusals; i++)
 		dg_log(DG_LOG_INFO, "server.refusals", "%llu handshakes refused: %s",
@@ -763,6 +867,8 @@ dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registr
 	        .owner = srv,
 	        .provision = on_provision,
 	        .refused = on_refused,
+	        .submit = on_submit,
+	        .state_changed = state_changed,
 	        .established = on_established,
 	        .closed = on_closed,
 	};
@@ -797,6 +903,9 @@ dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registr
 	srv->debounce.data = srv;
 	uv_timer_init(loop, &srv->serial_poll);
 	srv->serial_poll.data = srv;
+	uv_timer_init(loop, &srv->changes_poll);
+	srv->changes_poll.data = srv;
+	srv->changes_seen = dg_data_changes_max(store);
 	*out = srv;
 	return 0;
 fail:
@@ -827,6 +936,7 @@ dg_server_start(dg_server *srv)
 	uv_signal_start(&srv->sigint, signal_cb, SIGINT);
 	uv_signal_start(&srv->sighup, signal_cb, SIGHUP);
 	uv_timer_start(&srv->serial_poll, serial_poll_cb, SERIAL_POLL_MS, SERIAL_POLL_MS);
+	uv_timer_start(&srv->changes_poll, changes_poll_cb, CHANGES_POLL_MS, CHANGES_POLL_MS);
 	rewatch(srv);
 	for (size_t i = 0; i < srv->cfg->n_listen; i++)
 		dg_log(DG_LOG_INFO, "server.listening", "udp %s, DTLS 1.2, %zu PSK credentials",
@@ -856,6 +966,11 @@ dg_server_free(dg_server *srv)
 		prov_done *next = srv->prov_head->next;
 		free(srv->prov_head);
 		srv->prov_head = next;
+	}
+	while (srv->done_head != NULL) {
+		dg_deferred *next = srv->done_head->next;
+		dg_deferred_free(srv->done_head);
+		srv->done_head = next;
 	}
 	pthread_mutex_destroy(&srv->prov_mu);
 	dg_registry_unref(srv->reg);

@@ -13,7 +13,11 @@
 #include <wolfssl/error-ssl.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
 
+#include "devgate/block.h"
 #include "devgate/coap.h"
+#include "devgate/data.h"
+#include "devgate/payload.h"
+#include "devgate/state.h"
 #include "devgate/log.h"
 #include "devgate/router.h"
 #include "devgate/session.h"
@@ -27,6 +31,19 @@
 #define CHAIN_MAX 4
 
 enum auth { AUTH_NONE = 0, AUTH_PSK, AUTH_CERT };
+
+/* CoAP's ACK_TIMEOUT and MAX_RETRANSMIT (RFC 7252), for notifications. */
+#define ACK_TIMEOUT_MS 2000
+#define MAX_RETRANSMIT 4
+#define OBS_PATH_MAX   256
+
+typedef struct observer {
+	uint8_t token[DG_COAP_MAX_TOKEN];
+	size_t token_len;
+	char path[OBS_PATH_MAX];
+	int format;
+	int dirty; /* A change is waiting to be sent. */
+} observer;
 
 typedef struct held {
 	uint8_t *data;
@@ -63,6 +80,29 @@ struct dg_session {
 	size_t n_chain;
 	held held[HELD_MAX];
 	size_t n_held;
+
+	/* Observations (RFC 7641) and the one notification in flight. */
+	observer *obs;
+	size_t n_obs;
+	uint32_t obs_seq;
+	dg_wheel_entry notify_rtx;
+	uint8_t *inflight; /* The CON notification as sent, or NULL. */
+	size_t inflight_len;
+	uint16_t inflight_mid;
+	uint8_t inflight_token[DG_COAP_MAX_TOKEN];
+	size_t inflight_token_len;
+	int inflight_tries;
+	uint32_t inflight_timeout_ms;
+
+	/* The Block1 transfer under way, if any. */
+	dg_block1 *block1;
+	uint8_t block1_token[DG_COAP_MAX_TOKEN];
+	size_t block1_token_len;
+	dg_wheel_entry block_expiry;
+
+	/* Requests per second: a token bucket in milli-tokens. */
+	int64_t bucket;
+	uint64_t bucket_ms;
 };
 
 static void
@@ -107,6 +147,12 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	dg_wheel_entry_init(&s->life);
 	s->rtx.tag = DG_TIMER_SESSION_RTX;
 	s->life.tag = DG_TIMER_SESSION_LIFE;
+	dg_wheel_entry_init(&s->notify_rtx);
+	dg_wheel_entry_init(&s->block_expiry);
+	s->notify_rtx.tag = DG_TIMER_SESSION_NOTIFY;
+	s->block_expiry.tag = DG_TIMER_SESSION_BLOCK;
+	s->bucket = (int64_t)env->cfg->limits.device_requests_per_s * 1000;
+	s->bucket_ms = now_ms;
 	s->io.owner = s;
 	dg_dtls_set_io(ssl, &s->io);
 	wolfSSL_SetCertCbCtx(ssl, s);
@@ -138,6 +184,11 @@ dg_session_free(dg_session *s)
 		return;
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	dg_wheel_cancel(s->env->wheel, &s->life);
+	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
+	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
+	free(s->obs);
+	free(s->inflight);
+	dg_block1_free(s->block1);
 	if (s->ssl != NULL)
 		wolfSSL_free(s->ssl);
 	dg_coap_free(s->coap);
@@ -438,6 +489,12 @@ dg_session_provisioned(dg_session *s, const dg_provision_result *res, uint64_t n
 		handshake_failed(s, why);
 		return;
 	}
+	if (res->blocked) {
+		/* A blocked device that had no certificate ID yet, found by its name. */
+		wolfSSL_shutdown(s->ssl);
+		handshake_failed(s, "device blocked");
+		return;
+	}
 	s->device_id = res->device_id;
 	snprintf(s->device, sizeof(s->device), "%s", res->name);
 	if (res->created || res->attached)
@@ -460,6 +517,65 @@ dg_session_provisioned(dg_session *s, const dg_provision_result *res, uint64_t n
 	}
 }
 
+static void send_next_notification(dg_session *s, uint64_t now_ms);
+static void notify_timeout(dg_session *s, uint64_t now_ms);
+
+/* An ACK or RST from the device: the answer to a notification. */
+static void
+handle_ack(dg_session *s, uint8_t type, uint16_t mid, uint64_t now_ms)
+{
+	if (s->inflight == NULL || mid != s->inflight_mid)
+		return;
+	if (type == DG_COAP_RST)
+		dg_session_unobserve(s, s->inflight_token, s->inflight_token_len);
+	free(s->inflight);
+	s->inflight = NULL;
+	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
+	send_next_notification(s, now_ms);
+}
+
+/*
+ * Takes one request from the bucket; returns 0, or the seconds until one
+ * is there again (for Max-Age) when it is empty.
+ */
+static int64_t
+rate_limited(dg_session *s, uint64_t now_ms)
+{
+	int64_t rate = s->env->cfg->limits.device_requests_per_s;
+	int64_t cap = rate * 1000;
+	s->bucket += (int64_t)(now_ms - s->bucket_ms) * rate;
+	s->bucket_ms = now_ms;
+	if (s->bucket > cap)
+		s->bucket = cap;
+	if (s->bucket >= 1000) {
+		s->bucket -= 1000;
+		return 0;
+	}
+	int64_t wait_ms = (1000 - s->bucket + rate - 1) / rate;
+	return wait_ms / 1000 + 1;
+}
+
+/* The handler in front of the router: the per-device request rate. */
+static void
+limit_then_route(void *ctx, const dg_coap_request *req, dg_coap_response *resp)
+{
+	dg_route_ctx *rc = ctx;
+	dg_session *s = rc->session;
+	/* The keepalive is never refused: an error would make the client reconnect. */
+	int keepalive = req->code == DG_COAP_DELETE && req->n_path == 0;
+	int64_t wait_s = keepalive ? 0 : rate_limited(s, rc->now_ms);
+	if (wait_s > 0) {
+		static const char msg[] = "too many requests";
+		resp->code = DG_COAP_TOO_MANY_REQUESTS;
+		resp->max_age = wait_s;
+		resp->content_format = DG_COAP_FMT_TEXT;
+		memcpy(resp->body, msg, sizeof(msg) - 1);
+		resp->body_len = sizeof(msg) - 1;
+		return;
+	}
+	dg_router_handle(ctx, req, resp);
+}
+
 static void
 handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 {
@@ -469,9 +585,15 @@ handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 	        .project = s->project,
 	        .device = s->device,
 	        .device_id = s->device_id,
+	        .session = s,
+	        .now_ms = now_ms,
 	};
 
-	if (dg_coap_input(s->coap, msg, len, now_ms, dg_router_handle, &rc, out, sizeof(out),
+	if (len >= 4 && msg[0] >> 6 == 1 && ((msg[0] >> 4) & 3) >= DG_COAP_ACK) {
+		handle_ack(s, (msg[0] >> 4) & 3, (uint16_t)(msg[2] << 8 | msg[3]), now_ms);
+		return;
+	}
+	if (dg_coap_input(s->coap, msg, len, now_ms, limit_then_route, &rc, out, sizeof(out),
 	                  &outlen) != 0 ||
 	    outlen == 0)
 		return;
@@ -616,6 +738,8 @@ dg_session_close(dg_session *s, const char *reason, int notify)
 	s->state = DG_SESSION_CLOSED;
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	dg_wheel_cancel(s->env->wheel, &s->life);
+	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
+	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
 	drop_held(s);
 	(void)was_half_open;
 	s->env->closed(s->env->owner, s, was_established);
@@ -624,6 +748,14 @@ dg_session_close(dg_session *s, const char *reason, int notify)
 void
 dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 {
+	if (e->tag == DG_TIMER_SESSION_NOTIFY) {
+		notify_timeout(dg_container_of(e, dg_session, notify_rtx), now_ms);
+		return;
+	}
+	if (e->tag == DG_TIMER_SESSION_BLOCK) {
+		dg_session_block1_end(dg_container_of(e, dg_session, block_expiry));
+		return;
+	}
 	if (e->tag == DG_TIMER_SESSION_RTX) {
 		dg_session *s = dg_container_of(e, dg_session, rtx);
 		if (s->state != DG_SESSION_HANDSHAKE)
@@ -647,4 +779,239 @@ dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 		return;
 	}
 	dg_session_close(s, "idle timeout", 1);
+}
+
+/* Deferred replies. */
+
+void
+dg_deferred_free(dg_deferred *d)
+{
+	if (d == NULL)
+		return;
+	if (d->free_arg != NULL)
+		d->free_arg(d->arg);
+	free(d->notify_path);
+	free(d);
+}
+
+void
+dg_session_defer(dg_session *s, const dg_coap_request *req, dg_coap_response *resp, dg_deferred *d)
+{
+	d->session_id = s->id;
+	d->type = req->type;
+	d->mid = req->mid;
+	memcpy(d->token, req->token, req->token_len);
+	d->token_len = req->token_len;
+	if (s->env->submit(s->env->owner, d) != 0) {
+		dg_deferred_free(d);
+		resp->code = DG_COAP_SERVICE_UNAVAILABLE;
+		return;
+	}
+	resp->deferred = 1;
+}
+
+static void
+send_plain(dg_session *s, const uint8_t *bytes, size_t len)
+{
+	if (s->state == DG_SESSION_ESTABLISHED && wolfSSL_write(s->ssl, bytes, (int)len) <= 0)
+		log_session(s, DG_LOG_DEBUG, "session.write_failed", NULL, NULL, NULL, NULL);
+}
+
+void
+dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
+{
+	if (s != NULL && s->state == DG_SESSION_ESTABLISHED) {
+		dg_coap_response resp;
+		uint8_t out[PLAIN_MAX];
+		size_t outlen = 0;
+		dg_coap_response_init(&resp);
+		resp.code = d->rc == 0 ? d->code_ok : DG_COAP_INTERNAL_ERROR;
+		if (d->rc != 0)
+			log_session(s, DG_LOG_ERROR, "store.write_failed", "error",
+			            strerror(-d->rc), NULL, NULL);
+		if (dg_coap_reply(s->coap, d->type, d->mid, d->token, d->token_len, &resp, now_ms,
+		                  out, sizeof(out), &outlen) == 0)
+			send_plain(s, out, outlen);
+	}
+	dg_deferred_free(d);
+}
+
+/* Observations. */
+
+int64_t
+dg_session_observe(dg_session *s, const dg_coap_request *req, const char *path, int format)
+{
+	observer *o = NULL;
+	for (size_t i = 0; i < s->n_obs; i++)
+		if (s->obs[i].token_len == req->token_len &&
+		    memcmp(s->obs[i].token, req->token, req->token_len) == 0)
+			o = &s->obs[i];
+	if (o == NULL) {
+		if (s->n_obs >= s->env->cfg->limits.max_observers)
+			return -ENOSPC;
+		if (s->obs == NULL) {
+			s->obs = calloc(s->env->cfg->limits.max_observers, sizeof(*s->obs));
+			if (s->obs == NULL)
+				return -ENOSPC;
+		}
+		o = &s->obs[s->n_obs++];
+	}
+	memset(o, 0, sizeof(*o));
+	memcpy(o->token, req->token, req->token_len);
+	o->token_len = req->token_len;
+	snprintf(o->path, sizeof(o->path), "%s", path);
+	o->format = format;
+	s->obs_seq = (s->obs_seq + 1) & 0xffffff;
+	return s->obs_seq;
+}
+
+void
+dg_session_unobserve(dg_session *s, const uint8_t *token, size_t token_len)
+{
+	for (size_t i = 0; i < s->n_obs; i++) {
+		if (s->obs[i].token_len == token_len &&
+		    memcmp(s->obs[i].token, token, token_len) == 0) {
+			s->obs[i] = s->obs[--s->n_obs];
+			return;
+		}
+	}
+}
+
+/* Encodes and sends the notification of observer `o` as a CON, and arms its retransmission. */
+static void
+notify(dg_session *s, observer *o, uint64_t now_ms)
+{
+	dg_path_seg path[32];
+	size_t n = dg_state_path_parse(o->path, path, 32);
+	cJSON *doc = NULL;
+	uint8_t body[PLAIN_MAX - 64], out[PLAIN_MAX];
+	size_t body_len = 0, outlen = 0;
+	dg_coap_response resp;
+
+	o->dirty = 0;
+	if (dg_data_state_get(s->env->store, s->device_id, &doc) != 0)
+		return;
+	const cJSON *v = dg_state_get(doc, path, n);
+	dg_coap_response_init(&resp);
+	resp.code = DG_COAP_CONTENT;
+	s->obs_seq = (s->obs_seq + 1) & 0xffffff;
+	resp.observe = s->obs_seq;
+	if (v != NULL && dg_payload_encode(o->format, v, body, sizeof(body), &body_len) == 0) {
+		resp.content_format = o->format;
+		resp.body = body;
+		resp.body_len = body_len;
+		resp.body_cap = sizeof(body);
+	}
+	cJSON_Delete(doc);
+	uint16_t mid = dg_coap_next_mid(s->coap);
+	if (dg_coap_encode(DG_COAP_CON, mid, o->token, o->token_len, &resp, out, sizeof(out),
+	                   &outlen) != 0)
+		return;
+	free(s->inflight);
+	s->inflight = malloc(outlen);
+	if (s->inflight == NULL)
+		return;
+	memcpy(s->inflight, out, outlen);
+	s->inflight_len = outlen;
+	s->inflight_mid = mid;
+	memcpy(s->inflight_token, o->token, o->token_len);
+	s->inflight_token_len = o->token_len;
+	s->inflight_tries = 0;
+	/* ACK_TIMEOUT times a random factor in [1, 1.5). */
+	s->inflight_timeout_ms = ACK_TIMEOUT_MS + (uint32_t)(mid % (ACK_TIMEOUT_MS / 2));
+	send_plain(s, out, outlen);
+	dg_wheel_schedule(s->env->wheel, &s->notify_rtx, now_ms + s->inflight_timeout_ms);
+}
+
+static void
+send_next_notification(dg_session *s, uint64_t now_ms)
+{
+	if (s->inflight != NULL || s->state != DG_SESSION_ESTABLISHED)
+		return;
+	for (size_t i = 0; i < s->n_obs; i++) {
+		if (s->obs[i].dirty) {
+			notify(s, &s->obs[i], now_ms);
+			return;
+		}
+	}
+}
+
+void
+dg_session_state_changed(dg_session *s, const char *path, uint64_t now_ms)
+{
+	dg_path_seg changed[32], observed[32];
+	size_t n_chg = dg_state_path_parse(path, changed, 32);
+	for (size_t i = 0; i < s->n_obs; i++) {
+		size_t n_obs = dg_state_path_parse(s->obs[i].path, observed, 32);
+		if (dg_state_path_overlaps(observed, n_obs, changed, n_chg))
+			s->obs[i].dirty = 1;
+	}
+	send_next_notification(s, now_ms);
+}
+
+/* A notification went unanswered: send it again, or give up on the device. */
+static void
+notify_timeout(dg_session *s, uint64_t now_ms)
+{
+	if (s->inflight == NULL || s->state != DG_SESSION_ESTABLISHED)
+		return;
+	if (s->inflight_tries >= MAX_RETRANSMIT) {
+		/* The device is gone: its observations end with it. */
+		log_session(s, DG_LOG_INFO, "observe.dropped", "reason",
+		            "notification retransmissions exhausted", NULL, NULL);
+		free(s->inflight);
+		s->inflight = NULL;
+		s->n_obs = 0;
+		return;
+	}
+	s->inflight_tries++;
+	s->inflight_timeout_ms *= 2;
+	send_plain(s, s->inflight, s->inflight_len);
+	dg_wheel_schedule(s->env->wheel, &s->notify_rtx, now_ms + s->inflight_timeout_ms);
+}
+
+/* Block1 transfers. */
+
+dg_block1 *
+dg_session_block1(dg_session *s, const dg_coap_request *req, int restart, uint64_t now_ms)
+{
+	/*
+	 * One transfer at a time per session. The Golioth SDK keeps its token
+	 * for every block; libcoap's clients change it and send a Request-Tag
+	 * instead, so a later block continues the transfer whatever its token.
+	 */
+	int same = s->block1 != NULL;
+	if (!same || restart) {
+		if (!restart)
+			return NULL;
+		dg_block1_free(s->block1);
+		s->block1 = NULL;
+		if (dg_block1_new(s->env->cfg->limits.max_body, 6, &s->block1) != 0)
+			return NULL;
+		memcpy(s->block1_token, req->token, req->token_len);
+		s->block1_token_len = req->token_len;
+	}
+	/* An abandoned transfer is freed after EXCHANGE_LIFETIME. */
+	dg_wheel_schedule(s->env->wheel, &s->block_expiry, now_ms + DG_COAP_EXCHANGE_LIFETIME_MS);
+	return s->block1;
+}
+
+void
+dg_session_block1_end(dg_session *s)
+{
+	dg_block1_free(s->block1);
+	s->block1 = NULL;
+	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
+}
+
+dg_store *
+dg_session_store(const dg_session *s)
+{
+	return s->env->store;
+}
+
+const dg_config *
+dg_session_config(const dg_session *s)
+{
+	return s->env->cfg;
 }

@@ -22,7 +22,7 @@
 
 #include "schema.inc"
 
-enum op_kind { OP_TOUCH = 1, OP_PROVISION = 2 };
+enum op_kind { OP_TOUCH = 1, OP_PROVISION = 2, OP_JOB = 3 };
 
 typedef struct store_op {
 	struct store_op *next;
@@ -33,6 +33,8 @@ typedef struct store_op {
 	char *cert_id;
 	void (*done)(void *arg, const dg_provision_result *res);
 	void *arg;
+	int (*run)(sqlite3 *db, void *arg); /* OP_JOB */
+	void (*job_done)(void *arg, int rc);
 } store_op;
 
 static void provision_on(sqlite3 *db, int64_t project_id, const char *cert_id,
@@ -217,6 +219,23 @@ apply_batch(sqlite3 *db, sqlite3_stmt *touch, store_op *ops)
 	int rc = 0, in_txn = 0;
 
 	for (store_op *op = ops; op != NULL; op = op->next) {
+		if (op->kind == OP_JOB) {
+			if (in_txn) {
+				int c = exec_sql(db, "COMMIT", NULL, 0);
+				rc = rc != 0 ? rc : c;
+				in_txn = 0;
+			}
+			int r = exec_sql(db, "BEGIN IMMEDIATE", NULL, 0);
+			if (r == 0) {
+				r = op->run(db, op->arg);
+				if (r == 0)
+					r = exec_sql(db, "COMMIT", NULL, 0);
+				if (r != 0)
+					exec_sql(db, "ROLLBACK", NULL, 0);
+			}
+			op->job_done(op->arg, r);
+			continue;
+		}
 		if (op->kind == OP_PROVISION) {
 			if (in_txn) {
 				int c = exec_sql(db, "COMMIT", NULL, 0);
@@ -391,6 +410,51 @@ dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms)
 	op->ts_ms = ts_ms;
 	enqueue(st, op);
 	return 0;
+}
+
+int
+dg_store_job(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void *arg, int rc),
+             void *arg)
+{
+	store_op *op;
+
+	if (!st->has_writer)
+		return -EPIPE;
+	op = calloc(1, sizeof(*op));
+	if (op == NULL)
+		return -ENOMEM;
+	op->kind = OP_JOB;
+	op->run = run;
+	op->job_done = done;
+	op->arg = arg;
+	enqueue(st, op);
+	return 0;
+}
+
+int
+dg_store_run(dg_store *st, int (*run)(sqlite3 *db, void *arg), void *arg)
+{
+	int rc = exec_sql(st->db, "BEGIN IMMEDIATE", NULL, 0);
+	if (rc != 0)
+		return rc;
+	rc = run(st->db, arg);
+	if (rc == 0)
+		rc = exec_sql(st->db, "COMMIT", NULL, 0);
+	if (rc != 0)
+		exec_sql(st->db, "ROLLBACK", NULL, 0);
+	return rc;
+}
+
+sqlite3 *
+dg_store_reader(dg_store *st)
+{
+	return st->db;
+}
+
+int
+dg_store_errno(int sqlite_rc)
+{
+	return sqlite_errno(sqlite_rc);
 }
 
 int
@@ -1075,14 +1139,14 @@ out:
 /* Looks up one device id and name by a WHERE clause over (project, text). */
 static int
 find_device(sqlite3 *db, const char *where, int64_t pid, const char *text, int64_t *id, char *name,
-            size_t cap)
+            size_t cap, int *blocked)
 {
 	sqlite3_stmt *s = NULL;
 	char sql[256];
 	int rc;
 
-	snprintf(sql, sizeof(sql), "SELECT id, name FROM devices WHERE project_id = ?1 AND %s",
-	         where);
+	snprintf(sql, sizeof(sql),
+	         "SELECT id, name, blocked FROM devices WHERE project_id = ?1 AND %s", where);
 	rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
 	if (rc != SQLITE_OK)
 		return sqlite_errno(rc);
@@ -1092,6 +1156,7 @@ find_device(sqlite3 *db, const char *where, int64_t pid, const char *text, int64
 	if (rc == SQLITE_ROW) {
 		*id = sqlite3_column_int64(s, 0);
 		snprintf(name, cap, "%s", (const char *)sqlite3_column_text(s, 1));
+		*blocked = sqlite3_column_int(s, 2);
 		rc = 1;
 	} else {
 		rc = rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
@@ -1111,13 +1176,13 @@ provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result 
 	rc = exec_sql(db, "BEGIN IMMEDIATE", NULL, 0);
 	if (rc != 0)
 		goto done;
-	rc = find_device(db, "certificate_id = ?2", pid, cert_id, &id, res->name,
-	                 sizeof(res->name));
+	rc = find_device(db, "certificate_id = ?2", pid, cert_id, &id, res->name, sizeof(res->name),
+	                 &res->blocked);
 	if (rc == 1)
 		goto found;
 	if (rc == 0)
 		rc = find_device(db, "name = ?2 AND certificate_id IS NULL", pid, cert_id, &id,
-		                 res->name, sizeof(res->name));
+		                 res->name, sizeof(res->name), &res->blocked);
 	if (rc == 1) {
 		rc = sqlite3_prepare_v2(db, "UPDATE devices SET certificate_id = ?1 WHERE id = ?2",
 		                        -1, &s, NULL);
@@ -1131,6 +1196,9 @@ provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result 
 		if (rc != 0)
 			goto fail;
 		res->attached = 1;
+		rc = bump_serial(db);
+		if (rc != 0)
+			goto fail;
 		goto found;
 	}
 	if (rc < 0)
@@ -1166,6 +1234,10 @@ provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result 
 			id = sqlite3_last_insert_rowid(db);
 			snprintf(res->name, sizeof(res->name), "%s", name);
 			res->created = 1;
+			/* The daemon's snapshot learns the new certificate ID at its next poll. */
+			rc = bump_serial(db);
+			if (rc != 0)
+				goto fail;
 			goto found;
 		}
 	}

@@ -87,6 +87,27 @@ name_text(WOLFSSL_X509_NAME *name, char *out, size_t cap)
 		XFREE(s, NULL, DYNAMIC_TYPE_OPENSSL);
 }
 
+/*
+ * Returns 1 when an uploaded certificate can serve as a CA: basicConstraints
+ * CA:TRUE, or a self-signed version 1 root (as old tooling makes them); -1
+ * when it is a CA whose keyUsage forbids signing certificates; 0 otherwise.
+ */
+static int
+ca_usable(WOLFSSL_X509 *x)
+{
+	unsigned int ku = wolfSSL_X509_get_keyUsage(x);
+	if (wolfSSL_X509_get_isCA(x) == 1)
+		return ku == 0 || (ku & KEYUSE_KEY_CERT_SIGN) != 0 ? 1 : -1;
+	if (wolfSSL_X509_get_version(x) != 0 ||
+	    wolfSSL_X509_NAME_cmp(wolfSSL_X509_get_subject_name(x),
+	                          wolfSSL_X509_get_issuer_name(x)) != 0)
+		return 0;
+	WOLFSSL_EVP_PKEY *pk = wolfSSL_X509_get_pubkey(x);
+	int ok = pk != NULL && wolfSSL_X509_verify(x, pk) == WOLFSSL_SUCCESS;
+	wolfSSL_EVP_PKEY_free(pk);
+	return ok;
+}
+
 void
 dg_trust_ca_free(dg_ca_cert *cas, size_t n)
 {
@@ -137,8 +158,14 @@ dg_trust_read_cas(const char *pem, size_t len, int64_t now_ms, dg_ca_cert **out,
 		name_text(wolfSSL_X509_get_subject_name(x), c->subject, sizeof(c->subject));
 		c->not_before_ms = asn1_time_ms(wolfSSL_X509_get_notBefore(x));
 		c->not_after_ms = asn1_time_ms(wolfSSL_X509_get_notAfter(x));
-		int is_ca = wolfSSL_X509_get_isCA(x);
+		int is_ca = ca_usable(x);
 		wolfSSL_X509_free(x);
+		if (is_ca < 0) {
+			snprintf(err, errlen,
+			         "certificate %zu (%s): its keyUsage does not allow keyCertSign",
+			         count + 1, c->subject);
+			goto out;
+		}
 		if (!is_ca) {
 			snprintf(err, errlen, "certificate %zu (%s): not a CA certificate",
 			         count + 1, c->subject);
@@ -196,6 +223,7 @@ dg_trust_read_crls(const char *pem, size_t len, uint8_t **out, size_t *out_len, 
 		                NULL) != 0 ||
 		    der == NULL) {
 			snprintf(err, errlen, "CRL %zu: not a valid PEM CRL", count + 1);
+			wc_FreeDer(&der);
 			free(buf);
 			return -EINVAL;
 		}
@@ -252,7 +280,8 @@ dg_trust_subject(const uint8_t *der, size_t len, dg_subject *out)
 		if (nid == NID_ORG) {
 			out->n_org++;
 			snprintf(out->org, sizeof(out->org), "%.*s", vlen, (const char *)data);
-			if ((size_t)vlen >= sizeof(out->org) || memchr(data, '\0', (size_t)vlen))
+			if ((size_t)vlen >= sizeof(out->org) ||
+			    (vlen > 0 && memchr(data, '\0', (size_t)vlen)))
 				out->org[0] = '\0'; /* Cannot name a project. */
 		} else if (nid == NID_CN) {
 			out->n_cn++;

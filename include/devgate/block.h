@@ -49,7 +49,7 @@ void dg_block1_free(dg_block1 *b);
  * once.
  */
 dg_block1_status dg_block1_add(dg_block1 *b, const dg_block_opt *opt, const uint8_t *data,
-			       size_t len, int64_t size1, dg_block_opt *answer);
+                               size_t len, int64_t size1, dg_block_opt *answer);
 
 /* The assembled body (borrowed) and its length, after DONE. */
 const uint8_t *dg_block1_body(const dg_block1 *b, size_t *len);

@@ -111,6 +111,12 @@ typedef struct dg_coap_response {
 	uint8_t *body;
 	size_t body_cap;
 	size_t body_len;
+	/*
+	 * Set by a handler that answers later with dg_coap_reply() (after a
+	 * commit): nothing is sent now, and a duplicate of the CON meanwhile
+	 * is ignored (the client retransmits until the reply comes).
+	 */
+	int deferred;
 } dg_coap_response;
 
 typedef void (*dg_coap_handler)(void *ctx, const dg_coap_request *req, dg_coap_response *resp);
@@ -145,6 +151,19 @@ void dg_coap_free(dg_coap *c);
  */
 int dg_coap_input(dg_coap *c, const uint8_t *msg, size_t len, uint64_t now_ms,
                   dg_coap_handler handler, void *ctx, uint8_t *out, size_t outcap, size_t *outlen);
+
+/*
+ * Sends the deferred reply to a request (type, mid and token as the
+ * request had them): an ACK for a CON (cached for its duplicates), a NON
+ * with a fresh message ID for a NON. Writes the bytes into `out`. Returns
+ * 0, -ENOBUFS or -EINVAL.
+ */
+int dg_coap_reply(dg_coap *c, uint8_t req_type, uint16_t mid, const uint8_t *token,
+                  size_t token_len, const dg_coap_response *resp, uint64_t now_ms, uint8_t *out,
+                  size_t outcap, size_t *outlen);
+
+/* Initialises a response: no code, no options, no body. */
+void dg_coap_response_init(dg_coap_response *resp);
 
 /* Returns a fresh message ID for a message this side originates. */
 uint16_t dg_coap_next_mid(dg_coap *c);

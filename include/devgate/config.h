@@ -21,10 +21,13 @@ typedef struct dg_listen_addr {
 } dg_listen_addr;
 
 typedef struct dg_limits {
-	uint32_t max_sessions;        /* 1..10000000, default 100000. */
-	uint32_t max_handshakes;      /* 1..1000000, default 1000. */
-	uint32_t handshake_timeout_s; /* 1..600, default 30. */
-	uint32_t idle_timeout_s;      /* 10..604800, default 10800. */
+	uint32_t max_sessions;          /* 1..10000000, default 100000. */
+	uint32_t max_handshakes;        /* 1..1000000, default 1000. */
+	uint32_t handshake_timeout_s;   /* 1..600, default 30. */
+	uint32_t idle_timeout_s;        /* 10..604800, default 10800. */
+	uint32_t max_body;              /* 1024..16777216, default 65536: a Block1 body's limit. */
+	uint32_t device_requests_per_s; /* 1..100000, default 20; over it 4.29. */
+	uint32_t max_observers;         /* 1..1024, default 16: observations per device. */
 } dg_limits;
 
 typedef struct dg_config {

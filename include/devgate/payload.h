@@ -26,7 +26,7 @@
  * numbers; text must be UTF-8.
  */
 int dg_payload_decode(int format, const uint8_t *data, size_t len, cJSON **out, char *diag,
-		      size_t diag_len);
+                      size_t diag_len);
 
 /*
  * Encodes `value` in content-format `format` (50 or 60) into out (capacity
@@ -35,7 +35,6 @@ int dg_payload_decode(int format, const uint8_t *data, size_t len, cJSON **out, 
  * doubles otherwise. Returns 0 and sets *out_len; -ENOBUFS when it does not
  * fit; -ENOTSUP for another format.
  */
-int dg_payload_encode(int format, const cJSON *value, uint8_t *out, size_t cap,
-		      size_t *out_len);
+int dg_payload_encode(int format, const cJSON *value, uint8_t *out, size_t cap, size_t *out_len);
 
 #endif

@@ -6,13 +6,19 @@
 #ifndef DEVGATE_ROUTER_H
 #define DEVGATE_ROUTER_H
 
+#include <stdint.h>
+
 #include "devgate/coap.h"
 
 /* What a handler learns about the device it serves; borrowed for the call. */
+struct dg_session;
+
 typedef struct dg_route_ctx {
 	const char *project;
 	const char *device;
 	long long device_id;
+	struct dg_session *session; /* For deferring replies and observing. */
+	uint64_t now_ms;
 } dg_route_ctx;
 
 /*

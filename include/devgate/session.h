@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "devgate/coap.h"
 #include "devgate/config.h"
 #include "devgate/dtls.h"
 #include "devgate/registry.h"
@@ -26,7 +27,36 @@ typedef enum dg_session_state {
 } dg_session_state;
 
 /* Timer tags on the wheel entries sessions embed. */
-enum { DG_TIMER_SESSION_RTX = 1, DG_TIMER_SESSION_LIFE = 2 };
+enum {
+	DG_TIMER_SESSION_RTX = 1,
+	DG_TIMER_SESSION_LIFE = 2,
+	DG_TIMER_SESSION_NOTIFY = 3,
+	DG_TIMER_SESSION_BLOCK = 4,
+};
+
+/*
+ * A request whose reply waits for a commit on the store's writer thread.
+ * The session fills in the exchange; the service fills in the job.
+ */
+typedef struct dg_deferred {
+	uint64_t session_id;
+	uint8_t type;
+	uint16_t mid;
+	uint8_t token[DG_COAP_MAX_TOKEN];
+	size_t token_len;
+	uint8_t code_ok;                    /* The reply when the job succeeds. */
+	int (*run)(sqlite3 *db, void *arg); /* The job, on the writer thread. */
+	void *arg;
+	void (*free_arg)(void *arg);
+	int64_t notify_device; /* >= 0: a state change to notify observers of. */
+	char *notify_path;
+	int *changed;             /* Points into arg: did the state change. */
+	int rc;                   /* Set on the writer thread. */
+	void *owner;              /* The server, for the completion. */
+	struct dg_deferred *next; /* The owner's completion list. */
+} dg_deferred;
+
+void dg_deferred_free(dg_deferred *d);
 
 /* What a session needs from its server; borrowed for the session's life. */
 typedef struct dg_session_env {
@@ -40,6 +70,10 @@ typedef struct dg_session_env {
 	 * session closed meanwhile).
 	 */
 	void (*provision)(void *owner, dg_session *s, int64_t project_id, const char *cert_id);
+	/* Queue a deferred request's job; the owner calls dg_session_deferred_done() later. */
+	int (*submit)(void *owner, dg_deferred *d);
+	/* A commit changed the state of `device_id` at `path`: notify its observers. */
+	void (*state_changed)(void *owner, int64_t device_id, const char *path);
 	/* A handshake was refused for `reason`; for counting. */
 	void (*refused)(void *owner, const char *reason);
 	/* The handshake completed with a known device; the owner links it. */
@@ -112,6 +146,45 @@ const char *dg_session_revalidate(dg_session *s, dg_registry *reg);
 
 /* The verify callback of the DTLS context: per-project certificate trust. */
 int dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store);
+
+/*
+ * Defers the reply to `req` until `d`'s job commits: fills in the exchange,
+ * hands `d` to the owner and marks `resp` deferred. On failure answers 5.03
+ * at once and frees `d`.
+ */
+void dg_session_defer(dg_session *s, const dg_coap_request *req, dg_coap_response *resp,
+                      dg_deferred *d);
+
+/* The job of `d` finished (d->rc): send the reply. `s` may be NULL (gone). Frees `d`. */
+void dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms);
+
+/*
+ * Registers (Observe=0) an observation of the state at `path` with the
+ * request's token and Accept; an existing one with that token is
+ * replaced. Returns the Observe sequence number for the first reply, or
+ * -ENOSPC at the cap.
+ */
+int64_t dg_session_observe(dg_session *s, const dg_coap_request *req, const char *path, int format);
+
+/* Ends the observation with this token (Observe=1, or RST). */
+void dg_session_unobserve(dg_session *s, const uint8_t *token, size_t token_len);
+
+/* The state at `path` of this session's device changed: notify what overlaps. */
+void dg_session_state_changed(dg_session *s, const char *path, uint64_t now_ms);
+
+/*
+ * The session's Block1 transfer for a request with this token, made when
+ * missing (or when block 0 restarts it). Returns NULL when out of memory.
+ */
+struct dg_block1 *dg_session_block1(dg_session *s, const dg_coap_request *req, int restart,
+                                    uint64_t now_ms);
+
+/* Ends the session's Block1 transfer. */
+void dg_session_block1_end(dg_session *s);
+
+/* The session's store and config, for the services. */
+dg_store *dg_session_store(const dg_session *s);
+const dg_config *dg_session_config(const dg_session *s);
 
 /* Used by the server's PSK callback. */
 unsigned int dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,

@@ -46,9 +46,19 @@ int dg_state_delete(cJSON **doc, const dg_path_seg *path, size_t n);
  * parent replaced or deleted).
  */
 int dg_state_path_overlaps(const dg_path_seg *observed, size_t n_obs, const dg_path_seg *changed,
-			   size_t n_chg);
+                           size_t n_chg);
 
-/* Parses "a/b/c" (no leading slash; empty segments dropped) into at most max segments. */
+/*
+ * Parses "a/b/c" (no leading slash; empty segments dropped) into at most
+ * max segments, which point into text; returns how many it stored.
+ */
 size_t dg_state_path_parse(const char *text, dg_path_seg *out, size_t max);
+
+/*
+ * Returns how many segments dg_state_path_parse() finds in `text`, so that
+ * a caller can refuse a path longer than its array instead of using a
+ * truncated one.
+ */
+size_t dg_state_path_count(const char *text);
 
 #endif

@@ -209,6 +209,7 @@ typedef struct dg_provision_result {
 	char name[160];
 	int created;  /* 1: a new device. */
 	int attached; /* 1: an existing device got this certificate ID. */
+	int blocked;  /* 1: the device found is blocked (the connection must be refused). */
 } dg_provision_result;
 
 /*
@@ -229,6 +230,28 @@ void dg_store_provision(dg_store *st, int64_t project_id, const char *cert_id,
  */
 int dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_id,
                              void (*done)(void *arg, const dg_provision_result *res), void *arg);
+
+typedef struct sqlite3 sqlite3;
+
+/*
+ * Queues a job for the writer thread: `run` is called there with the
+ * writer's connection inside a transaction (BEGIN IMMEDIATE; COMMIT when run
+ * returns 0, ROLLBACK otherwise), then `done` with the outcome, on the
+ * writer thread too. `done` is called only after the commit is on disk, so
+ * whatever it acknowledges survives a crash. Returns 0, -EPIPE without a
+ * writer, or -ENOMEM (neither callback is called then).
+ */
+int dg_store_job(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void *arg, int rc),
+                 void *arg);
+
+/* As dg_store_job(), run now on the caller's connection (for the CLI). Returns run's result. */
+int dg_store_run(dg_store *st, int (*run)(sqlite3 *db, void *arg), void *arg);
+
+/* The caller's connection, for reads on the caller's thread. */
+sqlite3 *dg_store_reader(dg_store *st);
+
+/* Maps an SQLite result code to 0 or a negative errno. */
+int dg_store_errno(int sqlite_rc);
 
 /* Milliseconds since the Unix epoch. */
 int64_t dg_now_ms(void);

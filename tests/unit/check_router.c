@@ -13,7 +13,7 @@
 static uint8_t body[DG_COAP_MIN_BODY + 64];
 static dg_coap_request req;
 static dg_coap_response resp;
-static dg_route_ctx rctx = {"acme", "sensor-1", 42};
+static dg_route_ctx rctx = {.project = "acme", .device = "sensor-1", .device_id = 42};
 
 static void
 reset(uint8_t code, size_t cap)

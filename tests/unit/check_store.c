@@ -1,8 +1,9 @@
 /*
  * Unit tests of the store: open and migrations, the psk.json sync, the
- * device walk and the write queue. Each test works in its own temporary
- * directory; the database is also read and written with plain sqlite3
- * on the same path, as the CLI would.
+ * device walk and the write queue, project settings, trust files, the
+ * CLI's edits with the registry serial, and certificate provisioning. Each test works in its own
+ * temporary directory; the database is also read and written with plain sqlite3 on the same path,
+ * as the CLI would.
  */
 #include <check.h>
 #include <errno.h>
@@ -130,7 +131,7 @@ typedef struct psk_copy {
 
 typedef struct dev_copy {
 	int64_t id;
-	char project[64], name[130];
+	char project[64], name[160], cert[130];
 	int has_cert;
 	int blocked;
 	int64_t created_at, last_seen;
@@ -184,6 +185,10 @@ dev_cb(void *arg, const dg_device_row *row)
 	copy_str(d->project, sizeof(d->project), row->project);
 	copy_str(d->name, sizeof(d->name), row->name);
 	d->has_cert = row->certificate_id != NULL;
+	if (d->has_cert)
+		copy_str(d->cert, sizeof(d->cert), row->certificate_id);
+	else
+		d->cert[0] = '\0';
 	d->blocked = row->blocked;
 	d->created_at = row->created_at;
 	d->last_seen = row->last_seen;
@@ -732,6 +737,820 @@ START_TEST(test_now_ms)
 }
 END_TEST
 
+/* --- projects, trust files, CLI edits and the registry serial --- */
+
+/* The id of project `slug`, read on a plain connection; -1 when there is none. */
+static int64_t
+pid_of(const char *slug)
+{
+	char q[256];
+
+	snprintf(q, sizeof(q), "SELECT id FROM projects WHERE slug = '%s'", slug);
+	return sql1(q);
+}
+
+typedef struct proj_copy {
+	int64_t id;
+	char slug[64], name[130];
+	int enabled, auto_provision;
+	int64_t devices;
+} proj_copy;
+
+typedef struct pwalk {
+	proj_copy p[16];
+	size_t n;
+	size_t stop_after; /* 0: never stop. */
+} pwalk;
+
+static int
+proj_cb(void *arg, const dg_project_row *row)
+{
+	pwalk *w = arg;
+	proj_copy *c;
+
+	ck_assert_uint_lt(w->n, 16);
+	c = &w->p[w->n++];
+	c->id = row->id;
+	copy_str(c->slug, sizeof(c->slug), row->slug);
+	copy_str(c->name, sizeof(c->name), row->name);
+	c->enabled = row->enabled;
+	c->auto_provision = row->auto_provision;
+	c->devices = row->devices;
+	return w->stop_after != 0 && w->n == w->stop_after ? 55 : 0;
+}
+
+static void
+walk_proj(dg_store *st, pwalk *w)
+{
+	memset(w, 0, sizeof(*w));
+	ck_assert_int_eq(dg_store_each_project(st, proj_cb, w), 0);
+}
+
+static const proj_copy *
+find_proj(const pwalk *w, const char *slug)
+{
+	for (size_t i = 0; i < w->n; i++)
+		if (strcmp(w->p[i].slug, slug) == 0)
+			return &w->p[i];
+	ck_abort_msg("project %s not found", slug);
+	return NULL;
+}
+
+typedef struct trust_copy {
+	int64_t project_id;
+	char fingerprint[65], subject[64], source[64];
+	int64_t not_before, not_after;
+	uint8_t der[64];
+	size_t der_len;
+} trust_copy;
+
+typedef struct twalk {
+	trust_copy t[16];
+	size_t n;
+} twalk;
+
+static int
+ca_cb(void *arg, const dg_ca_row *row)
+{
+	twalk *w = arg;
+	trust_copy *c;
+
+	ck_assert_uint_lt(w->n, 16);
+	c = &w->t[w->n++];
+	c->project_id = row->project_id;
+	copy_str(c->fingerprint, sizeof(c->fingerprint), row->fingerprint);
+	copy_str(c->subject, sizeof(c->subject), row->subject);
+	copy_str(c->source, sizeof(c->source), row->source);
+	c->not_before = row->not_before;
+	c->not_after = row->not_after;
+	ck_assert_uint_le(row->der_len, sizeof(c->der));
+	memcpy(c->der, row->der, row->der_len);
+	c->der_len = row->der_len;
+	return 0;
+}
+
+static int
+crl_cb(void *arg, const dg_crl_row *row)
+{
+	twalk *w = arg;
+	trust_copy *c;
+
+	ck_assert_uint_lt(w->n, 16);
+	c = &w->t[w->n++];
+	memset(c, 0, sizeof(*c));
+	c->project_id = row->project_id;
+	copy_str(c->source, sizeof(c->source), row->source);
+	ck_assert_uint_le(row->der_len, sizeof(c->der));
+	memcpy(c->der, row->der, row->der_len);
+	c->der_len = row->der_len;
+	return 0;
+}
+
+static void
+walk_cas(dg_store *st, twalk *w)
+{
+	memset(w, 0, sizeof(*w));
+	ck_assert_int_eq(dg_store_each_ca(st, ca_cb, w), 0);
+}
+
+static void
+walk_crls(dg_store *st, twalk *w)
+{
+	memset(w, 0, sizeof(*w));
+	ck_assert_int_eq(dg_store_each_crl(st, crl_cb, w), 0);
+}
+
+/* The CA row of `project_id` with the fingerprint of `digit` repeated, or NULL. */
+static const trust_copy *
+find_ca(const twalk *w, int64_t project_id, char digit)
+{
+	for (size_t i = 0; i < w->n; i++)
+		if (w->t[i].project_id == project_id && w->t[i].fingerprint[0] == digit)
+			return &w->t[i];
+	return NULL;
+}
+
+static size_t
+count_rows(const twalk *w, int64_t project_id)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < w->n; i++)
+		n += w->t[i].project_id == project_id;
+	return n;
+}
+
+/*
+ * A stand-in CA: the store keeps what dg_trust_read_cas() read without
+ * parsing it, so its DER is the subject's text and its fingerprint
+ * `digit` 64 times.
+ */
+static void
+fake_ca(dg_ca_cert *c, char digit, const char *cn)
+{
+	memset(c, 0, sizeof(*c));
+	memset(c->fingerprint, digit, 64);
+	c->fingerprint[64] = '\0';
+	snprintf(c->subject, sizeof(c->subject), "/CN=%s", cn);
+	c->der = (uint8_t *)c->subject;
+	c->der_len = strlen(c->subject);
+	c->not_before_ms = 1700000000000 + (digit - '0');
+	c->not_after_ms = 1800000000000 + (digit - '0');
+}
+
+START_TEST(test_set_project)
+{
+	dg_store *st = open_store(0);
+	dg_project_settings ps = {.name = "ACME Inc.", .enabled = 1, .auto_provision = 0};
+	dg_psk_entry e[] = {E("a@beta", "a", "k"), E("b@beta", "b", "k")};
+	int64_t s0 = dg_store_registry_serial(st), s1, s2, id;
+	pwalk w;
+
+	ck_assert_int_ge(s0, 0);
+	ck_assert_int_eq(dg_store_set_project(st, "acme", &ps), 0);
+	s1 = dg_store_registry_serial(st);
+	ck_assert_int_ne(s1, s0);
+	walk_proj(st, &w);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_str_eq(w.p[0].slug, "acme");
+	ck_assert_str_eq(w.p[0].name, "ACME Inc.");
+	ck_assert_int_eq(w.p[0].enabled, 1);
+	ck_assert_int_eq(w.p[0].auto_provision, 0);
+	ck_assert_int_eq(w.p[0].devices, 0);
+	ck_assert_int_gt(w.p[0].id, 0);
+	id = w.p[0].id;
+
+	/* An update keeps the row; no name means the slug. */
+	ps = (dg_project_settings){.name = NULL, .enabled = 0, .auto_provision = 1};
+	ck_assert_int_eq(dg_store_set_project(st, "acme", &ps), 0);
+	s2 = dg_store_registry_serial(st);
+	ck_assert_int_ne(s2, s1);
+	walk_proj(st, &w);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_int_eq(w.p[0].id, id);
+	ck_assert_str_eq(w.p[0].name, "acme");
+	ck_assert_int_eq(w.p[0].enabled, 0);
+	ck_assert_int_eq(w.p[0].auto_provision, 1);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM projects"), 1);
+
+	/* A project that psk.json made keeps its devices and credentials. */
+	ck_assert_int_eq(dg_store_sync_psk(st, "beta", e, 2), 0);
+	ps = (dg_project_settings){.name = "Beta", .enabled = 1, .auto_provision = 1};
+	ck_assert_int_eq(dg_store_set_project(st, "beta", &ps), 0);
+	ck_assert_int_ne(dg_store_registry_serial(st), s2);
+	walk_proj(st, &w);
+	ck_assert_uint_eq(w.n, 2);
+	ck_assert_str_eq(find_proj(&w, "beta")->name, "Beta");
+	ck_assert_int_eq(find_proj(&w, "beta")->devices, 2);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM credentials"), 2);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_disable_missing)
+{
+	dg_store *st = open_store(0);
+	dg_project_settings on = {.name = NULL, .enabled = 1, .auto_provision = 1};
+	const char *const present[] = {"acme", "gamma", "zeta"};
+	int64_t s0;
+	pwalk w;
+
+	ck_assert_int_eq(dg_store_set_project(st, "acme", &on), 0);
+	ck_assert_int_eq(dg_store_set_project(st, "beta", &on), 0);
+	ck_assert_int_eq(dg_store_set_project(st, "gamma", &on), 0);
+	s0 = dg_store_registry_serial(st);
+
+	/* beta's directory is gone; zeta's is there but has no row: none is made. */
+	ck_assert_int_eq(dg_store_disable_missing(st, present, 3), 0);
+	ck_assert_int_ne(dg_store_registry_serial(st), s0);
+	walk_proj(st, &w);
+	ck_assert_uint_eq(w.n, 3);
+	ck_assert_int_eq(find_proj(&w, "acme")->enabled, 1);
+	ck_assert_int_eq(find_proj(&w, "beta")->enabled, 0);
+	ck_assert_int_eq(find_proj(&w, "gamma")->enabled, 1);
+
+	/* Nothing present: everything disabled, nothing deleted. */
+	s0 = dg_store_registry_serial(st);
+	ck_assert_int_eq(dg_store_disable_missing(st, NULL, 0), 0);
+	ck_assert_int_ne(dg_store_registry_serial(st), s0);
+	walk_proj(st, &w);
+	ck_assert_uint_eq(w.n, 3);
+	for (size_t i = 0; i < w.n; i++)
+		ck_assert_int_eq(w.p[i].enabled, 0);
+
+	/* A directory that comes back is enabled again by its settings. */
+	ck_assert_int_eq(dg_store_set_project(st, "beta", &on), 0);
+	walk_proj(st, &w);
+	ck_assert_int_eq(find_proj(&w, "beta")->enabled, 1);
+	ck_assert_int_eq(find_proj(&w, "acme")->enabled, 0);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_sync_trust)
+{
+	dg_store *st = open_store(0);
+	dg_ca_cert root[2], other[1], beta[1];
+	static const uint8_t crl1[] = {0, 0, 0, 2, 0x30, 0x00};
+	static const uint8_t crl2[] = {0, 0, 0, 3, 0x30, 0x01, 0x05};
+	dg_trust_file ca_files[2], crl_files[1], beta_files[1];
+	const trust_copy *c;
+	int64_t s0, acme, pbeta;
+	twalk w;
+
+	fake_ca(&root[0], '1', "Root A");
+	fake_ca(&root[1], '2', "Root B");
+	fake_ca(&other[0], '3', "Other");
+	fake_ca(&beta[0], '1', "Root A"); /* The same CA in another project. */
+	ca_files[0] = (dg_trust_file){.source = "cas/root.pem", .ok = 1, .cas = root, .n_cas = 2};
+	ca_files[1] = (dg_trust_file){.source = "cas/other.pem", .ok = 1, .cas = other, .n_cas = 1};
+	crl_files[0] = (dg_trust_file){
+	        .source = "crls/root.pem", .ok = 1, .crl = crl1, .crl_len = sizeof(crl1)};
+	beta_files[0] = (dg_trust_file){.source = "cas/a.pem", .ok = 1, .cas = beta, .n_cas = 1};
+
+	/* The project row is made when missing. */
+	s0 = dg_store_registry_serial(st);
+	ck_assert_int_eq(dg_store_sync_trust(st, "acme", ca_files, 2, crl_files, 1), 0);
+	ck_assert_int_ne(dg_store_registry_serial(st), s0);
+	acme = pid_of("acme");
+	ck_assert_int_gt(acme, 0);
+	ck_assert_int_eq(dg_store_sync_trust(st, "beta", beta_files, 1, NULL, 0), 0);
+	pbeta = pid_of("beta");
+	walk_cas(st, &w);
+	ck_assert_uint_eq(w.n, 4);
+	ck_assert_uint_eq(count_rows(&w, acme), 3);
+	c = find_ca(&w, acme, '1');
+	ck_assert_ptr_nonnull(c);
+	ck_assert_str_eq(c->fingerprint, root[0].fingerprint);
+	ck_assert_str_eq(c->subject, "/CN=Root A");
+	ck_assert_str_eq(c->source, "cas/root.pem");
+	ck_assert_int_eq(c->not_before, 1700000000001);
+	ck_assert_int_eq(c->not_after, 1800000000001);
+	ck_assert_uint_eq(c->der_len, strlen("/CN=Root A"));
+	ck_assert_mem_eq(c->der, "/CN=Root A", c->der_len);
+	ck_assert_str_eq(find_ca(&w, acme, '2')->source, "cas/root.pem");
+	ck_assert_str_eq(find_ca(&w, acme, '3')->source, "cas/other.pem");
+	ck_assert_str_eq(find_ca(&w, pbeta, '1')->source, "cas/a.pem");
+	walk_crls(st, &w);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_int_eq(w.t[0].project_id, acme);
+	ck_assert_str_eq(w.t[0].source, "crls/root.pem");
+	ck_assert_uint_eq(w.t[0].der_len, sizeof(crl1));
+	ck_assert_mem_eq(w.t[0].der, crl1, sizeof(crl1));
+
+	/*
+	 * root.pem turned bad: its rows stay. other.pem is gone: its rows go.
+	 * The CRL file is bad too: its row stays.
+	 */
+	ca_files[0] = (dg_trust_file){.source = "cas/root.pem", .ok = 0};
+	crl_files[0] = (dg_trust_file){.source = "crls/root.pem", .ok = 0};
+	s0 = dg_store_registry_serial(st);
+	ck_assert_int_eq(dg_store_sync_trust(st, "acme", ca_files, 1, crl_files, 1), 0);
+	ck_assert_int_ne(dg_store_registry_serial(st), s0);
+	walk_cas(st, &w);
+	ck_assert_uint_eq(count_rows(&w, acme), 2);
+	ck_assert_ptr_nonnull(find_ca(&w, acme, '1'));
+	ck_assert_ptr_nonnull(find_ca(&w, acme, '2'));
+	ck_assert_ptr_null(find_ca(&w, acme, '3'));
+	/* The other project's rows are its own. */
+	ck_assert_uint_eq(count_rows(&w, pbeta), 1);
+	walk_crls(st, &w);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_mem_eq(w.t[0].der, crl1, sizeof(crl1));
+
+	/* root.pem good again with one CA: its rows are replaced; a new CRL replaces the old. */
+	ca_files[0] =
+	        (dg_trust_file){.source = "cas/root.pem", .ok = 1, .cas = &root[1], .n_cas = 1};
+	crl_files[0] = (dg_trust_file){
+	        .source = "crls/root.pem", .ok = 1, .crl = crl2, .crl_len = sizeof(crl2)};
+	s0 = dg_store_registry_serial(st);
+	ck_assert_int_eq(dg_store_sync_trust(st, "acme", ca_files, 1, crl_files, 1), 0);
+	ck_assert_int_ne(dg_store_registry_serial(st), s0);
+	walk_cas(st, &w);
+	ck_assert_uint_eq(count_rows(&w, acme), 1);
+	ck_assert_ptr_nonnull(find_ca(&w, acme, '2'));
+	walk_crls(st, &w);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_uint_eq(w.t[0].der_len, sizeof(crl2));
+	ck_assert_mem_eq(w.t[0].der, crl2, sizeof(crl2));
+
+	/* Every file gone: no rows left in this project, the other's untouched. */
+	s0 = dg_store_registry_serial(st);
+	ck_assert_int_eq(dg_store_sync_trust(st, "acme", NULL, 0, NULL, 0), 0);
+	ck_assert_int_ne(dg_store_registry_serial(st), s0);
+	walk_cas(st, &w);
+	ck_assert_uint_eq(count_rows(&w, acme), 0);
+	ck_assert_uint_eq(count_rows(&w, pbeta), 1);
+	walk_crls(st, &w);
+	ck_assert_uint_eq(w.n, 0);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM projects"), 2);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_each_project_counts)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry a[] = {E("1@acme", "a", "k"), E("2@acme", "b", "k"), E("3@acme", "c", "k"),
+	                    E("4@acme", "c", "k")};
+	dg_psk_entry z[] = {E("1@zeta", "a", "k")};
+	dg_provision_result r;
+	pwalk w;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "zeta", z, 1), 0);
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", a, 4), 0);
+	ck_assert_int_eq(dg_store_ensure_project(st, "beta"), 0);
+	dg_store_provision(st, pid_of("zeta"), "cert-1", &r);
+	ck_assert_int_eq(r.rc, 0);
+
+	walk_proj(st, &w);
+	ck_assert_uint_eq(w.n, 3);
+	/* By slug. */
+	ck_assert_str_eq(w.p[0].slug, "acme");
+	ck_assert_str_eq(w.p[1].slug, "beta");
+	ck_assert_str_eq(w.p[2].slug, "zeta");
+	ck_assert_int_eq(w.p[0].devices, 3);
+	ck_assert_int_eq(w.p[1].devices, 0);
+	ck_assert_int_eq(w.p[2].devices, 2);
+	for (size_t i = 0; i < 3; i++) {
+		ck_assert_str_eq(w.p[i].name, w.p[i].slug);
+		ck_assert_int_eq(w.p[i].enabled, 1);
+		ck_assert_int_eq(w.p[i].auto_provision, 1);
+		ck_assert_int_eq(w.p[i].id, pid_of(w.p[i].slug));
+	}
+
+	/* A nonzero return stops the walk and is returned. */
+	memset(&w, 0, sizeof(w));
+	w.stop_after = 2;
+	ck_assert_int_eq(dg_store_each_project(st, proj_cb, &w), 55);
+	ck_assert_uint_eq(w.n, 2);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_set_blocked)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry a[] = {E("s1@acme", "sensor-1", "k")};
+	dg_psk_entry b[] = {E("s1@beta", "sensor-1", "k")};
+	int64_t s0;
+	walk w;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", a, 1), 0);
+	ck_assert_int_eq(dg_store_sync_psk(st, "beta", b, 1), 0);
+	s0 = dg_store_registry_serial(st);
+	ck_assert_int_eq(dg_store_set_blocked(st, "acme", "sensor-1", 1), 0);
+	ck_assert_int_ne(dg_store_registry_serial(st), s0);
+	walk_dev(st, &w);
+	ck_assert_int_eq(find_dev(&w, "acme", "sensor-1")->blocked, 1);
+	/* The same name in another project is another device. */
+	ck_assert_int_eq(find_dev(&w, "beta", "sensor-1")->blocked, 0);
+	walk_psk(st, &w);
+	ck_assert_int_eq(find_psk(&w, "s1@acme")->device_blocked, 1);
+	ck_assert_int_eq(find_psk(&w, "s1@beta")->device_blocked, 0);
+
+	s0 = dg_store_registry_serial(st);
+	ck_assert_int_eq(dg_store_set_blocked(st, "acme", "sensor-1", 0), 0);
+	ck_assert_int_ne(dg_store_registry_serial(st), s0);
+	walk_dev(st, &w);
+	ck_assert_int_eq(find_dev(&w, "acme", "sensor-1")->blocked, 0);
+
+	/* Unknown device or project: -ENOENT, and nothing changes. */
+	s0 = dg_store_registry_serial(st);
+	ck_assert_int_eq(dg_store_set_blocked(st, "acme", "sensor-2", 1), -ENOENT);
+	ck_assert_int_eq(dg_store_set_blocked(st, "gamma", "sensor-1", 1), -ENOENT);
+	ck_assert_int_eq(dg_store_set_blocked(st, "acme", "Sensor-1", 1), -ENOENT);
+	ck_assert_int_eq(dg_store_registry_serial(st), s0);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices WHERE blocked = 1"), 0);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_psk_add)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry f[] = {E("s1@acme", "sensor-1", "file-key")};
+	dg_psk_entry g[] = {E("s1@beta", "x", "k")};
+	int64_t s0;
+	walk w;
+	const psk_copy *p, *q;
+
+	/* No such project: nothing is made. */
+	ck_assert_int_eq(dg_store_psk_add(st, "acme", "dev", "c1@acme", (const uint8_t *)"abc", 3),
+	                 -ENOENT);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM projects"), 0);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices"), 0);
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", f, 1), 0);
+	ck_assert_int_eq(dg_store_sync_psk(st, "beta", g, 1), 0);
+	s0 = dg_store_registry_serial(st);
+	ck_assert_int_eq(dg_store_psk_add(st, "acme", "dev", "c1@acme", (const uint8_t *)"a\0c", 3),
+	                 0);
+	ck_assert_int_ne(dg_store_registry_serial(st), s0);
+	walk_psk(st, &w);
+	p = find_psk(&w, "c1@acme");
+	ck_assert_ptr_nonnull(p);
+	ck_assert_str_eq(p->device, "dev");
+	ck_assert_str_eq(p->slug, "acme");
+	ck_assert_uint_eq(p->key_len, 3);
+	ck_assert_mem_eq(p->key, "a\0c", 3);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM credentials WHERE identity = 'c1@acme'"
+	                      " AND source = 'cli'"),
+	                 1);
+
+	/* A second credential of the same device reuses it. */
+	ck_assert_int_eq(dg_store_psk_add(st, "acme", "dev", "c2@acme", (const uint8_t *)"x", 1),
+	                 0);
+	/* And one for the device psk.json made. */
+	ck_assert_int_eq(
+	        dg_store_psk_add(st, "acme", "sensor-1", "c3@acme", (const uint8_t *)"y", 1), 0);
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 5);
+	p = find_psk(&w, "c1@acme");
+	q = find_psk(&w, "c2@acme");
+	ck_assert_int_eq(p->device_id, q->device_id);
+	ck_assert_int_eq(find_psk(&w, "c3@acme")->device_id, find_psk(&w, "s1@acme")->device_id);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices"), 3);
+
+	/* A taken identity, whoever holds it: -EEXIST, and no device is left behind. */
+	s0 = dg_store_registry_serial(st);
+	ck_assert_int_eq(dg_store_psk_add(st, "acme", "ghost", "c1@acme", (const uint8_t *)"z", 1),
+	                 -EEXIST);
+	ck_assert_int_eq(dg_store_psk_add(st, "acme", "ghost", "s1@acme", (const uint8_t *)"z", 1),
+	                 -EEXIST);
+	ck_assert_int_eq(dg_store_psk_add(st, "acme", "ghost", "s1@beta", (const uint8_t *)"z", 1),
+	                 -EEXIST);
+	ck_assert_int_eq(dg_store_registry_serial(st), s0);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices WHERE name = 'ghost'"), 0);
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 5);
+	ck_assert_mem_eq(find_psk(&w, "c1@acme")->key, "a\0c", 3);
+	ck_assert_mem_eq(find_psk(&w, "s1@acme")->key, "file-key", 8);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_psk_remove)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry f[] = {E("s1@acme", "sensor-1", "file-key")};
+	int64_t s0;
+	walk w;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", f, 1), 0);
+	ck_assert_int_eq(
+	        dg_store_psk_add(st, "acme", "sensor-1", "cli-1@acme", (const uint8_t *)"k", 1), 0);
+
+	/* A credential of psk.json is the file's to remove. */
+	s0 = dg_store_registry_serial(st);
+	ck_assert_int_eq(dg_store_psk_remove(st, "s1@acme"), -EPERM);
+	ck_assert_int_eq(dg_store_psk_remove(st, "nope@acme"), -ENOENT);
+	ck_assert_int_eq(dg_store_psk_remove(st, "S1@acme"), -ENOENT);
+	ck_assert_int_eq(dg_store_registry_serial(st), s0);
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 2);
+
+	ck_assert_int_eq(dg_store_psk_remove(st, "cli-1@acme"), 0);
+	ck_assert_int_ne(dg_store_registry_serial(st), s0);
+	walk_psk(st, &w);
+	ck_assert_uint_eq(w.n, 1);
+	ck_assert_str_eq(w.psk[0].identity, "s1@acme");
+	/* The device stays. */
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices"), 1);
+	ck_assert_int_eq(dg_store_psk_remove(st, "cli-1@acme"), -ENOENT);
+	dg_store_close(st);
+}
+END_TEST
+
+/* --- provisioning of certificate devices --- */
+
+START_TEST(test_provision_rules)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry e[] = {E("s1@acme", "sensor-1", "k")};
+	dg_provision_result r, r2;
+	int64_t pid, sid;
+	walk w;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", e, 1), 0);
+	pid = pid_of("acme");
+	walk_dev(st, &w);
+	sid = find_dev(&w, "acme", "sensor-1")->id;
+	ck_assert_int_eq(find_dev(&w, "acme", "sensor-1")->has_cert, 0);
+
+	/* (c) A new certificate ID: a new device named like it. */
+	memset(&r, 0x55, sizeof(r));
+	dg_store_provision(st, pid, "dev-1", &r);
+	ck_assert_int_eq(r.rc, 0);
+	ck_assert_int_eq(r.created, 1);
+	ck_assert_int_eq(r.attached, 0);
+	ck_assert_str_eq(r.name, "dev-1");
+	ck_assert_int_gt(r.device_id, 0);
+	ck_assert_int_ne(r.device_id, sid);
+	walk_dev(st, &w);
+	ck_assert_uint_eq(w.n, 2);
+	ck_assert_int_eq(find_dev(&w, "acme", "dev-1")->id, r.device_id);
+	ck_assert_str_eq(find_dev(&w, "acme", "dev-1")->cert, "dev-1");
+	ck_assert_int_eq(find_dev(&w, "acme", "dev-1")->blocked, 0);
+
+	/* (a) The device with this certificate ID is reused. */
+	memset(&r2, 0x55, sizeof(r2));
+	dg_store_provision(st, pid, "dev-1", &r2);
+	ck_assert_int_eq(r2.rc, 0);
+	ck_assert_int_eq(r2.created, 0);
+	ck_assert_int_eq(r2.attached, 0);
+	ck_assert_int_eq(r2.device_id, r.device_id);
+	ck_assert_str_eq(r2.name, "dev-1");
+
+	/* (b) A device named like the certificate ID, with none, gets it. */
+	memset(&r, 0x55, sizeof(r));
+	dg_store_provision(st, pid, "sensor-1", &r);
+	ck_assert_int_eq(r.rc, 0);
+	ck_assert_int_eq(r.created, 0);
+	ck_assert_int_eq(r.attached, 1);
+	ck_assert_int_eq(r.device_id, sid);
+	ck_assert_str_eq(r.name, "sensor-1");
+	walk_dev(st, &w);
+	ck_assert_uint_eq(w.n, 2);
+	ck_assert_int_eq(find_dev(&w, "acme", "sensor-1")->has_cert, 1);
+	ck_assert_str_eq(find_dev(&w, "acme", "sensor-1")->cert, "sensor-1");
+	/* Its PSK credential is still its own. */
+	walk_psk(st, &w);
+	ck_assert_int_eq(find_psk(&w, "s1@acme")->device_id, sid);
+	/* Once attached, it is found by its certificate ID. */
+	dg_store_provision(st, pid, "sensor-1", &r);
+	ck_assert_int_eq(r.rc, 0);
+	ck_assert_int_eq(r.created + r.attached, 0);
+	ck_assert_int_eq(r.device_id, sid);
+
+	/* Certificate IDs are per project. */
+	ck_assert_int_eq(dg_store_ensure_project(st, "beta"), 0);
+	dg_store_provision(st, pid_of("beta"), "dev-1", &r);
+	ck_assert_int_eq(r.rc, 0);
+	ck_assert_int_eq(r.created, 1);
+	ck_assert_int_ne(r.device_id, r2.device_id);
+	ck_assert_str_eq(r.name, "dev-1");
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices"), 3);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_provision_name_taken)
+{
+	dg_store *st = open_store(0);
+	dg_provision_result r, r2;
+	int64_t pid, other;
+	char q[256];
+	walk w;
+
+	ck_assert_int_eq(dg_store_ensure_project(st, "acme"), 0);
+	pid = pid_of("acme");
+	snprintf(q, sizeof(q),
+	         "INSERT INTO devices (project_id, name, certificate_id, created_at)"
+	         " VALUES (%lld, 'dev-1', 'other', 1)",
+	         (long long)pid);
+	sql1(q);
+	other = sql1("SELECT id FROM devices WHERE name = 'dev-1'");
+
+	/* "dev-1" belongs to certificate "other": the new device gets a suffix. */
+	dg_store_provision(st, pid, "dev-1", &r);
+	ck_assert_int_eq(r.rc, 0);
+	ck_assert_int_eq(r.created, 1);
+	ck_assert_int_eq(r.attached, 0);
+	ck_assert_int_ne(r.device_id, other);
+	ck_assert_uint_eq(strlen(r.name), strlen("dev-1-") + 6);
+	ck_assert_msg(strncmp(r.name, "dev-1-", 6) == 0, "%s", r.name);
+	for (size_t i = 6; i < 12; i++)
+		ck_assert_msg(strchr("0123456789abcdef", r.name[i]) != NULL, "%s", r.name);
+	walk_dev(st, &w);
+	ck_assert_uint_eq(w.n, 2);
+	ck_assert_int_eq(find_dev(&w, "acme", r.name)->id, r.device_id);
+	ck_assert_str_eq(find_dev(&w, "acme", r.name)->cert, "dev-1");
+	ck_assert_str_eq(find_dev(&w, "acme", "dev-1")->cert, "other");
+
+	/* Next time it is found by its certificate ID, suffix and all. */
+	dg_store_provision(st, pid, "dev-1", &r2);
+	ck_assert_int_eq(r2.rc, 0);
+	ck_assert_int_eq(r2.created + r2.attached, 0);
+	ck_assert_int_eq(r2.device_id, r.device_id);
+	ck_assert_str_eq(r2.name, r.name);
+	/* And "other" finds the device named dev-1. */
+	dg_store_provision(st, pid, "other", &r2);
+	ck_assert_int_eq(r2.rc, 0);
+	ck_assert_int_eq(r2.created + r2.attached, 0);
+	ck_assert_int_eq(r2.device_id, other);
+	ck_assert_str_eq(r2.name, "dev-1");
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices"), 2);
+	dg_store_close(st);
+}
+END_TEST
+
+typedef struct prov_slot {
+	dg_store *st;
+	int64_t project_id;
+	pthread_barrier_t *go;
+	int rc;    /* What dg_store_provision_async() returned. */
+	int calls; /* How often `done` ran. */
+	dg_provision_result res;
+} prov_slot;
+
+static void
+prov_done(void *arg, const dg_provision_result *res)
+{
+	prov_slot *p = arg;
+
+	p->calls++;
+	p->res = *res;
+}
+
+static void *
+prov_async_thread(void *arg)
+{
+	prov_slot *p = arg;
+
+	pthread_barrier_wait(p->go);
+	p->rc = dg_store_provision_async(p->st, p->project_id, "new-1", prov_done, p);
+	return NULL;
+}
+
+START_TEST(test_provision_async_once)
+{
+	dg_store *st = open_store(DG_STORE_WRITER);
+	prov_slot slot[50];
+	pthread_t th[50];
+	pthread_barrier_t go;
+	int64_t pid;
+	int created = 0;
+
+	ck_assert_int_eq(dg_store_ensure_project(st, "acme"), 0);
+	pid = pid_of("acme");
+	memset(slot, 0, sizeof(slot));
+	ck_assert_int_eq(pthread_barrier_init(&go, NULL, 50), 0);
+	for (int i = 0; i < 50; i++) {
+		slot[i].st = st;
+		slot[i].project_id = pid;
+		slot[i].go = &go;
+		ck_assert_int_eq(pthread_create(&th[i], NULL, prov_async_thread, &slot[i]), 0);
+	}
+	for (int i = 0; i < 50; i++)
+		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+	pthread_barrier_destroy(&go);
+	/* The flush waits for every queued provisioning and its callback. */
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	for (int i = 0; i < 50; i++) {
+		ck_assert_int_eq(slot[i].rc, 0);
+		ck_assert_int_eq(slot[i].calls, 1);
+		ck_assert_int_eq(slot[i].res.rc, 0);
+		ck_assert_int_eq(slot[i].res.attached, 0);
+		ck_assert_int_eq(slot[i].res.device_id, slot[0].res.device_id);
+		ck_assert_str_eq(slot[i].res.name, "new-1");
+		created += slot[i].res.created;
+	}
+	ck_assert_int_gt(slot[0].res.device_id, 0);
+	ck_assert_int_eq(created, 1);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices"), 1);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices WHERE certificate_id = 'new-1'"), 1);
+	ck_assert_int_eq(sql1("SELECT id FROM devices WHERE certificate_id = 'new-1'"),
+	                 slot[0].res.device_id);
+	dg_store_close(st);
+}
+END_TEST
+
+START_TEST(test_provision_async_without_writer)
+{
+	dg_store *st = open_store(0);
+	prov_slot p;
+
+	memset(&p, 0, sizeof(p));
+	ck_assert_int_eq(dg_store_ensure_project(st, "acme"), 0);
+	ck_assert_int_eq(dg_store_provision_async(st, pid_of("acme"), "new-1", prov_done, &p),
+	                 -EPIPE);
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	ck_assert_int_eq(p.calls, 0);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices"), 0);
+	dg_store_close(st);
+}
+END_TEST
+
+#define N_CONN  8
+#define N_CERTS 20
+
+typedef struct conn_slot {
+	dg_store *st;
+	int64_t project_id;
+	pthread_barrier_t *go;
+	dg_provision_result shared;
+	dg_provision_result each[N_CERTS];
+} conn_slot;
+
+static void *
+prov_conn_thread(void *arg)
+{
+	conn_slot *c = arg;
+	char id[32];
+
+	pthread_barrier_wait(c->go);
+	dg_store_provision(c->st, c->project_id, "shared-1", &c->shared);
+	for (int j = 0; j < N_CERTS; j++) {
+		snprintf(id, sizeof(id), "c-%d", j);
+		dg_store_provision(c->st, c->project_id, id, &c->each[j]);
+	}
+	return NULL;
+}
+
+START_TEST(test_provision_connections_once)
+{
+	/* Several processes or connections on one database: still one device per certificate. */
+	dg_store *first = open_store(0);
+	conn_slot slot[N_CONN];
+	pthread_t th[N_CONN];
+	pthread_barrier_t go;
+	int64_t pid;
+	int created;
+
+	ck_assert_int_eq(dg_store_ensure_project(first, "acme"), 0);
+	pid = pid_of("acme");
+	memset(slot, 0, sizeof(slot));
+	ck_assert_int_eq(pthread_barrier_init(&go, NULL, N_CONN), 0);
+	for (int i = 0; i < N_CONN; i++) {
+		slot[i].st = i == 0 ? first : open_store(0);
+		slot[i].project_id = pid;
+		slot[i].go = &go;
+	}
+	for (int i = 0; i < N_CONN; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, prov_conn_thread, &slot[i]), 0);
+	for (int i = 0; i < N_CONN; i++)
+		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+	pthread_barrier_destroy(&go);
+
+	created = 0;
+	for (int i = 0; i < N_CONN; i++) {
+		ck_assert_msg(slot[i].shared.rc == 0, "connection %d: %d", i, slot[i].shared.rc);
+		ck_assert_int_eq(slot[i].shared.device_id, slot[0].shared.device_id);
+		ck_assert_str_eq(slot[i].shared.name, "shared-1");
+		created += slot[i].shared.created;
+	}
+	ck_assert_int_eq(created, 1);
+	for (int j = 0; j < N_CERTS; j++) {
+		created = 0;
+		for (int i = 0; i < N_CONN; i++) {
+			ck_assert_msg(slot[i].each[j].rc == 0, "connection %d, c-%d: %d", i, j,
+			              slot[i].each[j].rc);
+			ck_assert_int_eq(slot[i].each[j].device_id, slot[0].each[j].device_id);
+			created += slot[i].each[j].created;
+		}
+		ck_assert_int_eq(created, 1);
+	}
+	for (int i = 0; i < N_CONN; i++)
+		dg_store_close(slot[i].st);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices"), 1 + N_CERTS);
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices WHERE certificate_id = 'shared-1'"), 1);
+	ck_assert_int_eq(sql1("SELECT count(DISTINCT certificate_id) FROM devices"), 1 + N_CERTS);
+	/* No suffixed names: each device is named like its certificate ID. */
+	ck_assert_int_eq(sql1("SELECT count(*) FROM devices WHERE name <> certificate_id"), 0);
+}
+END_TEST
+
 static Suite *
 store_suite(void)
 {
@@ -774,6 +1593,29 @@ store_suite(void)
 	tcase_add_test(tc, test_touch_without_writer);
 	tcase_add_test(tc, test_touch_from_threads);
 	tcase_add_test(tc, test_now_ms);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("admin");
+	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_set_project);
+	tcase_add_test(tc, test_disable_missing);
+	tcase_add_test(tc, test_sync_trust);
+	tcase_add_test(tc, test_each_project_counts);
+	tcase_add_test(tc, test_set_blocked);
+	tcase_add_test(tc, test_psk_add);
+	tcase_add_test(tc, test_psk_remove);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("provision");
+	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_provision_rules);
+	tcase_add_test(tc, test_provision_name_taken);
+	tcase_add_test(tc, test_provision_async_once);
+	tcase_add_test(tc, test_provision_async_without_writer);
+	tcase_add_test(tc, test_provision_connections_once);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,0 +1,99 @@
+/*
+ * Device data in the store: LightDB State documents, Stream records and
+ * logs. The write functions have the shape dg_store_job() and
+ * dg_store_run() take, so the daemon commits them on the writer thread
+ * and the CLI on its own connection; reads use the caller's connection.
+ */
+#ifndef DEVGATE_DATA_H
+#define DEVGATE_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "devgate/store.h"
+
+/* A change to one device's state document. */
+typedef struct dg_state_change {
+	int64_t device_id;
+	int del;      /* 1: delete the path; 0: set it to `value`. */
+	char *path;   /* "sensor/temp"; "" is the root. Owned. */
+	cJSON *value; /* For a set; owned (consumed by the apply). */
+	int record;   /* 1: append to state_changes, for a daemon to notice (the CLI). */
+	int changed;  /* Out: 1 when the document changed. */
+} dg_state_change;
+
+/*
+ * Applies a state change in the current transaction of `db` (a
+ * dg_store_job/dg_store_run `run` function: `arg` is a dg_state_change).
+ * Returns 0 or a negative errno.
+ */
+int dg_data_state_apply(sqlite3 *db, void *arg);
+
+/* Frees a change's path and value (not the struct). */
+void dg_data_state_change_clear(dg_state_change *c);
+
+/*
+ * Reads a device's state document. *doc is NULL when the device has none.
+ * Returns 0 or a negative errno.
+ */
+int dg_data_state_get(dg_store *st, int64_t device_id, cJSON **doc);
+
+/* Stream records of one POST, appended in one transaction. */
+typedef struct dg_stream_batch {
+	int64_t device_id;
+	char *path; /* Owned. */
+	size_t n;
+	int64_t *ts;   /* Owned, n entries. */
+	char **values; /* Owned, n JSON texts. */
+} dg_stream_batch;
+
+/* A `run` function: appends a dg_stream_batch. */
+int dg_data_stream_append(sqlite3 *db, void *arg);
+
+void dg_data_stream_batch_free(dg_stream_batch *b);
+
+/* One log entry of a device. */
+typedef struct dg_log_entry {
+	int64_t device_id;
+	int64_t ts;
+	char *level; /* Owned. */
+	char *module;
+	char *msg;
+	char *extra; /* JSON of other members, or NULL. */
+} dg_log_entry;
+
+/* A `run` function: appends a dg_log_entry. */
+int dg_data_logs_append(sqlite3 *db, void *arg);
+
+void dg_data_log_entry_free(dg_log_entry *e);
+
+/*
+ * Calls cb for the newest `limit` stream records of a device (path NULL:
+ * all paths; since_ms < 0: no lower bound), oldest first.
+ */
+int dg_data_stream_each(dg_store *st, int64_t device_id, const char *path, int64_t since_ms,
+                        int64_t limit,
+                        int (*cb)(void *arg, int64_t ts, const char *path, const char *value),
+                        void *arg);
+
+/* As dg_data_stream_each() for logs (level NULL: all levels). */
+int dg_data_logs_each(dg_store *st, int64_t device_id, const char *level, int64_t since_ms,
+                      int64_t limit,
+                      int (*cb)(void *arg, int64_t ts, const char *level, const char *module,
+                                const char *msg),
+                      void *arg);
+
+/* The highest state_changes id, or 0; -1 on error. */
+int64_t dg_data_changes_max(dg_store *st);
+
+/* Calls cb for every state change after `after_id`; returns the last id seen (or after_id). */
+int64_t dg_data_changes_since(dg_store *st, int64_t after_id,
+                              void (*cb)(void *arg, int64_t device_id, const char *path),
+                              void *arg);
+
+/* Finds a device's id by project slug and name. Returns 0, -ENOENT, or a negative errno. */
+int dg_data_device_id(dg_store *st, const char *slug, const char *name, int64_t *id);
+
+#endif

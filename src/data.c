@@ -1,0 +1,336 @@
+/*
+ * Device data in SQLite: state documents, stream records, logs.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "devgate/data.h"
+#include "devgate/state.h"
+
+#define MAX_SEGMENTS 32
+
+static int
+step_done(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : dg_store_errno(rc);
+}
+
+static int
+read_doc(sqlite3 *db, int64_t device_id, cJSON **doc)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(db, "SELECT doc FROM state WHERE device_id = ?1", -1, &s, NULL);
+	*doc = NULL;
+	if (rc != SQLITE_OK)
+		return dg_store_errno(rc);
+	sqlite3_bind_int64(s, 1, device_id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const char *text = (const char *)sqlite3_column_text(s, 0);
+		*doc = text != NULL ? cJSON_Parse(text) : NULL;
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? 0 : dg_store_errno(rc);
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int
+dg_data_state_get(dg_store *st, int64_t device_id, cJSON **doc)
+{
+	return read_doc(dg_store_reader(st), device_id, doc);
+}
+
+void
+dg_data_state_change_clear(dg_state_change *c)
+{
+	free(c->path);
+	cJSON_Delete(c->value);
+	c->path = NULL;
+	c->value = NULL;
+}
+
+int
+dg_data_state_apply(sqlite3 *db, void *arg)
+{
+	dg_state_change *c = arg;
+	dg_path_seg path[MAX_SEGMENTS];
+	size_t n = dg_state_path_parse(c->path != NULL ? c->path : "", path, MAX_SEGMENTS);
+	cJSON *doc = NULL;
+	sqlite3_stmt *s = NULL;
+	char *text = NULL;
+	int rc;
+
+	rc = read_doc(db, c->device_id, &doc);
+	if (rc != 0)
+		return rc;
+	if (c->del) {
+		c->changed = dg_state_delete(&doc, path, n);
+	} else {
+		cJSON *v = c->value;
+		c->value = NULL;
+		rc = dg_state_set(&doc, path, n, v);
+		if (rc != 0)
+			goto out;
+		c->changed = 1;
+	}
+	if (!c->changed)
+		goto out;
+	if (doc == NULL) {
+		rc = sqlite3_prepare_v2(db, "DELETE FROM state WHERE device_id = ?1", -1, &s, NULL);
+	} else {
+		text = cJSON_PrintUnformatted(doc);
+		if (text == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		rc = sqlite3_prepare_v2(
+		        db,
+		        "INSERT INTO state (device_id, doc, updated_at) VALUES (?1, ?2,"
+		        " ?3) ON CONFLICT (device_id) DO UPDATE SET doc = excluded.doc,"
+		        " updated_at = excluded.updated_at",
+		        -1, &s, NULL);
+	}
+	if (rc != SQLITE_OK) {
+		rc = dg_store_errno(rc);
+		goto out;
+	}
+	sqlite3_bind_int64(s, 1, c->device_id);
+	if (text != NULL) {
+		sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, dg_now_ms());
+	}
+	rc = step_done(s);
+	sqlite3_finalize(s);
+	s = NULL;
+	if (rc == 0 && c->record) {
+		rc = sqlite3_prepare_v2(
+		        db,
+		        "INSERT INTO state_changes (device_id, path, at) VALUES (?1, ?2,"
+		        " ?3)",
+		        -1, &s, NULL);
+		if (rc != SQLITE_OK) {
+			rc = dg_store_errno(rc);
+			goto out;
+		}
+		sqlite3_bind_int64(s, 1, c->device_id);
+		sqlite3_bind_text(s, 2, c->path != NULL ? c->path : "", -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, dg_now_ms());
+		rc = step_done(s);
+		sqlite3_finalize(s);
+		s = NULL;
+		/* Changes are read within a second; an hour of them is plenty to keep. */
+		if (rc == 0 &&
+		    sqlite3_exec(db,
+		                 "DELETE FROM state_changes WHERE at < CAST(strftime('%s','now') AS"
+		                 " INTEGER) * 1000 - 3600000",
+		                 NULL, NULL, NULL) != SQLITE_OK)
+			rc = -EIO;
+	}
+out:
+	sqlite3_finalize(s);
+	cJSON_free(text);
+	cJSON_Delete(doc);
+	return rc;
+}
+
+void
+dg_data_stream_batch_free(dg_stream_batch *b)
+{
+	if (b == NULL)
+		return;
+	for (size_t i = 0; i < b->n; i++)
+		free(b->values[i]);
+	free(b->values);
+	free(b->ts);
+	free(b->path);
+	free(b);
+}
+
+int
+dg_data_stream_append(sqlite3 *db, void *arg)
+{
+	dg_stream_batch *b = arg;
+	sqlite3_stmt *s = NULL;
+	int rc =
+	        sqlite3_prepare_v2(db,
+	                           "INSERT INTO stream (device_id, path, ts, value) VALUES (?1, ?2,"
+	                           " ?3, ?4)",
+	                           -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return dg_store_errno(rc);
+	for (size_t i = 0; i < b->n && rc == 0; i++) {
+		sqlite3_bind_int64(s, 1, b->device_id);
+		sqlite3_bind_text(s, 2, b->path, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, b->ts[i]);
+		sqlite3_bind_text(s, 4, b->values[i], -1, SQLITE_STATIC);
+		rc = step_done(s);
+		sqlite3_reset(s);
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+void
+dg_data_log_entry_free(dg_log_entry *e)
+{
+	if (e == NULL)
+		return;
+	free(e->level);
+	free(e->module);
+	free(e->msg);
+	free(e->extra);
+	free(e);
+}
+
+int
+dg_data_logs_append(sqlite3 *db, void *arg)
+{
+	dg_log_entry *e = arg;
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(
+	        db,
+	        "INSERT INTO logs (device_id, ts, level, module, msg, extra) VALUES"
+	        " (?1, ?2, ?3, ?4, ?5, ?6)",
+	        -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return dg_store_errno(rc);
+	sqlite3_bind_int64(s, 1, e->device_id);
+	sqlite3_bind_int64(s, 2, e->ts);
+	sqlite3_bind_text(s, 3, e->level, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, e->module, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, e->msg, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 6, e->extra, -1, SQLITE_STATIC);
+	rc = step_done(s);
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int
+dg_data_stream_each(dg_store *st, int64_t device_id, const char *path, int64_t since_ms,
+                    int64_t limit,
+                    int (*cb)(void *arg, int64_t ts, const char *path, const char *value),
+                    void *arg)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(
+	        dg_store_reader(st),
+	        "SELECT ts, path, value FROM (SELECT id, ts, path, value FROM stream"
+	        " WHERE device_id = ?1 AND (?2 IS NULL OR path = ?2) AND ts >= ?3"
+	        " ORDER BY ts DESC, id DESC LIMIT ?4) ORDER BY ts, id",
+	        -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return dg_store_errno(rc);
+	sqlite3_bind_int64(s, 1, device_id);
+	if (path != NULL)
+		sqlite3_bind_text(s, 2, path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, since_ms < 0 ? INT64_MIN : since_ms);
+	sqlite3_bind_int64(s, 4, limit < 0 ? INT64_MAX : limit);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int r = cb(arg, sqlite3_column_int64(s, 0), (const char *)sqlite3_column_text(s, 1),
+		           (const char *)sqlite3_column_text(s, 2));
+		if (r != 0) {
+			sqlite3_finalize(s);
+			return r;
+		}
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : dg_store_errno(rc);
+}
+
+int
+dg_data_logs_each(dg_store *st, int64_t device_id, const char *level, int64_t since_ms,
+                  int64_t limit,
+                  int (*cb)(void *arg, int64_t ts, const char *level, const char *module,
+                            const char *msg),
+                  void *arg)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(
+	        dg_store_reader(st),
+	        "SELECT ts, level, module, msg FROM (SELECT id, ts, level, module, msg FROM logs"
+	        " WHERE device_id = ?1 AND (?2 IS NULL OR level = ?2) AND ts >= ?3"
+	        " ORDER BY ts DESC, id DESC LIMIT ?4) ORDER BY ts, id",
+	        -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return dg_store_errno(rc);
+	sqlite3_bind_int64(s, 1, device_id);
+	if (level != NULL)
+		sqlite3_bind_text(s, 2, level, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, since_ms < 0 ? INT64_MIN : since_ms);
+	sqlite3_bind_int64(s, 4, limit < 0 ? INT64_MAX : limit);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int r = cb(arg, sqlite3_column_int64(s, 0), (const char *)sqlite3_column_text(s, 1),
+		           (const char *)sqlite3_column_text(s, 2),
+		           (const char *)sqlite3_column_text(s, 3));
+		if (r != 0) {
+			sqlite3_finalize(s);
+			return r;
+		}
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : dg_store_errno(rc);
+}
+
+int64_t
+dg_data_changes_max(dg_store *st)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t v = -1;
+	if (sqlite3_prepare_v2(dg_store_reader(st),
+	                       "SELECT COALESCE(MAX(id), 0) FROM state_changes", -1, &s,
+	                       NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+int64_t
+dg_data_changes_since(dg_store *st, int64_t after_id,
+                      void (*cb)(void *arg, int64_t device_id, const char *path), void *arg)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t last = after_id;
+	if (sqlite3_prepare_v2(dg_store_reader(st),
+	                       "SELECT id, device_id, path FROM state_changes WHERE id > ?1"
+	                       " ORDER BY id LIMIT 10000",
+	                       -1, &s, NULL) != SQLITE_OK)
+		return after_id;
+	sqlite3_bind_int64(s, 1, after_id);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		last = sqlite3_column_int64(s, 0);
+		cb(arg, sqlite3_column_int64(s, 1), (const char *)sqlite3_column_text(s, 2));
+	}
+	sqlite3_finalize(s);
+	return last;
+}
+
+int
+dg_data_device_id(dg_store *st, const char *slug, const char *name, int64_t *id)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(
+	        dg_store_reader(st),
+	        "SELECT d.id FROM devices d JOIN projects p ON p.id = d.project_id"
+	        " WHERE p.slug = ?1 AND d.name = ?2",
+	        -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return dg_store_errno(rc);
+	sqlite3_bind_text(s, 1, slug, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*id = sqlite3_column_int64(s, 0);
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? -ENOENT : dg_store_errno(rc);
+	}
+	sqlite3_finalize(s);
+	return rc;
+}

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Integration tests of the device services: LightDB State (with Observe),
+LightDB Stream (with Block1) and logs, in JSON and CBOR, driven by
+coap-client-openssl and coap-client-gnutls against the real daemon on
+127.0.0.1, and checked through the devgate CLI.
+
+Usage: services_test.py BUILD_DIR [TEST_NAME ...]
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gateway_test as g  # noqa: E402
+
+DEVGATE = g.DEVGATE
+OSSL = "coap-client-openssl"
+GNUTLS = "coap-client-gnutls"
+
+
+def cli(d, *args):
+    p = subprocess.run([DEVGATE] + list(args[:2]) + ["-c", d.conf] + list(args[2:]),
+                       capture_output=True, timeout=20)
+    assert p.returncode == 0, (args, p.stderr.decode())
+    return p.stdout.decode()
+
+
+def payload_of(out):
+    """The payload coap-client printed (its stdout without -v lines)."""
+    lines = [l for l in out.splitlines() if not re.match(r"^(v:1 |\w{3} \d\d |\s*$)", l)]
+    return "\n".join(lines).strip()
+
+
+def post(client, d, path, body, fmt=50, extra=()):
+    with tempfile.NamedTemporaryFile(delete=False) as f:
+        f.write(body if isinstance(body, bytes) else body.encode())
+        name = f.name
+    try:
+        return g.coap(client, d, "post", path, extra=["-t", str(fmt), "-f", name] + list(extra))
+    finally:
+        os.unlink(name)
+
+
+def get_value(client, d, path, accept=None):
+    extra = ["-A", str(accept)] if accept else []
+    codes, out, err = g.coap(client, d, "get", path, extra=extra + ["-o", "-"])
+    return codes, out
+
+
+def test_state_set_get_delete(d):
+    codes, _, _ = post(OSSL, d, ".d/sensor", '{"temp": 21.5, "hum": {"in": 40}}')
+    assert codes == ["2.04"], codes
+    codes, _, _ = post(GNUTLS, d, ".d/sensor", '{"hum": {"out": 70}}')
+    assert codes == ["2.04"], codes
+    whole = json.loads(cli(d, "state", "get", "acme", "dev1", "sensor"))
+    assert whole == {"temp": 21.5, "hum": {"in": 40, "out": 70}}, whole
+    codes, out = get_value(GNUTLS, d, ".d/sensor/temp")
+    assert codes == ["2.05"], codes
+    assert "21.5" in out, out
+    codes, out = get_value(OSSL, d, ".d/sensor")
+    assert codes == ["2.05"] and '"out":70' in out.replace(" ", ""), out
+    codes, _, _ = g.coap(OSSL, d, "delete", ".d/sensor/hum")
+    assert codes == ["2.02"], codes
+    assert json.loads(cli(d, "state", "get", "acme", "dev1", "sensor")) == {"temp": 21.5}
+    codes, out = get_value(OSSL, d, ".d/nothing/here")
+    assert codes == ["2.05"], codes
+
+
+def test_cbor_in_json_out(d):
+    # {"a": [1, 2, {"b": true}], "c": "x"} with indefinite-length map and array.
+    cbor = bytes([0xBF, 0x61, ord("a"), 0x9F, 0x01, 0x02, 0xBF, 0x61, ord("b"), 0xF5, 0xFF,
+                  0xFF, 0x61, ord("c"), 0x61, ord("x"), 0xFF])
+    codes, _, _ = post(OSSL, d, ".d/cb", cbor, fmt=60)
+    assert codes == ["2.04"], codes
+    v = json.loads(cli(d, "state", "get", "acme", "dev1", "cb"))
+    assert v == {"a": [1, 2, {"b": True}], "c": "x"}, v
+    codes, out = get_value(GNUTLS, d, ".d/cb/c", accept=60)
+    assert codes == ["2.05"], codes
+
+
+def test_malformed_and_formats(d):
+    codes, out, err = post(OSSL, d, ".d/x", '{"a": ')
+    assert codes == ["4.00"], codes
+    assert "JSON" in out + err, out + err
+    codes, _, _ = post(OSSL, d, ".d/x", "hello", fmt=0)
+    assert codes == ["4.15"], codes
+    codes, _ = get_value(OSSL, d, ".d/x", accept=42)
+    assert codes == ["4.06"], codes
+    # The session survives all of that: a good request on a new session works too.
+    codes, _, _ = post(GNUTLS, d, ".d/x", "1")
+    assert codes == ["2.04"], codes
+
+
+def test_observe_cli_change(d):
+    post(OSSL, d, ".d/cfg", '{"led": false}')
+    obs = subprocess.Popen([OSSL, "-v", "7", "-m", "get", "-s", "6", "-u", "dev1@acme", "-k",
+                            g.KEY, "-B", "8", d.url(".d/cfg")], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)
+        t0 = time.time()
+        cli(d, "state", "set", "acme", "dev1", "cfg/led", "true")
+        out, _ = obs.communicate(timeout=15)
+        text = out.decode("utf-8", "replace")
+        notes = re.findall(r"t:CON c:2\.05 .*Observe:(\d+)", text)
+        assert notes, text
+        assert "true" in text.split("Observe:" + notes[0])[-1] or '"led":true' in text, text
+        assert time.time() - t0 < 8
+    finally:
+        if obs.poll() is None:
+            obs.kill()
+            obs.wait()
+    assert d.wait_log(r"session.closed|session.established")
+
+
+def test_stream_block1(d):
+    records = [{"t": 1700000000 + i, "v": i} for i in range(120)]
+    body = json.dumps(records)
+    assert len(body) > 3000, len(body)
+    codes, out, err = post(GNUTLS, d, ".s/temp", body, extra=["-b", "64"])
+    assert codes and codes[-1] == "2.04", codes
+    assert codes.count("2.31") >= len(body) // 64 - 1, codes
+    rows = json.loads(cli(d, "stream", "list", "acme", "dev1", "--json"))
+    assert len(rows) == 120, len(rows)
+    assert rows[0]["ts"] == 1700000000 * 1000 and rows[-1]["value"] == records[-1], rows[-1]
+    assert all(r["path"] == "temp" for r in rows)
+    codes, _, _ = post(OSSL, d, ".s", '{"x": 1}')
+    assert codes == ["2.04"], codes
+    rows = json.loads(cli(d, "stream", "list", "acme", "dev1", "--json", "--limit", "1"))
+    assert len(rows) == 1 and rows[0]["path"] == "" and rows[0]["value"] == {"x": 1}, rows
+
+
+def test_logs_both_paths(d):
+    codes, _, _ = post(OSSL, d, ".s/logs", '{"level": "warn", "module": "net", "msg": "one"}')
+    assert codes == ["2.04"], codes
+    cbor = bytes([0xA3, 0x65]) + b"level" + bytes([0x64]) + b"info" + bytes([0x66]) + \
+        b"module" + bytes([0x63]) + b"app" + bytes([0x63]) + b"msg" + bytes([0x63]) + b"two"
+    codes, _, _ = post(GNUTLS, d, "logs", cbor, fmt=60)
+    assert codes == ["2.04"], codes
+    rows = json.loads(cli(d, "logs", "list", "acme", "dev1", "--json"))
+    assert [(r["level"], r["module"], r["msg"]) for r in rows] == \
+        [("warn", "net", "one"), ("info", "app", "two")], rows
+    rows = json.loads(cli(d, "logs", "list", "acme", "dev1", "--json", "--level", "warn"))
+    assert len(rows) == 1
+
+
+def test_rate_limit(d):
+    body = json.dumps([{"v": i} for i in range(60)])
+    codes, out, err = post(OSSL, d, ".s/fast", body, extra=["-b", "64"])
+    assert "4.29" in codes, codes
+
+
+TESTS = [
+    (test_state_set_get_delete, {}),
+    (test_cbor_in_json_out, {}),
+    (test_malformed_and_formats, {}),
+    (test_observe_cli_change, {}),
+    (test_stream_block1, {"limits": {"device_requests_per_s": 1000}}),
+    (test_logs_both_paths, {}),
+    (test_rate_limit, {"limits": {"device_requests_per_s": 2}}),
+]
+
+
+def main():
+    wanted = set(sys.argv[2:])
+    passed = failed = 0
+    for fn, kwargs in TESTS:
+        if wanted and fn.__name__ not in wanted:
+            continue
+        d = None
+        t0 = time.time()
+        try:
+            d = g.Daemon(**kwargs)
+            fn(d)
+            passed += 1
+            print("ok   %-40s %.2fs" % (fn.__name__, time.time() - t0), flush=True)
+        except Exception as e:  # noqa: BLE001
+            failed += 1
+            print("FAIL %-40s %s: %s" % (fn.__name__, type(e).__name__, str(e)[:3000]),
+                  flush=True)
+            if d is not None:
+                print("---- daemon log ----\n" + d.logtext()[-3000:], flush=True)
+        finally:
+            if d is not None:
+                d.cleanup()
+    print("integration: %d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
