@@ -920,6 +920,11 @@ notify(dg_session *s, observer *o, uint64_t now_ms)
 	/* ACK_TIMEOUT times a random factor in [1, 1.5). */
 	s->inflight_timeout_ms = ACK_TIMEOUT_MS + (uint32_t)(mid % (ACK_TIMEOUT_MS / 2));
 	send_plain(s, out, outlen);
+	if (dg_log_enabled(DG_LOG_DEBUG)) {
+		char seq[16];
+		snprintf(seq, sizeof(seq), "%u", (unsigned)s->obs_seq);
+		log_session(s, DG_LOG_DEBUG, "observe.notify", "path", o->path, "observe", seq);
+	}
 	dg_wheel_schedule(s->env->wheel, &s->notify_rtx, now_ms + s->inflight_timeout_ms);
 }
 
