@@ -540,6 +540,18 @@ dg_coap_response_init(dg_coap_response *resp)
 	resp->size1 = -1;
 }
 
+void
+dg_coap_set_text(dg_coap_response *resp, uint8_t code, const char *text)
+{
+	size_t n = strlen(text);
+	if (n > resp->body_cap)
+		n = resp->body_cap;
+	memcpy(resp->body, text, n);
+	resp->body_len = n;
+	resp->code = code;
+	resp->content_format = DG_COAP_FMT_TEXT;
+}
+
 int
 dg_coap_reply(dg_coap *c, uint8_t req_type, uint16_t mid, const uint8_t *token, size_t token_len,
               const dg_coap_response *resp, uint64_t now_ms, uint8_t *out, size_t outcap,

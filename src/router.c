@@ -37,18 +37,6 @@ static const route routes[] = {
 };
 
 static void
-set_text(dg_coap_response *resp, uint8_t code, const char *text)
-{
-	size_t n = strlen(text);
-	if (n > resp->body_cap)
-		n = resp->body_cap;
-	memcpy(resp->body, text, n);
-	resp->body_len = n;
-	resp->code = code;
-	resp->content_format = DG_COAP_FMT_TEXT;
-}
-
-static void
 well_known_core(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp)
 {
 	size_t pos = 0;
@@ -106,11 +94,11 @@ dg_router_handle(void *ctx, const dg_coap_request *req, dg_coap_response *resp)
 		if (!route_matches(&routes[i], req))
 			continue;
 		if (req->code > DG_COAP_DELETE || !(routes[i].methods & (1u << req->code))) {
-			set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "method not allowed");
+			dg_coap_set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "method not allowed");
 			return;
 		}
 		routes[i].fn(rc, req, resp);
 		return;
 	}
-	set_text(resp, DG_COAP_NOT_FOUND, "not found");
+	dg_coap_set_text(resp, DG_COAP_NOT_FOUND, "not found");
 }

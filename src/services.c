@@ -16,18 +16,6 @@
 
 #define PATH_TEXT_MAX 256
 
-static void
-set_text(dg_coap_response *resp, uint8_t code, const char *text)
-{
-	size_t n = strlen(text);
-	if (n > resp->body_cap)
-		n = resp->body_cap;
-	memcpy(resp->body, text, n);
-	resp->body_len = n;
-	resp->code = code;
-	resp->content_format = DG_COAP_FMT_TEXT;
-}
-
 /* Joins the Uri-Path segments after the first `skip` into "a/b/c"; -EINVAL when too long. */
 static int
 join_path(const dg_coap_request *req, size_t skip, char *out, size_t cap)
@@ -67,7 +55,8 @@ decode(const dg_coap_request *req, const uint8_t *data, size_t len, dg_coap_resp
 	cJSON *v = NULL;
 	int f = request_format(req);
 	if (f < 0) {
-		set_text(resp, DG_COAP_UNSUPPORTED_FORMAT, "content-format must be 50 or 60");
+		dg_coap_set_text(resp, DG_COAP_UNSUPPORTED_FORMAT,
+		                 "content-format must be 50 or 60");
 		return NULL;
 	}
 	int rc = dg_payload_decode(f, data, len, &v, diag, sizeof(diag));
@@ -76,7 +65,8 @@ decode(const dg_coap_request *req, const uint8_t *data, size_t len, dg_coap_resp
 		return NULL;
 	}
 	if (rc != 0) {
-		set_text(resp, DG_COAP_BAD_REQUEST, diag[0] != '\0' ? diag : "malformed payload");
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST,
+		                 diag[0] != '\0' ? diag : "malformed payload");
 		return NULL;
 	}
 	return v;
@@ -117,13 +107,14 @@ state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
 	cJSON *doc = NULL;
 
 	if (fmt != DG_COAP_FMT_JSON && fmt != DG_COAP_FMT_CBOR) {
-		set_text(resp, DG_COAP_NOT_ACCEPTABLE, "accept must be 50 or 60");
+		dg_coap_set_text(resp, DG_COAP_NOT_ACCEPTABLE, "accept must be 50 or 60");
 		return;
 	}
 	if (req->observe == 0) {
 		int64_t seq = dg_session_observe(rc->session, req, path, fmt);
 		if (seq < 0) {
-			set_text(resp, DG_COAP_SERVICE_UNAVAILABLE, "too many observations");
+			dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE,
+			                 "too many observations");
 			return;
 		}
 		resp->observe = seq;
@@ -144,7 +135,8 @@ state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
 			resp->content_format = fmt;
 		} else {
 			/* No Block2 yet: a value larger than one message is refused. */
-			set_text(resp, DG_COAP_INTERNAL_ERROR, "value too large for one message");
+			dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR,
+			                 "value too large for one message");
 			resp->observe = -1;
 		}
 	}
@@ -158,7 +150,7 @@ dg_svc_state(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respons
 	dg_state_change *c;
 
 	if (join_path(req, 1, path, sizeof(path)) != 0) {
-		set_text(resp, DG_COAP_BAD_REQUEST, "bad path");
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad path");
 		return;
 	}
 	if (req->code == DG_COAP_GET) {
@@ -177,7 +169,7 @@ dg_svc_state(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respons
 	} else {
 		if (req->payload == NULL) {
 			free_state_change(c);
-			set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
+			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
 			return;
 		}
 		c->value = decode(req, req->payload, req->payload_len, resp);
@@ -262,16 +254,16 @@ dg_svc_stream(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respon
 	char path[PATH_TEXT_MAX];
 
 	if (req->code != DG_COAP_POST && req->code != DG_COAP_PUT) {
-		set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "POST a value");
+		dg_coap_set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "POST a value");
 		return;
 	}
 	if (join_path(req, 1, path, sizeof(path)) != 0) {
-		set_text(resp, DG_COAP_BAD_REQUEST, "bad path");
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad path");
 		return;
 	}
 	if (req->block1 < 0) {
 		if (req->payload == NULL) {
-			set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
+			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
 			return;
 		}
 		store_stream(rc, req, path, req->payload, req->payload_len, resp);
@@ -279,12 +271,12 @@ dg_svc_stream(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respon
 	}
 	dg_block_opt opt, answer;
 	if (dg_block_decode((uint32_t)req->block1, &opt) != 0) {
-		set_text(resp, DG_COAP_BAD_REQUEST, "bad Block1");
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad Block1");
 		return;
 	}
 	dg_block1 *b = dg_session_block1(rc->session, req, opt.num == 0, rc->now_ms);
 	if (b == NULL) {
-		set_text(resp, DG_COAP_REQUEST_ENTITY_INCOMPLETE, "no transfer under way");
+		dg_coap_set_text(resp, DG_COAP_REQUEST_ENTITY_INCOMPLETE, "no transfer under way");
 		return;
 	}
 	dg_block1_status st =
@@ -304,16 +296,16 @@ dg_svc_stream(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respon
 		return;
 	}
 	case DG_BLOCK1_TOO_LARGE:
-		set_text(resp, DG_COAP_REQUEST_TOO_LARGE, "body too large");
+		dg_coap_set_text(resp, DG_COAP_REQUEST_TOO_LARGE, "body too large");
 		resp->size1 = dg_session_config(rc->session)->limits.max_body;
 		dg_session_block1_end(rc->session);
 		return;
 	case DG_BLOCK1_INCOMPLETE:
-		set_text(resp, DG_COAP_REQUEST_ENTITY_INCOMPLETE, "block out of order");
+		dg_coap_set_text(resp, DG_COAP_REQUEST_ENTITY_INCOMPLETE, "block out of order");
 		dg_session_block1_end(rc->session);
 		return;
 	default:
-		set_text(resp, DG_COAP_BAD_REQUEST, "bad block");
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad block");
 		dg_session_block1_end(rc->session);
 		return;
 	}
@@ -340,11 +332,11 @@ void
 dg_svc_logs(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp)
 {
 	if (req->code != DG_COAP_POST && req->code != DG_COAP_PUT) {
-		set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "POST a log entry");
+		dg_coap_set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "POST a log entry");
 		return;
 	}
 	if (req->payload == NULL) {
-		set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
 		return;
 	}
 	cJSON *v = decode(req, req->payload, req->payload_len, resp);

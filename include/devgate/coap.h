@@ -162,6 +162,9 @@ int dg_coap_reply(dg_coap *c, uint8_t req_type, uint16_t mid, const uint8_t *tok
                   size_t token_len, const dg_coap_response *resp, uint64_t now_ms, uint8_t *out,
                   size_t outcap, size_t *outlen);
 
+/* Sets a response's code and a text/plain body (cut to body_cap). */
+void dg_coap_set_text(dg_coap_response *resp, uint8_t code, const char *text);
+
 /* Initialises a response: no code, no options, no body. */
 void dg_coap_response_init(dg_coap_response *resp);
 

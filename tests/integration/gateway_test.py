@@ -460,10 +460,14 @@ TESTS = [
 ]
 
 
-def main():
+def run_suite(tests):
+    """Runs (test function, Daemon keyword arguments) pairs, each on a fresh
+    daemon; a test also fails when the daemon, stopped with SIGTERM, does not
+    exit 0 or printed a sanitizer report. Prints one line per test and the
+    summary; returns the exit status."""
     wanted = set(sys.argv[2:])
     passed = failed = 0
-    for fn, kwargs in TESTS:
+    for fn, kwargs in tests:
         if wanted and fn.__name__ not in wanted:
             continue
         d = None
@@ -471,6 +475,10 @@ def main():
         try:
             d = Daemon(**kwargs)
             fn(d)
+            d.stop()
+            bad = re.search(r"(ERROR: \w+Sanitizer|runtime error:)", d.logtext())
+            assert bad is None, "sanitizer report"
+            assert d.proc.returncode in (0, None), "daemon exit status %s" % d.proc.returncode
             passed += 1
             print("ok   %-40s %.2fs" % (fn.__name__, time.time() - t0), flush=True)
         except Exception as e:  # noqa: BLE001 - report every failure the same way
@@ -487,4 +495,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_suite(TESTS))

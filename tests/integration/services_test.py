@@ -179,31 +179,5 @@ TESTS = [
 ]
 
 
-def main():
-    wanted = set(sys.argv[2:])
-    passed = failed = 0
-    for fn, kwargs in TESTS:
-        if wanted and fn.__name__ not in wanted:
-            continue
-        d = None
-        t0 = time.time()
-        try:
-            d = g.Daemon(**kwargs)
-            fn(d)
-            passed += 1
-            print("ok   %-40s %.2fs" % (fn.__name__, time.time() - t0), flush=True)
-        except Exception as e:  # noqa: BLE001
-            failed += 1
-            print("FAIL %-40s %s: %s" % (fn.__name__, type(e).__name__, str(e)[:3000]),
-                  flush=True)
-            if d is not None:
-                print("---- daemon log ----\n" + d.logtext()[-3000:], flush=True)
-        finally:
-            if d is not None:
-                d.cleanup()
-    print("integration: %d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(g.run_suite(TESTS))
