@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 
 #include "devgate/data.h"
+#include "devgate/payload.h"
 #include "devgate/state.h"
 
 #define MAX_SEGMENTS 32
@@ -17,6 +18,30 @@ step_done(sqlite3_stmt *s)
 {
 	int rc = sqlite3_step(s);
 	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : dg_store_errno(rc);
+}
+
+/*
+ * JSON text of a document through the payload module, which prints numbers
+ * so that they read back exactly. Returns a malloc'ed string or NULL.
+ */
+static char *
+doc_text(const cJSON *doc)
+{
+	for (size_t cap = 4096; cap <= (64u << 20); cap *= 4) {
+		uint8_t *buf = malloc(cap + 1);
+		size_t len = 0;
+		if (buf == NULL)
+			return NULL;
+		int rc = dg_payload_encode(50, doc, buf, cap, &len);
+		if (rc == 0) {
+			buf[len] = '\0';
+			return (char *)buf;
+		}
+		free(buf);
+		if (rc != -ENOBUFS)
+			return NULL;
+	}
+	return NULL;
 }
 
 static int
@@ -30,9 +55,16 @@ read_doc(sqlite3 *db, int64_t device_id, cJSON **doc)
 	sqlite3_bind_int64(s, 1, device_id);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
+		/*
+		 * cJSON reads the stored text (its nesting limit is far above
+		 * what a document of 16-segment paths and 32-deep values
+		 * reaches); a document that does not parse is an error, never
+		 * an empty one that the next write would overwrite.
+		 */
 		const char *text = (const char *)sqlite3_column_text(s, 0);
-		*doc = text != NULL ? cJSON_Parse(text) : NULL;
-		rc = 0;
+		size_t len = (size_t)sqlite3_column_bytes(s, 0);
+		*doc = text != NULL ? cJSON_ParseWithLength(text, len) : NULL;
+		rc = text != NULL && *doc == NULL ? -EIO : 0;
 	} else {
 		rc = rc == SQLITE_DONE ? 0 : dg_store_errno(rc);
 	}
@@ -84,7 +116,7 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 	if (doc == NULL) {
 		rc = sqlite3_prepare_v2(db, "DELETE FROM state WHERE device_id = ?1", -1, &s, NULL);
 	} else {
-		text = cJSON_PrintUnformatted(doc);
+		text = doc_text(doc);
 		if (text == NULL) {
 			rc = -ENOMEM;
 			goto out;
@@ -134,7 +166,7 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 	}
 out:
 	sqlite3_finalize(s);
-	cJSON_free(text);
+	free(text);
 	cJSON_Delete(doc);
 	return rc;
 }

@@ -19,6 +19,7 @@
 
 #include "devgate/confdir.h"
 #include "devgate/data.h"
+#include "devgate/payload.h"
 #include "devgate/state.h"
 #include "devgate/stream.h"
 #include "devgate/config.h"
@@ -740,6 +741,10 @@ cmd_state(int argc, char **argv)
 	if (find_device(store, c.pos[0], c.pos[1], &id) != 0)
 		goto out;
 	const char *path = c.n_pos > 2 ? c.pos[2] : "";
+	if (dg_state_path_count(path) > 32) {
+		fprintf(stderr, "devgate state: a path has at most 32 segments\n");
+		goto out;
+	}
 	if (get) {
 		cJSON *doc = NULL;
 		dg_path_seg segs[32];
@@ -747,9 +752,19 @@ cmd_state(int argc, char **argv)
 		if (dg_data_state_get(store, id, &doc) != 0)
 			goto out;
 		const cJSON *v = dg_state_get(doc, segs, n);
-		char *text = v != NULL ? cJSON_PrintUnformatted(v) : NULL;
-		printf("%s\n", text != NULL ? text : "null");
-		cJSON_free(text);
+		const size_t cap = 16u << 20;
+		uint8_t *text = malloc(cap + 1);
+		size_t len = 0;
+		/* The same printer as a CoAP GET, so numbers read back exactly. */
+		if (text == NULL || (v != NULL && dg_payload_encode(50, v, text, cap, &len) != 0)) {
+			fprintf(stderr, "devgate state get: value too large to print\n");
+			free(text);
+			cJSON_Delete(doc);
+			goto out;
+		}
+		text[len] = '\0';
+		printf("%s\n", v != NULL ? (const char *)text : "null");
+		free(text);
 		cJSON_Delete(doc);
 		rc = 0;
 		goto out;
@@ -757,10 +772,11 @@ cmd_state(int argc, char **argv)
 	dg_state_change ch = {.device_id = id, .del = del, .record = 1};
 	ch.path = strdup(path);
 	if (set) {
-		const char *end = NULL;
-		ch.value = cJSON_ParseWithOpts(c.pos[3], &end, 1);
-		if (ch.value == NULL) {
-			fprintf(stderr, "devgate state set: %s is not a JSON value\n", c.pos[3]);
+		char diag[96];
+		if (dg_payload_decode(50, (const uint8_t *)c.pos[3], strlen(c.pos[3]), &ch.value,
+		                      diag, sizeof(diag)) != 0) {
+			fprintf(stderr, "devgate state set: %s is not a JSON value (%s)\n",
+			        c.pos[3], diag);
 			dg_data_state_change_clear(&ch);
 			goto out;
 		}

@@ -1058,8 +1058,6 @@ json_string(writer *w, const char *s)
 			p += run;
 			continue;
 		}
-		if (*p == '\0')
-			break;
 		switch (*p) {
 		case '"':
 			rc = put_bytes(w, "\\\"", 2);
