@@ -5,7 +5,7 @@
 CC       ?= cc
 BUILD    ?= build
 WOLFSSL  ?= third_party/wolfssl
-PKGS     := libuv sqlite3 libcjson libcbor libcoap-3-notls
+PKGS     := libuv sqlite3 libcjson libcbor libcoap-3-notls libsystemd
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-qual

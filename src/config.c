@@ -35,6 +35,7 @@ enum kind {
 	KIND_PATH,   /* A non-empty string, resolved against the config's directory. */
 	KIND_ENUM,   /* One of `names`, stored as its index in an enum field. */
 	KIND_UINT,   /* A JSON number with an integral value in min..max, as uint32_t. */
+	KIND_ADDR,   /* One "host:port", or "" for off (metrics_listen). */
 };
 
 typedef struct key_spec {
@@ -119,6 +120,12 @@ static const key_spec limit_keys[] = {
          .min = 1,
          .max = 100000,
          .def = 20},
+        {.name = "shutdown_timeout_s",
+         .kind = KIND_UINT,
+         .offset = offsetof(dg_config, limits.shutdown_timeout_s),
+         .min = 1,
+         .max = 300,
+         .def = 5},
         {.name = "max_observers",
          .kind = KIND_UINT,
          .offset = offsetof(dg_config, limits.max_observers),
@@ -145,6 +152,10 @@ static const key_spec top_keys[] = {
         {.name = "server_key", .kind = KIND_PATH, .offset = offsetof(dg_config, server_key)},
         {.name = "log", .kind = KIND_OBJECT, .sub = log_keys},
         {.name = "limits", .kind = KIND_OBJECT, .sub = limit_keys},
+        {.name = "metrics_listen",
+         .kind = KIND_ADDR,
+         .offset = offsetof(dg_config, metrics_listen),
+         .def_text = "127.0.0.1:9684"},
         {.name = NULL},
 };
 
@@ -528,6 +539,15 @@ set_value(parse_ctx *c, const key_spec *spec, const cJSON *item, const char *key
 		return set_enum(c, spec, item, key);
 	case KIND_UINT:
 		return set_uint(c, spec, item, key);
+	case KIND_ADDR:
+		if (!cJSON_IsString(item))
+			return fail(c, -EINVAL, key,
+			            "must be a string: \"host:port\", or \"\" for off");
+		c->cfg->metrics_enabled = item->valuestring[0] != '\0';
+		if (!c->cfg->metrics_enabled)
+			return 0;
+		return parse_listen_addr(c, key, item->valuestring,
+		                         (dg_listen_addr *)((char *)c->cfg + spec->offset));
 	}
 	return fail(c, -EINVAL, key, "unhandled kind of key");
 }
@@ -563,6 +583,11 @@ apply_defaults(parse_ctx *c, const key_spec *table)
 			break;
 		case KIND_UINT:
 			*(uint32_t *)field = spec->def;
+			break;
+		case KIND_ADDR:
+			rc = parse_listen_addr(c, spec->name, spec->def_text,
+			                       (dg_listen_addr *)field);
+			c->cfg->metrics_enabled = 1;
 			break;
 		}
 	}

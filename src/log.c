@@ -4,6 +4,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "devgate/log.h"
@@ -11,14 +14,40 @@
 /* Set once by dg_log_init() before any thread starts; read-only afterwards. */
 static dg_log_level log_threshold = DG_LOG_INFO;
 static dg_log_format log_format = DG_LOG_TEXT;
+/* stderr is journald's stream: syslog priority prefixes, no timestamps. */
+static int log_journal;
+
+/* Repeated-line limiting, used from the loop thread only. */
+#define RL_EVENTS     16
+#define RL_PER_WINDOW 10
+#define RL_WINDOW_MS  1000
+static struct {
+	const char *event;
+	uint64_t window_ms;
+	unsigned count;
+	unsigned long suppressed;
+} rl[RL_EVENTS];
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+/* Returns 1 when JOURNAL_STREAM names the file stderr is (systemd sets it). */
+static int
+stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat sb;
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &sb) != 0)
+		return 0;
+	return (unsigned long long)sb.st_dev == dev && (unsigned long long)sb.st_ino == ino;
+}
 
 void
 dg_log_init(dg_log_level level, dg_log_format format)
 {
 	log_threshold = level;
 	log_format = format;
+	log_journal = stderr_is_journal();
 }
 
 int
@@ -112,7 +141,25 @@ emit(dg_log_level level, const char *event, const char *const *kv, int n, const 
 	size_t pos = 0;
 	const size_t cap = sizeof(buf) - 2;
 
-	if (log_format == DG_LOG_JSON) {
+	if (log_format == DG_LOG_TEXT && log_journal) {
+		/* journald stamps the time itself and reads the priority from <N>. */
+		static const char *const prio[] = {"<3>", "<4>", "<6>", "<7>"};
+		put_raw(buf, cap, &pos, prio[level]);
+		put_raw(buf, cap, &pos, "level=");
+		put_raw(buf, cap, &pos, level_names[level]);
+		put_raw(buf, cap, &pos, " event=");
+		put_text_value(buf, cap, &pos, event);
+		for (int i = 0; i + 1 < 2 * n; i += 2) {
+			put_raw(buf, cap, &pos, " ");
+			put_raw(buf, cap, &pos, kv[i]);
+			put_raw(buf, cap, &pos, "=");
+			put_text_value(buf, cap, &pos, kv[i + 1] != NULL ? kv[i + 1] : "-");
+		}
+		if (msg != NULL) {
+			put_raw(buf, cap, &pos, " msg=");
+			put_text_value(buf, cap, &pos, msg);
+		}
+	} else if (log_format == DG_LOG_JSON) {
 		put_raw(buf, cap, &pos, "{\"ts\":\"");
 		put_timestamp(buf, cap, &pos);
 		put_raw(buf, cap, &pos, "\",\"level\":\"");
@@ -179,4 +226,39 @@ dg_log_kv(dg_log_level level, const char *event, const char *const *kv, int n)
 	if (!dg_log_enabled(level))
 		return;
 	emit(level, event, kv, n, NULL);
+}
+
+int
+dg_log_ratelimit(const char *event, uint64_t now_ms)
+{
+	size_t i, slot = RL_EVENTS;
+	for (i = 0; i < RL_EVENTS; i++) {
+		if (rl[i].event == event ||
+		    (rl[i].event != NULL && strcmp(rl[i].event, event) == 0))
+			break;
+		if (rl[i].event == NULL && slot == RL_EVENTS)
+			slot = i;
+	}
+	if (i == RL_EVENTS) {
+		if (slot == RL_EVENTS)
+			return 1; /* The table is full: do not limit what it cannot track. */
+		i = slot;
+		rl[i].event = event;
+		rl[i].window_ms = now_ms;
+	}
+	if (now_ms - rl[i].window_ms >= RL_WINDOW_MS) {
+		if (rl[i].suppressed > 0)
+			dg_log(DG_LOG_WARN, "log.suppressed",
+			       "%lu %s lines suppressed in the last %llu ms", rl[i].suppressed,
+			       event, (unsigned long long)(now_ms - rl[i].window_ms));
+		rl[i].window_ms = now_ms;
+		rl[i].count = 0;
+		rl[i].suppressed = 0;
+	}
+	if (rl[i].count < RL_PER_WINDOW) {
+		rl[i].count++;
+		return 1;
+	}
+	rl[i].suppressed++;
+	return 0;
 }

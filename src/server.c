@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <systemd/sd-daemon.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -65,6 +66,8 @@ typedef struct listener {
 struct dg_server {
 	uv_loop_t *loop;
 	const dg_config *cfg;
+	dg_config *owned_cfg; /* A configuration re-read on SIGHUP, or NULL. */
+	uv_timer_t watchdog;
 	dg_store *store;
 	dg_registry *reg;
 	WOLFSSL_CTX *ctx;
@@ -621,6 +624,7 @@ shutdown_server(dg_server *srv, int signum)
 		_exit(0);
 	}
 	srv->stopping = 1;
+	sd_notify(0, "STOPPING=1");
 	dg_log(DG_LOG_INFO, "server.stopping", "signal %d: closing %zu sessions", signum,
 	       dg_map_count(srv->peers) + dg_map_count(srv->pending));
 	close_all(srv, "server shutting down");
@@ -630,7 +634,13 @@ shutdown_server(dg_server *srv, int signum)
 	 * write a device was told about is on disk, and no completion arrives
 	 * after the handles below are closed.
 	 */
-	dg_store_flush(srv->store);
+	if (dg_store_flush_timeout(srv->store, srv->cfg->limits.shutdown_timeout_s * 1000) ==
+	    -ETIMEDOUT) {
+		/* Nothing unacknowledged is lost: replies wait for their commit. */
+		dg_log(DG_LOG_ERROR, "server.exit",
+		       "the store did not flush within limits.shutdown_timeout_s; exiting");
+		_exit(0);
+	}
 	prov_async_cb(&srv->prov_async);
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		uv_udp_recv_stop(&srv->listeners[i].udp);
@@ -645,6 +655,7 @@ shutdown_server(dg_server *srv, int signum)
 	uv_close((uv_handle_t *)&srv->debounce, NULL);
 	uv_close((uv_handle_t *)&srv->serial_poll, NULL);
 	uv_close((uv_handle_t *)&srv->changes_poll, NULL);
+	uv_close((uv_handle_t *)&srv->watchdog, NULL);
 	unwatch(srv);
 	for (size_t i = 0; i < srv->n_refusals; i++)
 		dg_log(DG_LOG_INFO, "server.refusals", "%llu handshakes refused: %s",
@@ -682,6 +693,59 @@ swap_registry(dg_server *srv, dg_registry *reg)
  * Re-reads the projects directory into the store (full) or only rebuilds
  * the snapshot from the store (after a CLI change), then swaps it in.
  */
+/* Logs a setting SIGHUP cannot change; returns 1 when it differs. */
+static int
+needs_restart(const char *key, int differs)
+{
+	if (differs)
+		dg_log(DG_LOG_WARN, "reload.restart_needed",
+		       "%s changed; it takes effect at the next restart", key);
+	return differs;
+}
+
+static int
+same_str(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/*
+ * SIGHUP: reads devgate.json again. A bad file keeps the running
+ * configuration. Log settings and limits take effect now; listen
+ * addresses, the database, the server certificate and metrics_listen are
+ * logged as needing a restart. Returns 0 or a negative errno.
+ */
+static int
+reload_config(dg_server *srv)
+{
+	char err[512];
+	dg_config *cfg = NULL;
+	const dg_config *old = srv->cfg;
+	int rc = dg_config_load(old->path, &cfg, err, sizeof(err));
+
+	if (rc != 0) {
+		dg_log(DG_LOG_ERROR, "reload.failed", "%s; keeping the running configuration", err);
+		return rc;
+	}
+	int differs = cfg->n_listen != old->n_listen;
+	for (size_t i = 0; !differs && i < cfg->n_listen; i++)
+		differs = strcmp(cfg->listen[i].text, old->listen[i].text) != 0;
+	needs_restart("listen", differs);
+	needs_restart("database", !same_str(cfg->database, old->database));
+	needs_restart("server_cert", !same_str(cfg->server_cert, old->server_cert) ||
+	                                     !same_str(cfg->server_key, old->server_key));
+	needs_restart("metrics_listen",
+	              cfg->metrics_enabled != old->metrics_enabled ||
+	                      strcmp(cfg->metrics_listen.text, old->metrics_listen.text) != 0);
+	dg_log_init(cfg->log_level, cfg->log_format);
+	/* Sessions read limits through the env on every use: they follow at once. */
+	srv->cfg = cfg;
+	srv->env.cfg = cfg;
+	dg_config_free(srv->owned_cfg);
+	srv->owned_cfg = cfg;
+	return 0;
+}
+
 static void
 reload(dg_server *srv, int full, const char *why)
 {
@@ -810,13 +874,25 @@ serial_poll_cb(uv_timer_t *t)
 		reload(srv, 0, "store changed");
 }
 
+/* systemd's watchdog: a ping from the loop at half the interval proves the loop turns. */
+static void
+watchdog_cb(uv_timer_t *t)
+{
+	(void)t;
+	sd_notify(0, "WATCHDOG=1");
+}
+
 static void
 signal_cb(uv_signal_t *h, int signum)
 {
 	dg_server *srv = h->data;
-	if (signum == SIGHUP)
+	if (signum == SIGHUP) {
+		sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+		           (unsigned long long)uv_hrtime() / 1000);
+		reload_config(srv);
 		reload(srv, 1, "SIGHUP");
-	else
+		sd_notify(0, "READY=1");
+	} else
 		shutdown_server(srv, signum);
 }
 
@@ -903,6 +979,8 @@ dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registr
 	srv->debounce.data = srv;
 	uv_timer_init(loop, &srv->serial_poll);
 	srv->serial_poll.data = srv;
+	uv_timer_init(loop, &srv->watchdog);
+	srv->watchdog.data = srv;
 	uv_timer_init(loop, &srv->changes_poll);
 	srv->changes_poll.data = srv;
 	srv->changes_seen = dg_data_changes_max(store);
@@ -937,10 +1015,14 @@ dg_server_start(dg_server *srv)
 	uv_signal_start(&srv->sighup, signal_cb, SIGHUP);
 	uv_timer_start(&srv->serial_poll, serial_poll_cb, SERIAL_POLL_MS, SERIAL_POLL_MS);
 	uv_timer_start(&srv->changes_poll, changes_poll_cb, CHANGES_POLL_MS, CHANGES_POLL_MS);
+	uint64_t wd_usec = 0;
+	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec >= 2000)
+		uv_timer_start(&srv->watchdog, watchdog_cb, wd_usec / 2000, wd_usec / 2000);
 	rewatch(srv);
 	for (size_t i = 0; i < srv->cfg->n_listen; i++)
 		dg_log(DG_LOG_INFO, "server.listening", "udp %s, DTLS 1.2, %zu PSK credentials",
 		       srv->cfg->listen[i].text, dg_registry_psk_count(srv->reg));
+	sd_notifyf(0, "READY=1\nSTATUS=serving %zu addresses", srv->cfg->n_listen);
 	return 0;
 }
 
@@ -960,6 +1042,7 @@ dg_server_free(dg_server *srv)
 	dg_map_free(srv->pending);
 	dg_map_free(srv->devices);
 	dg_map_free(srv->by_id);
+	dg_config_free(srv->owned_cfg);
 	for (size_t i = 0; i < srv->n_refusals; i++)
 		free(srv->refusals[i].reason);
 	while (srv->prov_head != NULL) {

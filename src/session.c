@@ -419,7 +419,10 @@ handshake_failed(dg_session *s, const char *reason)
 	const char *claimed = s->identity[0] != '\0' && s->auth != AUTH_CERT ? s->identity : NULL;
 	/* A refused identity is not the device's: log what was claimed, not a device. */
 	s->device_id = -1;
-	if (s->subject[0] != '\0')
+	/* A hostile peer cannot flood the log: repeated failures are counted, not written. */
+	if (!dg_log_ratelimit("session.failed", s->last_rx_ms))
+		;
+	else if (s->subject[0] != '\0')
 		log_session(s, DG_LOG_WARN, "session.failed", "reason", reason, "subject",
 		            s->subject);
 	else

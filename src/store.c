@@ -482,6 +482,32 @@ dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_id,
 }
 
 int
+dg_store_flush_timeout(dg_store *st, unsigned timeout_ms)
+{
+	struct timespec until;
+	int rc = 0;
+
+	if (!st->has_writer)
+		return 0;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&st->mu);
+	uint64_t target = st->queued;
+	while (st->committed < target && rc == 0)
+		if (pthread_cond_timedwait(&st->done_cv, &st->mu, &until) == ETIMEDOUT)
+			rc = -ETIMEDOUT;
+	if (rc == 0)
+		rc = st->write_error;
+	pthread_mutex_unlock(&st->mu);
+	return rc;
+}
+
+int
 dg_store_flush(dg_store *st)
 {
 	int rc;

@@ -27,6 +27,7 @@ typedef struct dg_limits {
 	uint32_t idle_timeout_s;        /* 10..604800, default 10800. */
 	uint32_t max_body;              /* 1024..16777216, default 65536: a Block1 body's limit. */
 	uint32_t device_requests_per_s; /* 1..100000, default 20; over it 4.29. */
+	uint32_t shutdown_timeout_s;    /* 1..300, default 5: SIGTERM to exit at the latest. */
 	uint32_t max_observers;         /* 1..1024, default 16: observations per device. */
 } dg_limits;
 
@@ -42,6 +43,8 @@ typedef struct dg_config {
 	dg_log_level log_level;   /* Default info. */
 	dg_log_format log_format; /* Default text. */
 	dg_limits limits;
+	dg_listen_addr metrics_listen; /* Default 127.0.0.1:9684. */
+	int metrics_enabled;           /* 0 when metrics_listen is "". */
 } dg_config;
 
 /*

@@ -10,6 +10,7 @@
 #define DEVGATE_LOG_H
 
 #include <stdarg.h>
+#include <stdint.h>
 
 typedef enum dg_log_level {
 	DG_LOG_ERROR = 0,
@@ -44,6 +45,14 @@ void dg_log(dg_log_level level, const char *event, const char *fmt, ...)
  * JSON and as "-" in text. Values are quoted and escaped as needed.
  */
 void dg_log_kv(dg_log_level level, const char *event, const char *const *kv, int n);
+
+/*
+ * Limits repeated lines of one event (a string literal, compared by
+ * content) to 10 a second: returns 1 when a line may be written, 0 when it
+ * is suppressed and counted; the count is logged when the next second
+ * begins. Loop thread only.
+ */
+int dg_log_ratelimit(const char *event, uint64_t now_ms);
 
 #define log_warnx(...)  dg_log(DG_LOG_WARN, "warning", __VA_ARGS__)
 #define log_info(...)   dg_log(DG_LOG_INFO, "info", __VA_ARGS__)

@@ -81,6 +81,6 @@ char *dg_metrics_render(dg_metrics *m, const char *version);
  * Returns 0, or a negative errno with a reason in err.
  */
 int dg_metrics_http_start(dg_metrics *m, const char *listen, const char *version, char *err,
-			  size_t errlen);
+                          size_t errlen);
 
 #endif
