@@ -608,3 +608,121 @@ dg_confdir_import(const char *dir, dg_store *st, int *n_errors)
 	free_names(present, n_present);
 	return rc;
 }
+
+/* Reads and judges one file of cas/ or crls/; prints why it is bad. Returns 1 when bad. */
+static int
+check_trust_file(const char *path, int is_ca, size_t *count, FILE *out)
+{
+	char *text = NULL, why[400];
+	size_t len = 0;
+	int rc = read_small_file(path, &text, &len);
+	if (rc != 0) {
+		fprintf(out, "  error: %s: cannot read: %s\n", path, strerror(-rc));
+		return 1;
+	}
+	if (is_ca) {
+		dg_ca_cert *cas = NULL;
+		size_t n = 0;
+		rc = dg_trust_read_cas(text, len, dg_now_ms(), &cas, &n, why, sizeof(why));
+		if (rc == 0)
+			*count += n;
+		dg_trust_ca_free(cas, n);
+	} else {
+		uint8_t *blob = NULL;
+		size_t blob_len = 0;
+		rc = dg_trust_read_crls(text, len, &blob, &blob_len, why, sizeof(why));
+		if (rc == 0)
+			(*count)++;
+		free(blob);
+	}
+	free(text);
+	if (rc != 0)
+		fprintf(out, "  error: %s: %s\n", path, why);
+	return rc != 0;
+}
+
+int
+dg_confdir_check(const char *dir, FILE *out)
+{
+	struct dirent **ents = NULL;
+	int n = scandir(dir, &ents, NULL, alphasort), bad = 0;
+
+	if (n < 0) {
+		fprintf(out, "error: %s: cannot read: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		char path[4096], err[5000], name[DEVICE_NAME_MAX + 1];
+		const char *slug = ents[i]->d_name;
+		struct stat sb;
+		size_t n_cas = 0, n_crls = 0, n_psk = 0;
+		int errors = 0;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, slug);
+		if (slug[0] == '.' || stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+			goto next;
+		if (!dg_slug_valid(slug)) {
+			fprintf(out,
+			        "error: %s: not a valid project slug ([a-z0-9][a-z0-9-]{0,62})\n",
+			        path);
+			bad++;
+			goto next;
+		}
+		dg_project_settings ps = {NULL, 1, 1};
+		char *text = NULL;
+		size_t len = 0;
+		snprintf(path, sizeof(path), "%s/%s/project.json", dir, slug);
+		int rc = read_small_file(path, &text, &len);
+		if (rc == 0) {
+			if (dg_confdir_parse_project(path, text, len, &ps, name, sizeof(name), err,
+			                             sizeof(err)) != 0) {
+				fprintf(out, "  error: %s\n", err);
+				errors++;
+			}
+			free(text);
+		} else if (rc != -ENOENT) {
+			fprintf(out, "  error: %s: cannot read: %s\n", path, strerror(-rc));
+			errors++;
+		}
+		for (int kind = 0; kind < 2; kind++) {
+			size_t nf = 0;
+			snprintf(path, sizeof(path), "%s/%s/%s", dir, slug,
+			         kind == 0 ? "cas" : "crls");
+			char **files = list_pem(path, &nf);
+			for (size_t j = 0; j < nf; j++) {
+				char file[4200];
+				snprintf(file, sizeof(file), "%s/%s", path, files[j]);
+				errors += check_trust_file(file, kind == 0,
+				                           kind == 0 ? &n_cas : &n_crls, out);
+			}
+			free_names(files, nf);
+		}
+		snprintf(path, sizeof(path), "%s/%s/psk.json", dir, slug);
+		rc = read_small_file(path, &text, &len);
+		if (rc == 0) {
+			dg_psk_entry *entries = NULL;
+			if (dg_confdir_parse_psk(path, slug, text, len, &entries, &n_psk, err,
+			                         sizeof(err)) != 0) {
+				fprintf(out, "  error: %s\n", err);
+				errors++;
+			}
+			dg_confdir_psk_free(entries, n_psk);
+			explicit_bzero(text, len);
+			free(text);
+		} else if (rc != -ENOENT) {
+			fprintf(out, "  error: %s: cannot read: %s\n", path, strerror(-rc));
+			errors++;
+		}
+		fprintf(out,
+		        "project %s: %s, %s, auto_provision %s, %zu CAs, %zu CRL files, %zu PSK"
+		        " credentials%s\n",
+		        slug, ps.name != NULL ? ps.name : slug, ps.enabled ? "enabled" : "disabled",
+		        ps.auto_provision ? "on" : "off", n_cas, n_crls, n_psk,
+		        errors ? " (with errors above)" : "");
+		bad += errors;
+	next:
+		free(ents[i]);
+	}
+	free(ents);
+	return bad;
+}

@@ -7,6 +7,7 @@
 #define DEVGATE_CONFDIR_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "devgate/store.h"
 
@@ -44,5 +45,12 @@ void dg_confdir_psk_free(dg_psk_entry *entries, size_t n);
  * itself cannot be read or the store fails.
  */
 int dg_confdir_import(const char *dir, dg_store *st, int *n_errors);
+
+/*
+ * Checks every project directory under `dir` without touching a store:
+ * prints to `out` a summary line per project and one "error: <path>: ..."
+ * line per unusable file. Returns the number of errors.
+ */
+int dg_confdir_check(const char *dir, FILE *out);
 
 #endif
