@@ -35,16 +35,27 @@ def free_port():
     return port
 
 
+def free_tcp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 class Daemon:
     """One devgate serve process with a private config directory."""
 
     def __init__(self, psk=None, limits=None, extra_projects=None, files=None,
-                 project_json=None):
+                 project_json=None, config=None, env=None, wait_ready=True, journal=False):
         """files: {path relative to the config directory: bytes or str},
         written before the daemon starts (directories made as needed).
-        project_json: {slug: dict} written as projects/<slug>/project.json."""
+        project_json: {slug: dict} written as projects/<slug>/project.json.
+        config: more top-level devgate.json keys. env: more environment
+        variables for the daemon."""
         self.dir = tempfile.mkdtemp(prefix="devgate-it-")
         self.port = free_port()
+        self.metrics_port = free_tcp_port()
         self.conf = os.path.join(self.dir, "devgate.json")
         projects = os.path.join(self.dir, "projects")
         os.makedirs(os.path.join(projects, "acme"))
@@ -65,15 +76,24 @@ class Daemon:
             "database": "var/devgate.db",
             "projects_dir": "projects",
             "log": {"level": "debug", "format": "text"},
+            "metrics_listen": "127.0.0.1:%d" % self.metrics_port,
         }
         if limits:
             cfg["limits"] = limits
+        cfg.update(config or {})
         with open(self.conf, "w") as f:
             json.dump(cfg, f)
         self.log_path = os.path.join(self.dir, "devgate.log")
         self.log = open(self.log_path, "wb")
+        env = dict(os.environ, **(env or {}))
+        if journal:
+            # As systemd does: JOURNAL_STREAM names the file stderr is.
+            st = os.fstat(self.log.fileno())
+            env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
         self.proc = subprocess.Popen([DEVGATE, "serve", "-c", self.conf],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        if not wait_ready:
+            return
         deadline = time.time() + 10
         while time.time() < deadline:
             if "server.listening" in self.logtext():
