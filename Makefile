@@ -5,7 +5,13 @@
 CC       ?= cc
 BUILD    ?= build
 WOLFSSL  ?= third_party/wolfssl
-PKGS     := libuv sqlite3 libcjson libcbor libcoap-3-notls libsystemd
+# Where `make install` puts things; DESTDIR stages the tree for a package.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SYSCONFDIR ?= /etc
+UNITDIR    ?= /lib/systemd/system
+DATADIR    ?= $(PREFIX)/share/devgate
+PKGS     := libuv sqlite3 libcjson libcbor libcoap-3-notls libsystemd libmicrohttpd
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-qual
@@ -83,6 +89,33 @@ ubsan:
 
 check-build: all units fuzzers
 	@scripts/run-tests.sh $(BUILD)
+
+# The binary, the systemd unit (pointed at this PREFIX and SYSCONFDIR), the
+# SQL migrations for reference (they are compiled in), and a default
+# config with an empty projects directory, which is never overwritten: an
+# operator's devgate.json and projects/README.md stay as they are.
+.PHONY: install
+install: $(BUILD)/devgate
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)/sql \
+		$(DESTDIR)$(SYSCONFDIR)/devgate/projects
+	install -m 0755 $(BUILD)/devgate $(DESTDIR)$(PREFIX)/bin/devgate
+	sed -e 's|^ExecStart=/usr/local/bin/devgate |ExecStart=$(PREFIX)/bin/devgate |' \
+		-e 's|/etc/devgate/|$(SYSCONFDIR)/devgate/|g' \
+		systemd/devgate.service >$(DESTDIR)$(UNITDIR)/devgate.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/devgate.service
+	install -m 0644 $(sort $(wildcard sql/*.sql)) $(DESTDIR)$(DATADIR)/sql/
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/devgate/devgate.json ]; then \
+		echo "install: keeping the existing $(DESTDIR)$(SYSCONFDIR)/devgate/devgate.json"; \
+	else \
+		echo "install: $(DESTDIR)$(SYSCONFDIR)/devgate/devgate.json"; \
+		sed 's|/etc/devgate/|$(SYSCONFDIR)/devgate/|g' conf/install/devgate.json \
+			>$(DESTDIR)$(SYSCONFDIR)/devgate/devgate.json && \
+		chmod 0644 $(DESTDIR)$(SYSCONFDIR)/devgate/devgate.json; \
+	fi
+	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/devgate/projects/README.md ]; then \
+		install -m 0644 conf/install/projects-README.md \
+			$(DESTDIR)$(SYSCONFDIR)/devgate/projects/README.md; \
+	fi
 
 format:
 	clang-format -i src/*.c src/services/*.c include/devgate/*.h tests/unit/*.c tests/fuzz/*.c

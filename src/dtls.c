@@ -10,6 +10,7 @@
 #include <wolfssl/error-ssl.h>
 
 #include "devgate/dtls.h"
+#include "devgate/metrics.h"
 
 static int
 io_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
@@ -37,10 +38,13 @@ io_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
 	 * A datagram the kernel will not take now is lost like any other;
 	 * DTLS retransmits handshake flights and CoAP retransmits requests.
 	 */
-	if (rc < 0)
+	if (rc < 0) {
 		io->tx_errors++;
-	else
+	} else {
 		io->tx_datagrams++;
+		if (io->metrics != NULL)
+			dg_metrics_datagram(io->metrics, DG_DIR_OUT);
+	}
 	return sz;
 }
 

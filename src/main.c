@@ -31,6 +31,7 @@
 #include "devgate/config.h"
 #include "devgate/devcert.h"
 #include "devgate/log.h"
+#include "devgate/metrics.h"
 #include "devgate/registry.h"
 #include "devgate/server.h"
 #include "devgate/store.h"
@@ -179,9 +180,16 @@ dir_of(const char *path, char *buf, size_t cap)
 	return dirname(buf);
 }
 
+static uint64_t
+queue_depth(void *arg)
+{
+	return dg_store_queue_depth(arg);
+}
+
 static int
 cmd_serve(int argc, char **argv)
 {
+	dg_metrics *metrics = NULL;
 	const char *config = NULL;
 	dg_config *cfg = NULL;
 	dg_store *store = NULL;
@@ -247,6 +255,21 @@ cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	reg = NULL; /* The server's now. */
+	rc = dg_metrics_new(&metrics);
+	if (rc != 0)
+		goto out;
+	dg_metrics_set_queue_depth_fn(metrics, queue_depth, store);
+	if (cfg->metrics_enabled) {
+		rc = dg_metrics_http_start(metrics, cfg->metrics_listen.text, DEVGATE_VERSION, err,
+		                           sizeof(err));
+		if (rc != 0) {
+			dg_log(DG_LOG_ERROR, "metrics.error", "%s", err);
+			goto out;
+		}
+		dg_log(DG_LOG_INFO, "metrics.listening", "http://%s/metrics",
+		       cfg->metrics_listen.text);
+	}
+	dg_server_set_metrics(srv, metrics);
 	rc = dg_server_start(srv);
 	if (rc != 0) {
 		dg_log(DG_LOG_ERROR, "server.error", "cannot start: %s", uv_strerror(rc));
@@ -258,6 +281,7 @@ cmd_serve(int argc, char **argv)
 	rc = 0;
 out:
 	dg_server_free(srv);
+	dg_metrics_free(metrics);
 	if (loop_ready) {
 		uv_run(&loop, UV_RUN_DEFAULT);
 		uv_loop_close(&loop);

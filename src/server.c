@@ -19,6 +19,7 @@
 #include "devgate/dtls.h"
 #include "devgate/log.h"
 #include "devgate/map.h"
+#include "devgate/metrics.h"
 #include "devgate/server.h"
 #include "devgate/session.h"
 #include "devgate/wheel.h"
@@ -67,6 +68,7 @@ struct dg_server {
 	uv_loop_t *loop;
 	const dg_config *cfg;
 	dg_config *owned_cfg; /* A configuration re-read on SIGHUP, or NULL. */
+	dg_metrics *metrics;  /* Borrowed, or NULL. */
 	uv_timer_t watchdog;
 	dg_store *store;
 	dg_registry *reg;
@@ -211,6 +213,13 @@ warn_full(dg_server *srv, const char *what)
 	srv->last_full_warning_ms = now;
 }
 
+static void
+drop(dg_server *srv, const char *reason)
+{
+	if (srv->metrics != NULL)
+		dg_metrics_dropped(srv->metrics, reason);
+}
+
 /* A ClientHello from an address with no session (or a new one from a known address). */
 static void
 listen_datagram(listener *l, const uint8_t *buf, size_t len, const struct sockaddr *from)
@@ -218,15 +227,20 @@ listen_datagram(listener *l, const uint8_t *buf, size_t len, const struct sockad
 	dg_server *srv = l->srv;
 	socklen_t alen;
 
-	if (!dg_dtls_is_client_hello(buf, len))
+	if (!dg_dtls_is_client_hello(buf, len)) {
+		drop(srv,
+		     dg_dtls_peek(buf, len, &(dg_dtls_record){0}) == 0 ? "no_session" : "not_dtls");
 		return;
+	}
 	if (dg_map_count(srv->peers) + dg_map_count(srv->pending) >=
 	    srv->cfg->limits.max_sessions) {
 		warn_full(srv, "limits.max_sessions");
+		drop(srv, "limit");
 		return;
 	}
 	if (srv->n_handshakes >= srv->cfg->limits.max_handshakes) {
 		warn_full(srv, "limits.max_handshakes");
+		drop(srv, "limit");
 		return;
 	}
 	if (l->ssl == NULL && listener_new_ssl(l) != 0)
@@ -280,8 +294,14 @@ recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr
 	const uint8_t *data = (const uint8_t *)buf->base;
 	dg_map_key key;
 
-	if (nread <= 0 || from == NULL || (flags & UV_UDP_PARTIAL) || srv->stopping)
+	if (nread <= 0 || from == NULL)
 		return;
+	if (srv->metrics != NULL)
+		dg_metrics_datagram(srv->metrics, DG_DIR_IN);
+	if ((flags & UV_UDP_PARTIAL) || srv->stopping) {
+		drop(srv, srv->stopping ? "stopping" : "truncated");
+		return;
+	}
 	if (from->sa_family != AF_INET && from->sa_family != AF_INET6)
 		return;
 	/*
@@ -317,6 +337,13 @@ static void
 on_established(void *owner, dg_session *s)
 {
 	dg_server *srv = owner;
+	if (srv->metrics != NULL) {
+		dg_metrics_sessions_add(srv->metrics, dg_session_auth(s), 1);
+		dg_metrics_handshake(srv->metrics, dg_session_auth(s), 1);
+		dg_metrics_handshake_seconds(
+		        srv->metrics,
+		        (double)(uv_now(srv->loop) - dg_session_created_ms(s)) / 1000.0);
+	}
 	dg_map_key key;
 	void *old = NULL;
 
@@ -346,6 +373,8 @@ static void
 on_closed(void *owner, dg_session *s, int was_established)
 {
 	dg_server *srv = owner;
+	if (was_established && srv->metrics != NULL)
+		dg_metrics_sessions_add(srv->metrics, dg_session_auth(s), -1);
 	dg_map_key key;
 
 	if (!was_established)
@@ -536,9 +565,13 @@ prov_async_cb(uv_async_t *h)
 }
 
 static void
-on_refused(void *owner, const char *reason)
+on_refused(void *owner, dg_session *s, const char *reason)
 {
 	dg_server *srv = owner;
+	if (srv->metrics != NULL) {
+		dg_metrics_handshake(srv->metrics, dg_session_auth(s), 0);
+		dg_metrics_handshake_failure(srv->metrics, reason);
+	}
 	for (size_t i = 0; i < srv->n_refusals; i++) {
 		if (strcmp(srv->refusals[i].reason, reason) == 0) {
 			srv->refusals[i].count++;
@@ -747,7 +780,7 @@ reload_config(dg_server *srv)
 }
 
 static void
-reload(dg_server *srv, int full, const char *why)
+reload(dg_server *srv, int full, const char *why, int config_ok)
 {
 	int n_errors = 0, rc = 0;
 	dg_registry *reg = NULL;
@@ -759,8 +792,12 @@ reload(dg_server *srv, int full, const char *why)
 	if (rc != 0) {
 		dg_log(DG_LOG_ERROR, "reload.failed", "%s: keeping the running configuration: %s",
 		       why, strerror(-rc));
+		if (srv->metrics != NULL)
+			dg_metrics_reload(srv->metrics, 0);
 		return;
 	}
+	if (srv->metrics != NULL)
+		dg_metrics_reload(srv->metrics, config_ok);
 	swap_registry(srv, reg);
 	if (full)
 		rewatch(srv);
@@ -771,7 +808,7 @@ reload(dg_server *srv, int full, const char *why)
 static void
 debounce_cb(uv_timer_t *t)
 {
-	reload(t->data, 1, "projects directory changed");
+	reload(t->data, 1, "projects directory changed", 1);
 }
 
 static void
@@ -871,7 +908,7 @@ serial_poll_cb(uv_timer_t *t)
 	dg_server *srv = t->data;
 	int64_t serial = dg_store_registry_serial(srv->store);
 	if (serial >= 0 && serial != dg_registry_serial(srv->reg))
-		reload(srv, 0, "store changed");
+		reload(srv, 0, "store changed", 1);
 }
 
 /* systemd's watchdog: a ping from the loop at half the interval proves the loop turns. */
@@ -889,8 +926,8 @@ signal_cb(uv_signal_t *h, int signum)
 	if (signum == SIGHUP) {
 		sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
 		           (unsigned long long)uv_hrtime() / 1000);
-		reload_config(srv);
-		reload(srv, 1, "SIGHUP");
+		int config_ok = reload_config(srv) == 0;
+		reload(srv, 1, "SIGHUP", config_ok);
 		sd_notify(0, "READY=1");
 	} else
 		shutdown_server(srv, signum);
@@ -997,6 +1034,15 @@ fail:
 	srv->reg = NULL; /* Still the caller's on failure. */
 	dg_server_free(srv);
 	return rc;
+}
+
+void
+dg_server_set_metrics(dg_server *srv, dg_metrics *m)
+{
+	srv->metrics = m;
+	srv->env.metrics = m;
+	for (size_t i = 0; i < srv->n_listeners; i++)
+		srv->listeners[i].io.metrics = m;
 }
 
 int

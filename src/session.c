@@ -19,6 +19,7 @@
 #include "devgate/payload.h"
 #include "devgate/state.h"
 #include "devgate/log.h"
+#include "devgate/metrics.h"
 #include "devgate/router.h"
 #include "devgate/session.h"
 #include "devgate/trust.h"
@@ -154,6 +155,7 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->bucket = (int64_t)env->cfg->limits.device_requests_per_s * 1000;
 	s->bucket_ms = now_ms;
 	s->io.owner = s;
+	s->io.metrics = env->metrics;
 	dg_dtls_set_io(ssl, &s->io);
 	wolfSSL_SetCertCbCtx(ssl, s);
 	dg_wheel_schedule(env->wheel, &s->life,
@@ -221,6 +223,20 @@ uint64_t
 dg_session_id(const dg_session *s)
 {
 	return s->id;
+}
+
+int
+dg_session_auth(const dg_session *s)
+{
+	return s->auth == AUTH_PSK    ? DG_AUTH_PSK
+	       : s->auth == AUTH_CERT ? DG_AUTH_CERT
+	                              : DG_AUTH_NONE;
+}
+
+uint64_t
+dg_session_created_ms(const dg_session *s)
+{
+	return s->created_ms;
 }
 
 const char *
@@ -428,7 +444,7 @@ handshake_failed(dg_session *s, const char *reason)
 	else
 		log_session(s, DG_LOG_WARN, "session.failed", "reason", reason,
 		            claimed != NULL ? "identity" : NULL, claimed);
-	s->env->refused(s->env->owner, reason);
+	s->env->refused(s->env->owner, s, reason);
 	dg_session_close(s, NULL, 0);
 }
 
@@ -500,6 +516,8 @@ dg_session_provisioned(dg_session *s, const dg_provision_result *res, uint64_t n
 	}
 	s->device_id = res->device_id;
 	snprintf(s->device, sizeof(s->device), "%s", res->name);
+	if (res->created && s->env->metrics != NULL)
+		dg_metrics_provisioned(s->env->metrics);
 	if (res->created || res->attached)
 		log_session(s, DG_LOG_INFO, "device.provisioned", "certificate_id", s->identity,
 		            "how", res->created ? "created" : "attached");
@@ -558,6 +576,26 @@ rate_limited(dg_session *s, uint64_t now_ms)
 	return wait_ms / 1000 + 1;
 }
 
+/* Which service a request is for, for metrics. */
+static int
+service_of(const dg_coap_request *req)
+{
+	if (req->n_path == 0)
+		return req->code == DG_COAP_DELETE ? DG_SVC_KEEPALIVE : DG_SVC_OTHER;
+	const dg_coap_str *p = &req->path[0];
+	if (p->len == 11 && memcmp(p->s, ".well-known", 11) == 0)
+		return DG_SVC_CORE;
+	if (p->len == 2 && memcmp(p->s, ".d", 2) == 0)
+		return DG_SVC_STATE;
+	if ((p->len == 4 && memcmp(p->s, "logs", 4) == 0) ||
+	    (p->len == 2 && memcmp(p->s, ".s", 2) == 0 && req->n_path > 1 &&
+	     req->path[1].len == 4 && memcmp(req->path[1].s, "logs", 4) == 0))
+		return DG_SVC_LOGS;
+	if (p->len == 2 && memcmp(p->s, ".s", 2) == 0)
+		return DG_SVC_STREAM;
+	return DG_SVC_OTHER;
+}
+
 /* The handler in front of the router: the per-device request rate. */
 static void
 limit_then_route(void *ctx, const dg_coap_request *req, dg_coap_response *resp)
@@ -577,6 +615,8 @@ limit_then_route(void *ctx, const dg_coap_request *req, dg_coap_response *resp)
 		return;
 	}
 	dg_router_handle(ctx, req, resp);
+	if (s->env->metrics != NULL && !resp->deferred)
+		dg_metrics_coap_request(s->env->metrics, service_of(req), resp->code >> 5);
 }
 
 static void
@@ -801,6 +841,7 @@ void
 dg_session_defer(dg_session *s, const dg_coap_request *req, dg_coap_response *resp, dg_deferred *d)
 {
 	d->session_id = s->id;
+	d->service = service_of(req);
 	d->type = req->type;
 	d->mid = req->mid;
 	memcpy(d->token, req->token, req->token_len);
@@ -829,6 +870,8 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 		size_t outlen = 0;
 		dg_coap_response_init(&resp);
 		resp.code = d->rc == 0 ? d->code_ok : DG_COAP_INTERNAL_ERROR;
+		if (s->env->metrics != NULL)
+			dg_metrics_coap_request(s->env->metrics, d->service, resp.code >> 5);
 		if (d->rc != 0)
 			log_session(s, DG_LOG_ERROR, "store.write_failed", "error",
 			            strerror(-d->rc), NULL, NULL);

@@ -481,6 +481,15 @@ dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_id,
 	return 0;
 }
 
+uint64_t
+dg_store_queue_depth(dg_store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	uint64_t n = st->queued - st->committed;
+	pthread_mutex_unlock(&st->mu);
+	return n;
+}
+
 int
 dg_store_flush_timeout(dg_store *st, unsigned timeout_ms)
 {

@@ -33,7 +33,8 @@ typedef struct dg_dtls_io {
 	socklen_t peer_len;
 	const uint8_t *rx; /* Borrowed for one wolfSSL call; NULL when consumed. */
 	size_t rx_len;
-	void *owner; /* The session this I/O belongs to, or NULL for a listener. */
+	void *owner;                /* The session this I/O belongs to, or NULL for a listener. */
+	struct dg_metrics *metrics; /* Counts datagrams sent, or NULL. */
 	uint64_t tx_datagrams;
 	uint64_t tx_errors;
 } dg_dtls_io;

@@ -83,4 +83,11 @@ char *dg_metrics_render(dg_metrics *m, const char *version);
 int dg_metrics_http_start(dg_metrics *m, const char *listen, const char *version, char *err,
                           size_t errlen);
 
+/*
+ * Stops the HTTP endpoint if it runs, waiting for a scrape in progress to
+ * finish; dg_metrics_http_start() may then be called again. Counters are
+ * kept. Call from the thread that started it.
+ */
+void dg_metrics_http_stop(dg_metrics *m);
+
 #endif

@@ -31,6 +31,9 @@ int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_reg
  */
 int dg_server_start(dg_server *srv);
 
+/* Counts into `m` (borrowed; may be NULL). Call before dg_server_start(). */
+void dg_server_set_metrics(dg_server *srv, struct dg_metrics *m);
+
 /* Frees a server whose loop has finished. NULL is a no-op. */
 void dg_server_free(dg_server *srv);
 

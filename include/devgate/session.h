@@ -52,6 +52,7 @@ typedef struct dg_deferred {
 	char *notify_path;
 	int *changed;             /* Points into arg: did the state change. */
 	int rc;                   /* Set on the writer thread. */
+	int service;              /* For metrics: enum dg_metrics_service. */
 	void *owner;              /* The server, for the completion. */
 	struct dg_deferred *next; /* The owner's completion list. */
 } dg_deferred;
@@ -74,8 +75,9 @@ typedef struct dg_session_env {
 	int (*submit)(void *owner, dg_deferred *d);
 	/* A commit changed the state of `device_id` at `path`: notify its observers. */
 	void (*state_changed)(void *owner, int64_t device_id, const char *path);
-	/* A handshake was refused for `reason`; for counting. */
-	void (*refused)(void *owner, const char *reason);
+	/* A handshake of `s` was refused for `reason`; for counting. */
+	void (*refused)(void *owner, dg_session *s, const char *reason);
+	struct dg_metrics *metrics; /* Or NULL. */
 	/* The handshake completed with a known device; the owner links it. */
 	void (*established)(void *owner, dg_session *s);
 	/*
@@ -128,6 +130,10 @@ const struct sockaddr *dg_session_peer(const dg_session *s);
 /* The device's ID once the PSK is accepted (kept after close), else -1. */
 int64_t dg_session_device_id(const dg_session *s);
 uint64_t dg_session_id(const dg_session *s);
+/* DG_AUTH_PSK, DG_AUTH_CERT or DG_AUTH_NONE (metrics.h). */
+int dg_session_auth(const dg_session *s);
+/* When the session was created (the loop's clock, ms). */
+uint64_t dg_session_created_ms(const dg_session *s);
 const char *dg_session_peer_text(const dg_session *s);
 
 /*

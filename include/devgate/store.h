@@ -106,6 +106,9 @@ int dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms);
  */
 int dg_store_flush(dg_store *st);
 
+/* Writes queued and not yet committed. Safe from any thread. */
+uint64_t dg_store_queue_depth(dg_store *st);
+
 /* As dg_store_flush(), giving up after timeout_ms with -ETIMEDOUT. */
 int dg_store_flush_timeout(dg_store *st, unsigned timeout_ms);
 

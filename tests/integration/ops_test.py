@@ -203,7 +203,7 @@ TESTS = [
     (test_journald_format, {"journal": True}),
     (test_failure_lines_limited, {}),
     (test_sd_notify, {"env": {"NOTIFY_SOCKET": NOTIFY.path, "WATCHDOG_USEC": "400000"}}),
-    # test_metrics joins once the metrics module is wired in.
+    (test_metrics, {}),
 ]
 
 
