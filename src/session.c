@@ -770,7 +770,6 @@ void
 dg_session_close(dg_session *s, const char *reason, int notify)
 {
 	int was_established = s->state == DG_SESSION_ESTABLISHED;
-	int was_half_open = s->state == DG_SESSION_HANDSHAKE || s->state == DG_SESSION_PROVISIONING;
 
 	if (s->state == DG_SESSION_CLOSED)
 		return;
@@ -784,7 +783,6 @@ dg_session_close(dg_session *s, const char *reason, int notify)
 	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
 	drop_held(s);
-	(void)was_half_open;
 	s->env->closed(s->env->owner, s, was_established);
 }
 
