@@ -29,6 +29,24 @@ hexval(char c)
 	return -1;
 }
 
+int
+dg_confdir_key_hex(const char *hex, uint8_t *key, size_t *len)
+{
+	size_t hl = strlen(hex);
+	if (hl == 0 || hl % 2 != 0 || hl / 2 > DG_PSK_MAX_KEY)
+		return -ERANGE;
+	for (size_t i = 0; i < hl; i += 2) {
+		int hi = hexval(hex[i]), lo = hexval(hex[i + 1]);
+		if (hi < 0 || lo < 0) {
+			explicit_bzero(key, DG_PSK_MAX_KEY);
+			return -EINVAL;
+		}
+		key[i / 2] = (uint8_t)(hi << 4 | lo);
+	}
+	*len = hl / 2;
+	return 0;
+}
+
 /* Returns 1 when s is a usable device name: 1..128 printable bytes, no control characters. */
 static int
 device_name_valid(const char *s)
@@ -188,23 +206,16 @@ parse_entry(const cJSON *item, size_t idx, const char *path, const char *slug, d
 		}
 		memcpy(buf, key, klen);
 	} else {
-		size_t hl = strlen(key_hex);
-		if (hl == 0 || hl % 2 != 0 || hl / 2 > DG_PSK_MAX_KEY) {
+		int r = dg_confdir_key_hex(key_hex, buf, &klen);
+		if (r == -ERANGE) {
 			snprintf(err, errlen, "%s: [%zu].key_hex: must be 2..%d hex digits, even",
 			         path, idx, 2 * DG_PSK_MAX_KEY);
 			return -EINVAL;
 		}
-		for (size_t i = 0; i < hl; i += 2) {
-			int hi = hexval(key_hex[i]), lo = hexval(key_hex[i + 1]);
-			if (hi < 0 || lo < 0) {
-				snprintf(err, errlen, "%s: [%zu].key_hex: must be hex digits", path,
-				         idx);
-				explicit_bzero(buf, sizeof(buf));
-				return -EINVAL;
-			}
-			buf[i / 2] = (uint8_t)(hi << 4 | lo);
+		if (r != 0) {
+			snprintf(err, errlen, "%s: [%zu].key_hex: must be hex digits", path, idx);
+			return -EINVAL;
 		}
-		klen = hl / 2;
 	}
 	e->identity = strdup(id);
 	e->device = strdup(dev);

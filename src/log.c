@@ -141,25 +141,7 @@ emit(dg_log_level level, const char *event, const char *const *kv, int n, const 
 	size_t pos = 0;
 	const size_t cap = sizeof(buf) - 2;
 
-	if (log_format == DG_LOG_TEXT && log_journal) {
-		/* journald stamps the time itself and reads the priority from <N>. */
-		static const char *const prio[] = {"<3>", "<4>", "<6>", "<7>"};
-		put_raw(buf, cap, &pos, prio[level]);
-		put_raw(buf, cap, &pos, "level=");
-		put_raw(buf, cap, &pos, level_names[level]);
-		put_raw(buf, cap, &pos, " event=");
-		put_text_value(buf, cap, &pos, event);
-		for (int i = 0; i + 1 < 2 * n; i += 2) {
-			put_raw(buf, cap, &pos, " ");
-			put_raw(buf, cap, &pos, kv[i]);
-			put_raw(buf, cap, &pos, "=");
-			put_text_value(buf, cap, &pos, kv[i + 1] != NULL ? kv[i + 1] : "-");
-		}
-		if (msg != NULL) {
-			put_raw(buf, cap, &pos, " msg=");
-			put_text_value(buf, cap, &pos, msg);
-		}
-	} else if (log_format == DG_LOG_JSON) {
+	if (log_format == DG_LOG_JSON) {
 		put_raw(buf, cap, &pos, "{\"ts\":\"");
 		put_timestamp(buf, cap, &pos);
 		put_raw(buf, cap, &pos, "\",\"level\":\"");
@@ -185,8 +167,15 @@ emit(dg_log_level level, const char *event, const char *const *kv, int n, const 
 		}
 		put_raw(buf, cap, &pos, "}");
 	} else {
-		put_timestamp(buf, cap, &pos);
-		put_raw(buf, cap, &pos, " level=");
+		if (log_journal) {
+			/* journald stamps the time itself and reads the priority from <N>. */
+			static const char *const prio[] = {"<3>", "<4>", "<6>", "<7>"};
+			put_raw(buf, cap, &pos, prio[level]);
+		} else {
+			put_timestamp(buf, cap, &pos);
+			put_raw(buf, cap, &pos, " ");
+		}
+		put_raw(buf, cap, &pos, "level=");
 		put_raw(buf, cap, &pos, level_names[level]);
 		put_raw(buf, cap, &pos, " event=");
 		put_text_value(buf, cap, &pos, event);

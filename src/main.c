@@ -477,18 +477,6 @@ print_psk(void *arg, const dg_psk_row *r)
 }
 
 static int
-hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-static int
 psk_add(const cli *c, dg_store *store)
 {
 	const char *slug = c->pos[0], *device = c->pos[1];
@@ -513,19 +501,15 @@ psk_add(const cli *c, dg_store *store)
 		}
 		memcpy(key, c->key, key_len);
 	} else if (c->key_hex != NULL) {
-		size_t hl = strlen(c->key_hex);
-		if (hl == 0 || hl % 2 || hl / 2 > DG_PSK_MAX_KEY) {
+		int hr = dg_confdir_key_hex(c->key_hex, key, &key_len);
+		if (hr == -ERANGE) {
 			fprintf(stderr, "devgate psk add: --key-hex must be 2..%d hex digits\n",
 			        2 * DG_PSK_MAX_KEY);
 			return -EINVAL;
 		}
-		for (size_t i = 0; i < hl; i += 2) {
-			int hi = hexval(c->key_hex[i]), lo = hexval(c->key_hex[i + 1]);
-			if (hi < 0 || lo < 0) {
-				fprintf(stderr, "devgate psk add: --key-hex must be hex digits\n");
-				return -EINVAL;
-			}
-			key[key_len++] = (uint8_t)(hi << 4 | lo);
+		if (hr != 0) {
+			fprintf(stderr, "devgate psk add: --key-hex must be hex digits\n");
+			return -EINVAL;
 		}
 	} else {
 		key_len = 16;

@@ -171,9 +171,14 @@ add_cert_device(void *arg, const dg_device_row *row)
 }
 
 /* Collects the CAs and CRLs of one project at a time, in store order. */
+typedef struct ca_item {
+	dg_ca_cert cert;
+	int64_t project_id;
+} ca_item;
+
 typedef struct trust_collect {
 	dg_registry *reg;
-	dg_ca_cert *cas;
+	ca_item *cas;
 	size_t n_cas, cap_cas;
 	dg_crl_row *crls;
 	uint8_t **crl_copies;
@@ -186,15 +191,15 @@ collect_ca(void *arg, const dg_ca_row *row)
 	trust_collect *tc = arg;
 	if (reserve((void **)&tc->cas, &tc->cap_cas, tc->n_cas, sizeof(*tc->cas)) != 0)
 		return -ENOMEM;
-	dg_ca_cert *c = &tc->cas[tc->n_cas];
-	memset(c, 0, sizeof(*c));
+	ca_item *item = &tc->cas[tc->n_cas];
+	dg_ca_cert *c = &item->cert;
+	memset(item, 0, sizeof(*item));
+	item->project_id = row->project_id;
 	c->der = malloc(row->der_len);
 	if (c->der == NULL)
 		return -ENOMEM;
 	memcpy(c->der, row->der, row->der_len);
 	c->der_len = row->der_len;
-	/* Reuse not_before_ms to remember the project. */
-	c->not_before_ms = row->project_id;
 	tc->n_cas++;
 	return 0;
 }
@@ -238,8 +243,8 @@ build_trust(dg_registry *reg, dg_store *st)
 		size_t crl_lens[64], n_cas = 0, n_crls = 0;
 		int bad = 0;
 		for (size_t j = 0; j < tc.n_cas && n_cas < 256; j++)
-			if (tc.cas[j].not_before_ms == p->id)
-				cas[n_cas++] = &tc.cas[j];
+			if (tc.cas[j].project_id == p->id)
+				cas[n_cas++] = &tc.cas[j].cert;
 		for (size_t j = 0; j < tc.n_crls && n_crls < 64; j++)
 			if (tc.crls[j].project_id == p->id) {
 				crls[n_crls] = tc.crls[j].der;
@@ -260,7 +265,9 @@ build_trust(dg_registry *reg, dg_store *st)
 			       " signature)",
 			       p->slug, bad);
 	}
-	dg_trust_ca_free(tc.cas, tc.n_cas);
+	for (size_t j = 0; j < tc.n_cas; j++)
+		free(tc.cas[j].cert.der);
+	free(tc.cas);
 	for (size_t j = 0; j < tc.n_crls; j++)
 		free(tc.crl_copies[j]);
 	free(tc.crl_copies);

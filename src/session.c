@@ -239,12 +239,6 @@ dg_session_created_ms(const dg_session *s)
 	return s->created_ms;
 }
 
-const char *
-dg_session_peer_text(const dg_session *s)
-{
-	return s->peer_text;
-}
-
 /* Logs one session event with the session's peer and, once known, its identity. */
 static void
 log_session(const dg_session *s, dg_log_level level, const char *event, const char *k1,

@@ -125,6 +125,17 @@ exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
 	return 0;
 }
 
+/* Ends the transaction the caller began: COMMIT when rc is 0, else ROLLBACK. Returns the outcome.
+ */
+static int
+end_txn(sqlite3 *db, int rc)
+{
+	if (rc == 0)
+		return exec_sql(db, "COMMIT", NULL, 0);
+	exec_sql(db, "ROLLBACK", NULL, 0);
+	return rc;
+}
+
 static int
 open_conn(const char *path, sqlite3 **out, char *err, size_t errlen)
 {
@@ -227,11 +238,7 @@ apply_batch(sqlite3 *db, sqlite3_stmt *touch, store_op *ops)
 			}
 			int r = exec_sql(db, "BEGIN IMMEDIATE", NULL, 0);
 			if (r == 0) {
-				r = op->run(db, op->arg);
-				if (r == 0)
-					r = exec_sql(db, "COMMIT", NULL, 0);
-				if (r != 0)
-					exec_sql(db, "ROLLBACK", NULL, 0);
+				r = end_txn(db, op->run(db, op->arg));
 			}
 			op->job_done(op->arg, r);
 			continue;
@@ -437,12 +444,7 @@ dg_store_run(dg_store *st, int (*run)(sqlite3 *db, void *arg), void *arg)
 	int rc = exec_sql(st->db, "BEGIN IMMEDIATE", NULL, 0);
 	if (rc != 0)
 		return rc;
-	rc = run(st->db, arg);
-	if (rc == 0)
-		rc = exec_sql(st->db, "COMMIT", NULL, 0);
-	if (rc != 0)
-		exec_sql(st->db, "ROLLBACK", NULL, 0);
-	return rc;
+	return end_txn(st->db, run(st->db, arg));
 }
 
 sqlite3 *
@@ -815,10 +817,7 @@ dg_store_set_project(dg_store *st, const char *slug, const dg_project_settings *
 		rc = bump_serial(st->db);
 out:
 	sqlite3_finalize(s);
-	if (rc == 0)
-		return exec_sql(st->db, "COMMIT", NULL, 0);
-	exec_sql(st->db, "ROLLBACK", NULL, 0);
-	return rc;
+	return end_txn(st->db, rc);
 }
 
 int
@@ -842,7 +841,7 @@ dg_store_disable_missing(dg_store *st, const char *const *present, size_t n)
 		rc = step_done(s);
 		sqlite3_reset(s);
 	}
-	if (rc == 0 && sqlite3_total_changes(st->db) >= 0)
+	if (rc == 0)
 		rc = exec_bound(st->db,
 		                "UPDATE projects SET enabled = 0 WHERE enabled = 1 AND slug NOT IN"
 		                " (SELECT slug FROM temp.present)",
@@ -851,10 +850,7 @@ dg_store_disable_missing(dg_store *st, const char *const *present, size_t n)
 		rc = bump_serial(st->db);
 out:
 	sqlite3_finalize(s);
-	if (rc == 0)
-		return exec_sql(st->db, "COMMIT", NULL, 0);
-	exec_sql(st->db, "ROLLBACK", NULL, 0);
-	return rc;
+	return end_txn(st->db, rc);
 }
 
 /* Replaces (or keeps, for a bad file) the rows of one source, and marks it present. */
@@ -1068,10 +1064,7 @@ dg_store_set_blocked(dg_store *st, const char *slug, const char *name, int block
 		rc = bump_serial(st->db);
 out:
 	sqlite3_finalize(s);
-	if (rc == 0)
-		return exec_sql(st->db, "COMMIT", NULL, 0);
-	exec_sql(st->db, "ROLLBACK", NULL, 0);
-	return rc;
+	return end_txn(st->db, rc);
 }
 
 int
@@ -1133,10 +1126,7 @@ dg_store_psk_add(dg_store *st, const char *slug, const char *name, const char *i
 		rc = bump_serial(st->db);
 out:
 	sqlite3_finalize(s);
-	if (rc == 0)
-		return exec_sql(st->db, "COMMIT", NULL, 0);
-	exec_sql(st->db, "ROLLBACK", NULL, 0);
-	return rc;
+	return end_txn(st->db, rc);
 }
 
 int
@@ -1165,10 +1155,7 @@ dg_store_psk_remove(dg_store *st, const char *identity)
 		rc = bump_serial(st->db);
 out:
 	sqlite3_finalize(s);
-	if (rc == 0)
-		return exec_sql(st->db, "COMMIT", NULL, 0);
-	exec_sql(st->db, "ROLLBACK", NULL, 0);
-	return rc;
+	return end_txn(st->db, rc);
 }
 
 /* Looks up one device id and name by a WHERE clause over (project, text). */

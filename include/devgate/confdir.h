@@ -7,6 +7,7 @@
 #define DEVGATE_CONFDIR_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "devgate/store.h"
@@ -30,6 +31,13 @@ int dg_confdir_parse_psk(const char *path, const char *slug, const char *text, s
 int dg_confdir_parse_project(const char *path, const char *text, size_t len,
                              dg_project_settings *out, char *name, size_t name_cap, char *err,
                              size_t errlen);
+
+/*
+ * Decodes a PSK given in hex into key (DG_PSK_MAX_KEY bytes). Returns 0 and
+ * sets *len; -ERANGE when it is not 2..2*DG_PSK_MAX_KEY digits, even;
+ * -EINVAL when a character is not a hex digit (key is wiped then).
+ */
+int dg_confdir_key_hex(const char *hex, uint8_t *key, size_t *len);
 
 /* Frees what dg_confdir_parse_psk() returned. */
 void dg_confdir_psk_free(dg_psk_entry *entries, size_t n);

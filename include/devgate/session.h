@@ -134,7 +134,6 @@ uint64_t dg_session_id(const dg_session *s);
 int dg_session_auth(const dg_session *s);
 /* When the session was created (the loop's clock, ms). */
 uint64_t dg_session_created_ms(const dg_session *s);
-const char *dg_session_peer_text(const dg_session *s);
 
 /*
  * Completes a session in DG_SESSION_PROVISIONING with the device the store
