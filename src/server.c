@@ -291,15 +291,32 @@ recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr
 {
 	listener *l = udp->data;
 	dg_server *srv = l->srv;
-	const uint8_t *data = (const uint8_t *)buf->base;
-	dg_map_key key;
 
 	if (nread <= 0 || from == NULL)
 		return;
+	if (flags & UV_UDP_PARTIAL) {
+		if (srv->metrics != NULL)
+			dg_metrics_datagram(srv->metrics, DG_DIR_IN);
+		drop(srv, "truncated");
+		return;
+	}
+	dg_server_datagram(srv, (size_t)(l - srv->listeners), (const uint8_t *)buf->base,
+	                   (size_t)nread, from);
+}
+
+void
+dg_server_datagram(dg_server *srv, size_t listener_index, const uint8_t *data, size_t len,
+                   const struct sockaddr *from)
+{
+	dg_map_key key;
+
+	if (listener_index >= srv->n_listeners || data == NULL || from == NULL)
+		return;
+	listener *l = &srv->listeners[listener_index];
 	if (srv->metrics != NULL)
 		dg_metrics_datagram(srv->metrics, DG_DIR_IN);
-	if ((flags & UV_UDP_PARTIAL) || srv->stopping) {
-		drop(srv, srv->stopping ? "stopping" : "truncated");
+	if (srv->stopping) {
+		drop(srv, "stopping");
 		return;
 	}
 	if (from->sa_family != AF_INET && from->sa_family != AF_INET6)
@@ -317,20 +334,20 @@ recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr
 		 * A peer that started a new handshake from this address has
 		 * lost the old session's keys: its records go to the new one.
 		 */
-		dg_session_input(pending, data, (size_t)nread, uv_now(srv->loop));
+		dg_session_input(pending, data, len, uv_now(srv->loop));
 		return;
 	}
 	if (s != NULL && dg_session_get_state(s) == DG_SESSION_ESTABLISHED &&
-	    dg_dtls_is_client_hello(data, (size_t)nread)) {
+	    dg_dtls_is_client_hello(data, len)) {
 		/* A new handshake; the old session stays until this one completes. */
-		listen_datagram(l, data, (size_t)nread, from);
+		listen_datagram(l, data, len, from);
 		return;
 	}
 	if (s != NULL) {
-		dg_session_input(s, data, (size_t)nread, uv_now(srv->loop));
+		dg_session_input(s, data, len, uv_now(srv->loop));
 		return;
 	}
-	listen_datagram(l, data, (size_t)nread, from);
+	listen_datagram(l, data, len, from);
 }
 
 static void

@@ -6,6 +6,10 @@
 #ifndef DEVGATE_SERVER_H
 #define DEVGATE_SERVER_H
 
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
 #include <uv.h>
 
 #include "devgate/config.h"
@@ -33,6 +37,16 @@ int dg_server_start(dg_server *srv);
 
 /* Counts into `m` (borrowed; may be NULL). Call before dg_server_start(). */
 void dg_server_set_metrics(dg_server *srv, struct dg_metrics *m);
+
+/*
+ * Handles one datagram that arrived on listener `listener_index` (the
+ * index of its address in the configuration) from `from`, exactly as if
+ * the socket had received it. `data` is borrowed for the call. Used by the
+ * socket's receive callback, and by fuzz targets that drive a real server
+ * without a network.
+ */
+void dg_server_datagram(dg_server *srv, size_t listener_index, const uint8_t *data, size_t len,
+                        const struct sockaddr *from);
 
 /* Frees a server whose loop has finished. NULL is a no-op. */
 void dg_server_free(dg_server *srv);
