@@ -17,13 +17,21 @@ io_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
 {
 	dg_dtls_io *io = ctx;
 	(void)ssl;
-	if (io->rx == NULL)
+	if (io->rx == NULL || io->rx_len == 0 || sz <= 0)
 		return WOLFSSL_CBIO_ERR_WANT_READ;
-	/* A datagram larger than the buffer is truncated; DTLS then drops it. */
+	/*
+	 * The caller hands over one whole record at a time. wolfSSL reads at
+	 * most about one MTU per call; a larger record is handed over in
+	 * pieces, which wolfSSL joins because the record header asks for
+	 * them. Once the record is consumed, reads want more, so nothing of a
+	 * later datagram is ever joined to it.
+	 */
 	size_t n = io->rx_len < (size_t)sz ? io->rx_len : (size_t)sz;
 	memcpy(buf, io->rx, n);
-	io->rx = NULL;
-	io->rx_len = 0;
+	io->rx += n;
+	io->rx_len -= n;
+	if (io->rx_len == 0)
+		io->rx = NULL;
 	return (int)n;
 }
 
@@ -112,6 +120,16 @@ dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callbac
 	}
 	wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_EXCEPT_PSK,
 	                       verify_cb);
+	/*
+	 * No session resumption: a resumed session carries no device
+	 * identity through our callbacks, so every client does a full
+	 * handshake. No session cache, no session IDs, no tickets.
+	 */
+	wolfSSL_CTX_set_session_cache_mode(ctx, WOLFSSL_SESS_CACHE_OFF);
+	if (wolfSSL_CTX_NoTicketTLSv12(ctx) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cannot turn off TLS 1.2 session tickets");
+		goto out;
+	}
 	*out = ctx;
 	ctx = NULL;
 	rc = 0;
@@ -121,17 +139,19 @@ out:
 	return rc;
 }
 
-int
-dg_dtls_peek(const uint8_t *buf, size_t len, dg_dtls_record *rec)
+/* Reads a record header at buf[0..len); the caller checks len >= DG_DTLS_HEADER_LEN. */
+static int
+read_header(const uint8_t *buf, size_t len, dg_dtls_record *rec)
 {
-	const size_t hdr = 13;
-
-	if (buf == NULL || len < hdr)
-		return -EPROTO;
 	rec->content_type = buf[0];
 	rec->version = (uint16_t)(buf[1] << 8 | buf[2]);
 	rec->epoch = (uint16_t)(buf[3] << 8 | buf[4]);
+	rec->seq = 0;
+	for (int i = 5; i < 11; i++)
+		rec->seq = rec->seq << 8 | buf[i];
 	rec->handshake_type = -1;
+	rec->raw = buf;
+	rec->fragment = buf + DG_DTLS_HEADER_LEN;
 	if (buf[1] != 0xfe || (rec->version != 0xfefd && rec->version != 0xfeff))
 		return -EPROTO;
 	switch (rec->content_type) {
@@ -143,15 +163,85 @@ dg_dtls_peek(const uint8_t *buf, size_t len, dg_dtls_record *rec)
 	case 25:
 		/* tls12_cid: the header holds a CID of a length only the receiver knows. */
 		rec->length = 0;
-		return 0;
+		rec->raw_len = len;
+		return -EAGAIN;
 	default:
 		return -EPROTO;
 	}
 	rec->length = (uint16_t)(buf[11] << 8 | buf[12]);
-	if (rec->length > len - hdr)
+	if (rec->length > len - DG_DTLS_HEADER_LEN)
 		return -EPROTO;
+	rec->raw_len = DG_DTLS_HEADER_LEN + (size_t)rec->length;
 	if (rec->content_type == 22 && rec->epoch == 0 && rec->length >= 12)
-		rec->handshake_type = buf[hdr];
+		rec->handshake_type = buf[DG_DTLS_HEADER_LEN];
+	return 0;
+}
+
+int
+dg_dtls_peek(const uint8_t *buf, size_t len, dg_dtls_record *rec)
+{
+	if (buf == NULL || len < DG_DTLS_HEADER_LEN)
+		return -EPROTO;
+	int rc = read_header(buf, len, rec);
+	return rc == -EAGAIN ? 0 : rc;
+}
+
+int
+dg_dtls_next_record(const uint8_t *buf, size_t len, size_t *off, dg_dtls_record *rec)
+{
+	if (buf == NULL || *off >= len)
+		return -ENOENT;
+	if (len - *off < DG_DTLS_HEADER_LEN)
+		return -EPROTO;
+	int rc = read_header(buf + *off, len - *off, rec);
+	if (rc != 0)
+		return -EPROTO;
+	*off += rec->raw_len;
+	return 0;
+}
+
+static uint32_t
+be24(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
+}
+
+int
+dg_dtls_handshake_header(const dg_dtls_record *rec, dg_dtls_handshake *hs)
+{
+	const size_t hdr = 12;
+
+	if (rec->content_type != 22 || rec->length < hdr)
+		return -EPROTO;
+	const uint8_t *p = rec->fragment;
+	hs->msg_type = p[0];
+	hs->length = be24(p + 1);
+	hs->message_seq = (uint16_t)(p[4] << 8 | p[5]);
+	hs->fragment_offset = be24(p + 6);
+	hs->fragment_length = be24(p + 9);
+	hs->body = p + hdr;
+	if (hs->fragment_length > rec->length - hdr || hs->fragment_offset > hs->length ||
+	    hs->fragment_length > hs->length - hs->fragment_offset)
+		return -EPROTO;
+	return 0;
+}
+
+int
+dg_dtls_handshake_whole(const dg_dtls_handshake *hs)
+{
+	return hs->fragment_offset == 0 && hs->fragment_length == hs->length;
+}
+
+int
+dg_dtls_psk_identity(const dg_dtls_handshake *hs, const uint8_t **id, size_t *id_len)
+{
+	if (hs->msg_type != 16 || !dg_dtls_handshake_whole(hs) || hs->length < 2)
+		return -EPROTO;
+	size_t n = (size_t)hs->body[0] << 8 | hs->body[1];
+	if (n > hs->length - 2)
+		return -EPROTO;
+	*id = hs->body + 2;
+	*id_len = n;
 	return 0;
 }
 

@@ -180,6 +180,23 @@ dg_map_key_addr(dg_map_key *k, const struct sockaddr *sa)
 }
 
 void
+dg_map_key_source(dg_map_key *k, const struct sockaddr *sa)
+{
+	memset(k, 0, sizeof(*k));
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+		k->b[0] = 's';
+		memcpy(k->b + 1, &s6->sin6_addr, 8);
+		k->len = 9;
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+		k->b[0] = 'S';
+		memcpy(k->b + 1, &s4->sin_addr, 4);
+		k->len = 5;
+	}
+}
+
+void
 dg_map_key_u64(dg_map_key *k, uint64_t id)
 {
 	memset(k, 0, sizeof(*k));

@@ -46,8 +46,9 @@ static const char *const service_names[DG_SVC_COUNT] = {"core",   "keepalive", "
 static const int fixed_classes[] = {2, 4, 5};
 
 /* The reasons dg_metrics_dropped() knows, and "other" for the rest. */
-static const char *const drop_names[] = {"not_dtls", "no_session", "limit",
-                                         "stopping", "truncated",  "other"};
+static const char *const drop_names[] = {"not_dtls", "no_session",       "limit",
+                                         "stopping", "truncated",        "bad_record",
+                                         "epoch",    "fragmented_hello", "other"};
 #define N_DROP     (sizeof(drop_names) / sizeof(drop_names[0]))
 #define DROP_OTHER (N_DROP - 1)
 

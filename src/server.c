@@ -98,6 +98,11 @@ struct dg_server {
 	dg_session **graveyard;
 	size_t n_graveyard, cap_graveyard;
 	size_t n_handshakes; /* Half-open: created, neither established nor closed. */
+	dg_map *sources;     /* Source network -> its half-open handshakes (a count). */
+	/* Session IDs of handshakes, oldest first: who gives way when all slots are taken. */
+	uint64_t *hs_queue;
+	size_t hs_head, hs_len, hs_cap;
+	uint8_t psk_secret[DG_SESSION_PSK_SECRET_LEN];
 	dg_wheel wheel;
 	uv_timer_t tick;
 	uv_check_t reaper;
@@ -155,6 +160,137 @@ rotate_cookie_secret(dg_server *srv, uint64_t now)
 			                             COOKIE_SECRET_LEN);
 }
 
+static void warn_full(dg_server *srv, const char *what);
+static void drop(dg_server *srv, const char *reason);
+
+/* The number of half-open handshakes from the network of `sa`. */
+static size_t
+source_count(dg_server *srv, const struct sockaddr *sa)
+{
+	dg_map_key key;
+	dg_map_key_source(&key, sa);
+	return (size_t)(uintptr_t)dg_map_get(srv->sources, &key);
+}
+
+/* Counts a handshake in or out of its source network (delta +1 or -1). */
+static void
+source_add(dg_server *srv, const struct sockaddr *sa, int delta)
+{
+	dg_map_key key;
+	dg_map_key_source(&key, sa);
+	size_t n = (size_t)(uintptr_t)dg_map_get(srv->sources, &key);
+	if (delta < 0 && n <= 1)
+		dg_map_del(srv->sources, &key);
+	else if (delta < 0)
+		dg_map_put(srv->sources, &key, (void *)(uintptr_t)(n - 1), NULL);
+	else if (dg_map_put(srv->sources, &key, (void *)(uintptr_t)(n + 1), NULL) != 0)
+		dg_log(DG_LOG_ERROR, "server.error", "out of memory counting handshakes");
+}
+
+/* Appends a new handshake's session ID to the queue of handshakes, oldest first. */
+static void
+hs_queue_push(dg_server *srv, uint64_t id)
+{
+	if (srv->hs_head + srv->hs_len == srv->hs_cap) {
+		if (srv->hs_head > 0) {
+			memmove(srv->hs_queue, srv->hs_queue + srv->hs_head,
+			        srv->hs_len * sizeof(*srv->hs_queue));
+			srv->hs_head = 0;
+		}
+		if (srv->hs_len == srv->hs_cap) {
+			size_t cap = srv->hs_cap ? srv->hs_cap * 2 : 256;
+			uint64_t *q = realloc(srv->hs_queue, cap * sizeof(*q));
+			if (q == NULL)
+				return; /* It cannot give way then; everything else holds. */
+			srv->hs_queue = q;
+			srv->hs_cap = cap;
+		}
+	}
+	srv->hs_queue[srv->hs_head + srv->hs_len++] = id;
+}
+
+/* The session `id` names if it is a handshake still in its first flight, else NULL. */
+static dg_session *
+stalled(dg_server *srv, uint64_t id)
+{
+	dg_map_key key;
+	dg_map_key_u64(&key, id);
+	dg_session *s = dg_map_get(srv->by_id, &key);
+	if (s == NULL || dg_session_get_state(s) != DG_SESSION_HANDSHAKE ||
+	    dg_session_progressed(s))
+		return NULL;
+	return s;
+}
+
+/*
+ * Every handshake slot is taken: the oldest handshake that never got past
+ * its first flight gives way to a newcomer. Returns 1 when one was closed.
+ * Entries of handshakes that ended or progressed are dropped on the way,
+ * and the queue is compacted when most of it is such entries, so each
+ * handshake costs O(1) here however many there are.
+ */
+static int
+evict_stalled(dg_server *srv)
+{
+	while (srv->hs_len > 0) {
+		uint64_t id = srv->hs_queue[srv->hs_head++];
+		srv->hs_len--;
+		dg_session *s = stalled(srv, id);
+		if (s != NULL) {
+			dg_session_close(s, "stalled handshake gave way to a new one", 0);
+			return 1;
+		}
+	}
+	srv->hs_head = 0;
+	return 0;
+}
+
+/* Drops queue entries of handshakes that ended, once they outnumber the live ones. */
+static void
+hs_queue_compact(dg_server *srv)
+{
+	if (srv->hs_len < 2 * srv->n_handshakes + 256)
+		return;
+	size_t n = 0;
+	for (size_t i = 0; i < srv->hs_len; i++) {
+		uint64_t id = srv->hs_queue[srv->hs_head + i];
+		if (stalled(srv, id) != NULL)
+			srv->hs_queue[n++] = id;
+	}
+	srv->hs_head = 0;
+	srv->hs_len = n;
+}
+
+/*
+ * Whether a new handshake from `from` may take a slot: at most
+ * max_handshakes_per_source from one network, and at most max_handshakes
+ * in all, where the oldest stalled handshake gives way to a newcomer.
+ */
+static int
+handshake_admitted(dg_server *srv, const struct sockaddr *from)
+{
+	const dg_limits *lim = &srv->cfg->limits;
+	if (source_count(srv, from) >= lim->max_handshakes_per_source) {
+		warn_full(srv, "limits.max_handshakes_per_source");
+		drop(srv, "limit");
+		return 0;
+	}
+	if (srv->n_handshakes >= lim->max_handshakes && !evict_stalled(srv)) {
+		warn_full(srv, "limits.max_handshakes");
+		drop(srv, "limit");
+		return 0;
+	}
+	return 1;
+}
+
+/* A handshake ended (established or closed): it no longer holds a slot. */
+static void
+handshake_ended(dg_server *srv, dg_session *s)
+{
+	srv->n_handshakes--;
+	source_add(srv, dg_session_peer(s), -1);
+}
+
 /*
  * The ClientHello carried a valid cookie: the peer owns its address. Only
  * now does a session exist for it; the listening object becomes that
@@ -169,7 +305,7 @@ ch_good(WOLFSSL *ssl, void *arg)
 	dg_session *s = NULL;
 	dg_map_key key;
 
-	if (srv->n_handshakes >= srv->cfg->limits.max_handshakes)
+	if (!handshake_admitted(srv, l->from))
 		return -1;
 	if (dg_session_new(&srv->env, ++srv->next_session_id, ssl, &l->udp, l->from, srv->reg,
 	                   uv_now(srv->loop), &s) != 0)
@@ -196,6 +332,9 @@ ch_good(WOLFSSL *ssl, void *arg)
 	if (old != NULL)
 		dg_session_close(old, "superseded by a newer handshake from the same address", 0);
 	srv->n_handshakes++;
+	source_add(srv, l->from, +1);
+	hs_queue_compact(srv);
+	hs_queue_push(srv, dg_session_id(s));
 	l->handed = s;
 	return 0;
 }
@@ -220,26 +359,39 @@ drop(dg_server *srv, const char *reason)
 		dg_metrics_dropped(srv->metrics, reason);
 }
 
-/* A ClientHello from an address with no session (or a new one from a known address). */
+/*
+ * A ClientHello from an address with no session (or a new one from a known
+ * address). Stateless: only the first record of the datagram is looked at,
+ * it must be one whole ClientHello (RFC 6347 4.2.1 lets a server refuse to
+ * reassemble a fragmented one before the cookie is verified), and the
+ * listening object is made anew after every datagram that does not become
+ * a session, so that nothing one peer sends changes how the next peer's
+ * ClientHello is treated.
+ */
 static void
 listen_datagram(listener *l, const uint8_t *buf, size_t len, const struct sockaddr *from)
 {
 	dg_server *srv = l->srv;
+	dg_dtls_record rec;
+	dg_dtls_handshake hs;
+	size_t off = 0;
 	socklen_t alen;
 
-	if (!dg_dtls_is_client_hello(buf, len)) {
-		drop(srv,
-		     dg_dtls_peek(buf, len, &(dg_dtls_record){0}) == 0 ? "no_session" : "not_dtls");
+	if (dg_dtls_next_record(buf, len, &off, &rec) != 0) {
+		drop(srv, "not_dtls");
+		return;
+	}
+	if (rec.epoch != 0 || rec.handshake_type != 1 || dg_dtls_handshake_header(&rec, &hs) != 0) {
+		drop(srv, "no_session");
+		return;
+	}
+	if (!dg_dtls_handshake_whole(&hs)) {
+		drop(srv, "fragmented_hello");
 		return;
 	}
 	if (dg_map_count(srv->peers) + dg_map_count(srv->pending) >=
 	    srv->cfg->limits.max_sessions) {
 		warn_full(srv, "limits.max_sessions");
-		drop(srv, "limit");
-		return;
-	}
-	if (srv->n_handshakes >= srv->cfg->limits.max_handshakes) {
-		warn_full(srv, "limits.max_handshakes");
 		drop(srv, "limit");
 		return;
 	}
@@ -249,13 +401,14 @@ listen_datagram(listener *l, const uint8_t *buf, size_t len, const struct sockad
 	                                   : sizeof(struct sockaddr_in);
 	memcpy(&l->io.peer, from, alen);
 	l->io.peer_len = alen;
-	l->io.rx = buf;
-	l->io.rx_len = len;
+	l->io.rx = rec.raw;
+	l->io.rx_len = rec.raw_len;
 	l->from = from;
 	/* The cookie is bound to this exact address. */
 	wolfSSL_dtls_set_peer(l->ssl, (void *)(uintptr_t)from, alen);
-	int ret = wolfSSL_accept(l->ssl);
+	wolfSSL_accept(l->ssl);
 	l->io.rx = NULL;
+	l->io.rx_len = 0;
 	l->from = NULL;
 	if (l->handed != NULL) {
 		dg_session *s = l->handed;
@@ -268,13 +421,9 @@ listen_datagram(listener *l, const uint8_t *buf, size_t len, const struct sockad
 		dg_session_input(s, NULL, 0, uv_now(srv->loop));
 		return;
 	}
-	int err = wolfSSL_get_error(l->ssl, ret);
-	if (err != WOLFSSL_ERROR_WANT_READ && err != WOLFSSL_ERROR_WANT_WRITE) {
-		/* A ClientHello it would not take: start from a clean object. */
-		if (listener_new_ssl(l) != 0)
-			dg_log(DG_LOG_ERROR, "listener.error",
-			       "cannot make a listening DTLS object");
-	}
+	/* A HelloVerifyRequest was sent, or the ClientHello refused: start clean. */
+	if (listener_new_ssl(l) != 0)
+		dg_log(DG_LOG_ERROR, "listener.error", "cannot make a listening DTLS object");
 }
 
 static void
@@ -329,12 +478,21 @@ dg_server_datagram(dg_server *srv, size_t listener_index, const uint8_t *data, s
 	dg_map_key_addr(&key, from);
 	dg_session *pending = dg_map_get(srv->pending, &key);
 	dg_session *s = dg_map_get(srv->peers, &key);
+	dg_dtls_record rec;
+	int framed = dg_dtls_peek(data, len, &rec) == 0;
 	if (pending != NULL) {
 		/*
-		 * A peer that started a new handshake from this address has
-		 * lost the old session's keys: its records go to the new one.
+		 * A new handshake from the address of a live session: only what
+		 * may belong to it reaches it (epoch 0, and the epoch-1
+		 * Finished). The live session keeps its application data and
+		 * alerts until the new handshake completes, so a replayed
+		 * ClientHello or an abandoned re-handshake cannot make it deaf.
 		 */
-		dg_session_input(pending, data, len, uv_now(srv->loop));
+		if (s != NULL && dg_session_get_state(s) == DG_SESSION_ESTABLISHED && framed &&
+		    rec.epoch != 0 && rec.content_type != 22)
+			dg_session_input(s, data, len, uv_now(srv->loop));
+		else
+			dg_session_input(pending, data, len, uv_now(srv->loop));
 		return;
 	}
 	if (s != NULL && dg_session_get_state(s) == DG_SESSION_ESTABLISHED &&
@@ -364,7 +522,7 @@ on_established(void *owner, dg_session *s)
 	dg_map_key key;
 	void *old = NULL;
 
-	srv->n_handshakes--;
+	handshake_ended(srv, s);
 	dg_map_key_addr(&key, dg_session_peer(s));
 	if (dg_map_get(srv->pending, &key) == s) {
 		dg_map_del(srv->pending, &key);
@@ -395,7 +553,7 @@ on_closed(void *owner, dg_session *s, int was_established)
 	dg_map_key key;
 
 	if (!was_established)
-		srv->n_handshakes--;
+		handshake_ended(srv, s);
 	dg_map_key_addr(&key, dg_session_peer(s));
 	if (dg_map_get(srv->peers, &key) == s)
 		dg_map_del(srv->peers, &key);
@@ -1005,8 +1163,16 @@ dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registr
 	pthread_mutex_init(&srv->prov_mu, NULL);
 	dg_wheel_init(&srv->wheel, uv_now(loop));
 	rotate_cookie_secret(srv, uv_now(loop));
+	if (getrandom(srv->psk_secret, sizeof(srv->psk_secret), 0) !=
+	    (ssize_t)sizeof(srv->psk_secret)) {
+		snprintf(err, errlen, "cannot read random bytes for the PSK secret");
+		rc = -EIO;
+		goto fail;
+	}
+	srv->env.psk_secret = srv->psk_secret;
 	if (dg_map_new(&srv->peers) != 0 || dg_map_new(&srv->pending) != 0 ||
-	    dg_map_new(&srv->devices) != 0 || dg_map_new(&srv->by_id) != 0) {
+	    dg_map_new(&srv->devices) != 0 || dg_map_new(&srv->by_id) != 0 ||
+	    dg_map_new(&srv->sources) != 0) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1105,6 +1271,9 @@ dg_server_free(dg_server *srv)
 	dg_map_free(srv->pending);
 	dg_map_free(srv->devices);
 	dg_map_free(srv->by_id);
+	dg_map_free(srv->sources);
+	free(srv->hs_queue);
+	explicit_bzero(srv->psk_secret, sizeof(srv->psk_secret));
 	dg_config_free(srv->owned_cfg);
 	for (size_t i = 0; i < srv->n_refusals; i++)
 		free(srv->refusals[i].reason);

@@ -12,6 +12,7 @@
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
+#include <wolfssl/wolfcrypt/hmac.h>
 
 #include "devgate/block.h"
 #include "devgate/coap.h"
@@ -26,6 +27,8 @@
 
 /* The largest datagram devgate reads or answers: one CoAP block and headers. */
 #define PLAIN_MAX 2048
+/* The key length given to an identity that has no credential. */
+#define DECOY_KEY_LEN 16
 /* Datagrams kept while a first connection's device is being made. */
 #define HELD_MAX 4
 /* Certificates of a device's chain kept for revalidation. */
@@ -74,6 +77,15 @@ struct dg_session {
 	char identity[DG_PSK_MAX_IDENTITY + 1]; /* PSK identity, or certificate ID. */
 	char subject[DG_SUBJECT_MAX];
 	const char *refusal; /* Why the handshake was refused, or NULL. */
+	int psk_decoy;       /* The PSK callback refused and answered with a decoy key. */
+	int progressed; /* The client sent its second flight (Certificate or ClientKeyExchange). */
+	/* The psk_identity of the last ClientKeyExchange, as its exact bytes. */
+	uint8_t wire_identity[DG_PSK_MAX_IDENTITY + 1];
+	size_t wire_identity_len; /* SIZE_MAX when none was read. */
+	/* The smallest epoch-1 record this session's cipher makes, and whether it is a block
+	 * cipher. */
+	size_t min_record;
+	int block_cipher;
 	uint64_t trust_hash; /* Of the project's CAs and CRLs the chain was verified with. */
 	int cert_checked;    /* The chain was judged (refusal says how). */
 	uint8_t *chain[CHAIN_MAX];
@@ -137,6 +149,7 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->env = env;
 	s->ssl = ssl;
 	s->device_id = -1;
+	s->wire_identity_len = SIZE_MAX;
 	s->io.udp = udp;
 	s->io.peer_len = peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 	                                             : sizeof(struct sockaddr_in);
@@ -158,8 +171,15 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->io.metrics = env->metrics;
 	dg_dtls_set_io(ssl, &s->io);
 	wolfSSL_SetCertCbCtx(ssl, s);
-	dg_wheel_schedule(env->wheel, &s->life,
-	                  now_ms + (uint64_t)env->cfg->limits.handshake_timeout_s * 1000);
+	/*
+	 * Until the client sends its second flight, a handshake holds a slot
+	 * for a short while only: a peer that stalls after the cookie
+	 * exchange cannot keep it for the whole handshake timeout.
+	 */
+	uint32_t first = env->cfg->limits.handshake_first_flight_s;
+	if (first > env->cfg->limits.handshake_timeout_s)
+		first = env->cfg->limits.handshake_timeout_s;
+	dg_wheel_schedule(env->wheel, &s->life, now_ms + (uint64_t)first * 1000);
 	*out = s;
 	return 0;
 }
@@ -233,6 +253,12 @@ dg_session_auth(const dg_session *s)
 	                              : DG_AUTH_NONE;
 }
 
+int
+dg_session_progressed(const dg_session *s)
+{
+	return s->progressed;
+}
+
 uint64_t
 dg_session_created_ms(const dg_session *s)
 {
@@ -283,35 +309,103 @@ refuse(dg_session *s, const char *reason)
 	return 0;
 }
 
+/* Returns 1 when every byte is printable ASCII (0x20..0x7e). */
+static int
+printable(const uint8_t *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (b[i] < 0x20 || b[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+/*
+ * The key for `identity` derived from the server's secret: what a refused
+ * identity's handshake runs with, so that it fails where a wrong key
+ * fails (the client's Finished does not decrypt) and takes as long.
+ */
+static void
+decoy_key(const dg_session *s, const char *identity, size_t len, unsigned char *key)
+{
+	Hmac h;
+	byte mac[WC_SHA256_DIGEST_SIZE];
+
+	memset(mac, 0, sizeof(mac));
+	if (wc_HmacInit(&h, NULL, INVALID_DEVID) == 0) {
+		if (wc_HmacSetKey(&h, WC_SHA256, s->env->psk_secret, DG_SESSION_PSK_SECRET_LEN) ==
+		            0 &&
+		    wc_HmacUpdate(&h, (const byte *)identity, (word32)len) == 0)
+			wc_HmacFinal(&h, mac);
+		wc_HmacFree(&h);
+	}
+	memcpy(key, mac, DECOY_KEY_LEN);
+	explicit_bzero(mac, sizeof(mac));
+}
+
+/* Why the PSK identity is refused, or NULL; fills in the session's identity when not. */
+static const char *
+judge_psk(dg_session *s, const char *identity, size_t len, const dg_psk_cred **out)
+{
+	const char *id, *slug;
+	size_t id_len, slug_len;
+	const dg_psk_cred *c;
+	const dg_project *p;
+
+	/*
+	 * wolfSSL hands the identity over as a C string: an identity with a
+	 * NUL inside would be cut short. The exact bytes come from the
+	 * ClientKeyExchange itself.
+	 */
+	if (s->wire_identity_len != len || memcmp(s->wire_identity, identity, len) != 0 ||
+	    !printable((const uint8_t *)identity, len))
+		return "PSK identity with a byte outside printable ASCII";
+	if (dg_identity_split(identity, len, &id, &id_len, &slug, &slug_len) != 0)
+		return "malformed PSK identity";
+	p = dg_registry_find_project(s->reg, slug, slug_len);
+	if (p == NULL)
+		return "unknown project";
+	c = dg_registry_find_psk(s->reg, identity, len);
+	if (c == NULL)
+		return "unknown PSK identity";
+	if (!p->enabled)
+		return "project disabled";
+	if (c->device_blocked)
+		return "device blocked";
+	*out = c;
+	return NULL;
+}
+
 unsigned int
 dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
                       unsigned int max_key_len)
 {
 	dg_dtls_io *io = dg_dtls_get_io(ssl);
 	dg_session *s = io != NULL ? io->owner : NULL;
-	const char *id, *slug;
-	size_t id_len, slug_len, len;
-	const dg_psk_cred *c;
-	const dg_project *p;
+	const dg_psk_cred *c = NULL;
+	unsigned char decoy[DECOY_KEY_LEN];
 
-	if (s == NULL || identity == NULL)
+	if (s == NULL || identity == NULL || max_key_len < DECOY_KEY_LEN)
 		return 0;
-	len = strnlen(identity, DG_PSK_MAX_IDENTITY + 1);
+	size_t len = strnlen(identity, DG_PSK_MAX_IDENTITY + 1);
 	snprintf(s->identity, sizeof(s->identity), "%.*s", (int)len, identity);
-	if (dg_identity_split(identity, len, &id, &id_len, &slug, &slug_len) != 0)
-		return (unsigned)refuse(s, "malformed PSK identity");
-	p = dg_registry_find_project(s->reg, slug, slug_len);
-	if (p == NULL)
-		return (unsigned)refuse(s, "unknown project");
-	c = dg_registry_find_psk(s->reg, identity, len);
-	if (c == NULL)
-		return (unsigned)refuse(s, "unknown PSK identity");
-	if (!p->enabled)
-		return (unsigned)refuse(s, "project disabled");
-	if (c->device_blocked)
-		return (unsigned)refuse(s, "device blocked");
-	if (c->key_len > max_key_len)
-		return (unsigned)refuse(s, "PSK too long");
+	/* Made for every identity, so that a known one costs the same time. */
+	decoy_key(s, identity, len, decoy);
+	const char *why = judge_psk(s, identity, len, &c);
+	if (why == NULL && c->key_len > max_key_len)
+		why = "PSK too long";
+	if (why != NULL) {
+		/*
+		 * No alert now: an unknown identity must look like a wrong key
+		 * on the wire. The handshake fails at the client's Finished,
+		 * and the log gives this reason.
+		 */
+		refuse(s, why);
+		s->psk_decoy = 1;
+		memcpy(key, decoy, DECOY_KEY_LEN);
+		explicit_bzero(decoy, sizeof(decoy));
+		return DECOY_KEY_LEN;
+	}
+	explicit_bzero(decoy, sizeof(decoy));
 	memcpy(key, c->key, c->key_len);
 	s->auth = AUTH_PSK;
 	s->project_id = c->project_id;
@@ -451,13 +545,20 @@ schedule_rtx(dg_session *s, uint64_t now_ms)
 	dg_wheel_schedule(s->env->wheel, &s->rtx, now_ms + (uint64_t)t * 1000);
 }
 
-static void read_records(dg_session *s, uint64_t now_ms);
+static void input_records(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms);
 
 static void
 established(dg_session *s, uint64_t now_ms)
 {
 	s->state = DG_SESSION_ESTABLISHED;
 	s->last_rx_ms = now_ms;
+	/*
+	 * The record of an empty plaintext is the shortest this cipher makes;
+	 * a block cipher pads, so one byte more makes a record no longer.
+	 */
+	int out0 = wolfSSL_GetOutputSize(s->ssl, 0), out1 = wolfSSL_GetOutputSize(s->ssl, 1);
+	s->min_record = out0 > DG_DTLS_HEADER_LEN ? (size_t)out0 - DG_DTLS_HEADER_LEN : 0;
+	s->block_cipher = out0 > 0 && out1 == out0;
 	dg_wheel_schedule(s->env->wheel, &s->life,
 	                  now_ms + (uint64_t)s->env->cfg->limits.idle_timeout_s * 1000);
 	log_session(s, DG_LOG_INFO, "session.established", "auth",
@@ -522,12 +623,8 @@ dg_session_provisioned(dg_session *s, const dg_provision_result *res, uint64_t n
 	memcpy(h, s->held, n * sizeof(*h));
 	s->n_held = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (s->state == DG_SESSION_ESTABLISHED) {
-			s->io.rx = h[i].data;
-			s->io.rx_len = h[i].len;
-			read_records(s, now_ms);
-			s->io.rx = NULL;
-		}
+		if (s->state == DG_SESSION_ESTABLISHED)
+			input_records(s, h[i].data, h[i].len, now_ms);
 		free(h[i].data);
 	}
 }
@@ -638,15 +735,22 @@ handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 		log_session(s, DG_LOG_DEBUG, "session.write_failed", NULL, NULL, NULL, NULL);
 }
 
+/*
+ * Reads what wolfSSL made of the record at hand. Only what authenticates
+ * reaches here as data or an alert: wolfSSL silently drops records whose
+ * MAC fails or whose sequence number was seen, and input_records() has
+ * already dropped what wolfSSL would take for a fatal error.
+ */
 static void
 read_records(dg_session *s, uint64_t now_ms)
 {
-	uint8_t plain[PLAIN_MAX];
+	uint8_t plain[DG_DTLS_MAX_PLAINTEXT];
 
-	/* Bounded: one datagram holds at most a few records. */
-	for (int i = 0; i < 64 && s->state == DG_SESSION_ESTABLISHED; i++) {
+	/* Bounded: one record holds one plaintext. */
+	for (int i = 0; i < 4 && s->state == DG_SESSION_ESTABLISHED; i++) {
 		int n = wolfSSL_read(s->ssl, plain, sizeof(plain));
 		if (n > 0) {
+			s->last_rx_ms = now_ms;
 			handle_plaintext(s, plain, (size_t)n, now_ms);
 			continue;
 		}
@@ -676,56 +780,165 @@ hold(dg_session *s, const uint8_t *buf, size_t len)
 	s->held[s->n_held++].len = len;
 }
 
+static void
+drop_record(dg_session *s, const char *reason)
+{
+	if (s->env->metrics != NULL)
+		dg_metrics_dropped(s->env->metrics, reason);
+}
+
+/*
+ * Runs the handshake on what wolfSSL has (the ClientHello the listener
+ * handed over) or on one record. `flight_has_cke` says whether the
+ * datagram of this record carries a ClientKeyExchange: only the client's
+ * own flight may decide that its key is wrong.
+ */
+static void
+handshake_step(dg_session *s, const dg_dtls_record *r, int flight_has_cke, uint64_t now_ms)
+{
+	word32 mac_before = 0, mac_after = 0, replay = 0;
+	dg_dtls_handshake hs;
+
+	if (r != NULL && r->epoch == 0 && dg_dtls_handshake_header(r, &hs) == 0) {
+		const uint8_t *id;
+		size_t id_len;
+		if ((hs.msg_type == 11 || hs.msg_type == 16) && !s->progressed) {
+			/* The second flight: the handshake gets its whole timeout. */
+			s->progressed = 1;
+			dg_wheel_schedule(
+			        s->env->wheel, &s->life,
+			        s->created_ms +
+			                (uint64_t)s->env->cfg->limits.handshake_timeout_s * 1000);
+		}
+		if (hs.msg_type == 16 && dg_dtls_psk_identity(&hs, &id, &id_len) == 0 &&
+		    id_len <= DG_PSK_MAX_IDENTITY) {
+			memcpy(s->wire_identity, id, id_len);
+			s->wire_identity_len = id_len;
+		}
+	}
+	wolfSSL_dtls_get_drop_stats(s->ssl, &mac_before, &replay);
+	if (r != NULL) {
+		s->io.rx = r->raw;
+		s->io.rx_len = r->raw_len;
+	}
+	int ret = wolfSSL_accept(s->ssl);
+	s->io.rx = NULL;
+	s->io.rx_len = 0;
+	if (ret == WOLFSSL_SUCCESS) {
+		handshake_done(s, now_ms);
+		return;
+	}
+	int err = wolfSSL_get_error(s->ssl, ret);
+	if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE) {
+		wolfSSL_dtls_get_drop_stats(s->ssl, &mac_after, &replay);
+		if (mac_after > mac_before && r != NULL && r->epoch == 1 && r->content_type == 22 &&
+		    flight_has_cke && (s->auth == AUTH_PSK || s->psk_decoy)) {
+			/*
+			 * The client's Finished, sent with its ClientKeyExchange,
+			 * did not decrypt under the key we hold for its identity
+			 * (or the decoy of a refused one).
+			 */
+			dg_dtls_send_fatal_alert(&s->io, 51 /* decrypt_error */);
+			handshake_failed(s, s->refusal != NULL ? s->refusal : "wrong key");
+			return;
+		}
+		schedule_rtx(s, now_ms);
+		return;
+	}
+	const char *why = s->refusal;
+	if (why == NULL && (err == NO_PEER_CERT || err == -NO_PEER_CERT))
+		why = "no client certificate";
+	/* wolfSSL's own parser refused the certificate before our judge saw it. */
+	if (why == NULL && err <= ASN_PARSE_E && err > ECC_BAD_ARG_E)
+		why = "malformed certificate";
+	if (why == NULL)
+		why = wolfSSL_ERR_reason_error_string((unsigned long)err);
+	handshake_failed(s, why);
+}
+
+/*
+ * Why an established session drops this record before wolfSSL sees it,
+ * or NULL. RFC 6347 4.1.2.7: what does not authenticate, is malformed or
+ * belongs to no current epoch is discarded silently. These are the
+ * records wolfSSL would answer with a fatal error instead: anything of
+ * another epoch (epoch 0 is plaintext, so anyone can forge it), and
+ * ciphertext too short or misaligned for the session's cipher.
+ */
+static const char *
+screen_record(const dg_session *s, const dg_dtls_record *r)
+{
+	if (r->epoch != 1 || r->content_type == 20)
+		return "epoch";
+	if (r->length < s->min_record || r->length > DG_DTLS_MAX_FRAGMENT ||
+	    (s->block_cipher && (r->length - s->min_record) % 16 != 0))
+		return "bad_record";
+	return NULL;
+}
+
+/* Returns 1 when the datagram carries a ClientKeyExchange record. */
+static int
+has_client_key_exchange(const uint8_t *buf, size_t len)
+{
+	dg_dtls_record r;
+	size_t off = 0;
+	while (dg_dtls_next_record(buf, len, &off, &r) == 0)
+		if (r.epoch == 0 && r.handshake_type == 16)
+			return 1;
+	return 0;
+}
+
+/*
+ * Splits a datagram into records with bounds checks and gives wolfSSL one
+ * record at a time, so that a bad record costs only itself: a length
+ * field that lies ends the datagram (nothing after it can be framed), and
+ * nothing of one datagram is ever joined to the next.
+ */
+static void
+input_records(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms)
+{
+	dg_dtls_record r;
+	size_t off = 0;
+	int rc, cke = -1;
+
+	while (s->state != DG_SESSION_CLOSED &&
+	       (rc = dg_dtls_next_record(buf, len, &off, &r)) == 0) {
+		if (s->state == DG_SESSION_PROVISIONING) {
+			hold(s, r.raw, r.raw_len);
+		} else if (s->state == DG_SESSION_HANDSHAKE) {
+			if (cke < 0)
+				cke = has_client_key_exchange(buf, len);
+			handshake_step(s, &r, cke, now_ms);
+		} else {
+			const char *why = screen_record(s, &r);
+			if (why != NULL) {
+				drop_record(s, why);
+				continue;
+			}
+			s->io.rx = r.raw;
+			s->io.rx_len = r.raw_len;
+			read_records(s, now_ms);
+			s->io.rx = NULL;
+			s->io.rx_len = 0;
+		}
+	}
+	if (rc == -EPROTO && s->state != DG_SESSION_CLOSED)
+		drop_record(s, "bad_record");
+}
+
 void
 dg_session_input(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms)
 {
 	if (s->state == DG_SESSION_CLOSED)
 		return;
-	s->last_rx_ms = now_ms;
-	if (s->state == DG_SESSION_PROVISIONING) {
-		hold(s, buf, len);
+	if (s->state == DG_SESSION_HANDSHAKE)
+		s->last_rx_ms = now_ms;
+	if (buf == NULL) {
+		/* The listener handed over the ClientHello wolfSSL already holds. */
+		if (s->state == DG_SESSION_HANDSHAKE)
+			handshake_step(s, NULL, 0, now_ms);
 		return;
 	}
-	s->io.rx = buf;
-	s->io.rx_len = len;
-
-	if (s->state == DG_SESSION_HANDSHAKE) {
-		int ret = wolfSSL_accept(s->ssl);
-		if (ret == WOLFSSL_SUCCESS) {
-			handshake_done(s, now_ms);
-		} else {
-			int err = wolfSSL_get_error(s->ssl, ret);
-			if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE) {
-				word32 mac_drops = 0, replay_drops = 0;
-				wolfSSL_dtls_get_drop_stats(s->ssl, &mac_drops, &replay_drops);
-				if (s->auth == AUTH_PSK && mac_drops > 0) {
-					/*
-					 * The client's Finished did not decrypt under
-					 * the key we hold for its identity.
-					 */
-					dg_dtls_send_fatal_alert(&s->io, 51 /* decrypt_error */);
-					handshake_failed(s, "wrong key");
-					return;
-				}
-				schedule_rtx(s, now_ms);
-				s->io.rx = NULL;
-				return;
-			}
-			const char *why = s->refusal;
-			if (why == NULL && (err == NO_PEER_CERT || err == -NO_PEER_CERT))
-				why = "no client certificate";
-			/* wolfSSL's own parser refused the certificate before our judge saw it. */
-			if (why == NULL && err <= ASN_PARSE_E && err > ECC_BAD_ARG_E)
-				why = "malformed certificate";
-			if (why == NULL)
-				why = wolfSSL_ERR_reason_error_string((unsigned long)err);
-			handshake_failed(s, why);
-			return;
-		}
-	}
-	if (s->state == DG_SESSION_ESTABLISHED)
-		read_records(s, now_ms);
-	s->io.rx = NULL;
+	input_records(s, buf, len, now_ms);
 }
 
 const char *
@@ -804,7 +1017,7 @@ dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 	}
 	dg_session *s = dg_container_of(e, dg_session, life);
 	if (s->state == DG_SESSION_HANDSHAKE || s->state == DG_SESSION_PROVISIONING) {
-		handshake_failed(s, "handshake timeout");
+		handshake_failed(s, s->refusal != NULL ? s->refusal : "handshake timeout");
 		return;
 	}
 	uint64_t idle_ms = (uint64_t)s->env->cfg->limits.idle_timeout_s * 1000;

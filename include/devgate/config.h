@@ -21,10 +21,13 @@ typedef struct dg_listen_addr {
 } dg_listen_addr;
 
 typedef struct dg_limits {
-	uint32_t max_sessions;          /* 1..10000000, default 100000. */
-	uint32_t max_handshakes;        /* 1..1000000, default 1000. */
-	uint32_t handshake_timeout_s;   /* 1..600, default 30. */
-	uint32_t idle_timeout_s;        /* 10..604800, default 10800. */
+	uint32_t max_sessions;        /* 1..10000000, default 100000. */
+	uint32_t max_handshakes;      /* 1..1000000, default 1000. */
+	uint32_t handshake_timeout_s; /* 1..600, default 30. */
+	/* 1..600, default 5: until the client's second flight (capped by handshake_timeout_s). */
+	uint32_t handshake_first_flight_s;
+	uint32_t max_handshakes_per_source; /* 1..1000000, default 32: per IPv4 /32 or IPv6 /64. */
+	uint32_t idle_timeout_s;            /* 10..604800, default 10800. */
 	uint32_t max_body;              /* 1024..16777216, default 65536: a Block1 body's limit. */
 	uint32_t device_requests_per_s; /* 1..100000, default 20; over it 4.29. */
 	uint32_t shutdown_timeout_s;    /* 1..300, default 5: SIGTERM to exit at the latest. */

@@ -31,8 +31,8 @@ typedef struct dg_dtls_io {
 	uv_udp_t *udp; /* Borrowed: the socket the peer talks to. */
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
-	const uint8_t *rx; /* Borrowed for one wolfSSL call; NULL when consumed. */
-	size_t rx_len;
+	const uint8_t *rx;          /* Borrowed for one wolfSSL call; NULL when consumed. */
+	size_t rx_len;              /* What is left of rx to hand to wolfSSL. */
 	void *owner;                /* The session this I/O belongs to, or NULL for a listener. */
 	struct dg_metrics *metrics; /* Counts datagrams sent, or NULL. */
 	uint64_t tx_datagrams;
@@ -66,22 +66,78 @@ dg_dtls_io *dg_dtls_get_io(WOLFSSL *ssl);
  */
 void dg_dtls_send_fatal_alert(dg_dtls_io *io, uint8_t desc);
 
-/* What the first record of a datagram says about itself. */
+/* The DTLS record header's size, and the largest record fragment a peer may send. */
+#define DG_DTLS_HEADER_LEN 13
+/* 2^14 bytes of plaintext plus the largest expansion (RFC 6347 4.1, RFC 5246 6.2.3). */
+#define DG_DTLS_MAX_FRAGMENT (16384 + 2048)
+/* The largest plaintext one record carries. */
+#define DG_DTLS_MAX_PLAINTEXT 16384
+
+/* One DTLS record of a datagram, as its header says. */
 typedef struct dg_dtls_record {
 	uint8_t content_type; /* 20 ccs, 21 alert, 22 handshake, 23 data, 25 tls12_cid */
 	uint16_t version;     /* 0xfefd for DTLS 1.2, 0xfeff for 1.0 */
 	uint16_t epoch;
-	uint16_t length;    /* Of this record's fragment. */
-	int handshake_type; /* First handshake message type when content_type is 22
-	                       and epoch is 0, else -1. */
+	uint64_t seq;            /* The 48-bit sequence number. */
+	uint16_t length;         /* Of this record's fragment. */
+	int handshake_type;      /* First handshake message type when content_type is 22
+	                            and epoch is 0, else -1. */
+	const uint8_t *raw;      /* The whole record, header included (borrowed). */
+	size_t raw_len;          /* DG_DTLS_HEADER_LEN + length. */
+	const uint8_t *fragment; /* The record's payload (borrowed). */
 } dg_dtls_record;
 
 /*
  * Reads the header of the first DTLS record in `buf`. Returns 0 and fills
  * *rec, or -EPROTO when the datagram is too short, not a DTLS version,
- * carries an unknown content type, or its record length overruns it.
+ * carries an unknown content type, or its record length overruns it. A
+ * tls12_cid record (25) is reported with length 0, since its header has a
+ * Connection ID of a length only the receiver knows.
  */
 int dg_dtls_peek(const uint8_t *buf, size_t len, dg_dtls_record *rec);
+
+/*
+ * Walks the records of a datagram: reads the record at *off, fills *rec
+ * and advances *off past it. Returns 0 for a record, -ENOENT when *off is
+ * at the end, or -EPROTO when what is left is not a whole record (a short
+ * header, a version that is not DTLS, an unknown or tls12_cid content
+ * type, a length field that overruns the datagram); the rest of the
+ * datagram cannot be framed and must be dropped.
+ */
+int dg_dtls_next_record(const uint8_t *buf, size_t len, size_t *off, dg_dtls_record *rec);
+
+/* A handshake message header (RFC 6347 4.2.2) of an epoch-0 record. */
+typedef struct dg_dtls_handshake {
+	uint8_t msg_type;
+	uint32_t length; /* Of the whole message. */
+	uint16_t message_seq;
+	uint32_t fragment_offset;
+	uint32_t fragment_length;
+	const uint8_t *body; /* fragment_length bytes (borrowed). */
+} dg_dtls_handshake;
+
+/*
+ * Reads the first handshake message header of a handshake record.
+ * Returns 0, or -EPROTO when the record is not a handshake record or the
+ * header does not fit it or its fragment overruns the message or the
+ * record.
+ */
+int dg_dtls_handshake_header(const dg_dtls_record *rec, dg_dtls_handshake *hs);
+
+/*
+ * Returns 1 when `hs` is a whole, unfragmented message (offset 0, the
+ * fragment is the whole message), else 0.
+ */
+int dg_dtls_handshake_whole(const dg_dtls_handshake *hs);
+
+/*
+ * Reads the psk_identity that opens a ClientKeyExchange (PSK and
+ * ECDHE-PSK key exchanges, RFC 4279 and 5489) from an unfragmented
+ * message. Returns 0 and points *id (borrowed) and *id_len at its exact
+ * bytes, or -EPROTO when `hs` is not a whole ClientKeyExchange or the
+ * identity overruns it.
+ */
+int dg_dtls_psk_identity(const dg_dtls_handshake *hs, const uint8_t **id, size_t *id_len);
 
 /* Returns 1 when the datagram starts with an epoch-0 ClientHello record. */
 int dg_dtls_is_client_hello(const uint8_t *buf, size_t len);

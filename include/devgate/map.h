@@ -51,6 +51,12 @@ void dg_map_each(const dg_map *m, void (*fn)(void *v, void *arg), void *arg);
 /* Makes the key of a socket address: family, port and address bytes only. */
 void dg_map_key_addr(dg_map_key *k, const struct sockaddr *sa);
 
+/*
+ * Makes the key of the network a socket address belongs to, for limits per
+ * source: the IPv4 address (/32) or the IPv6 /64 prefix; no port.
+ */
+void dg_map_key_source(dg_map_key *k, const struct sockaddr *sa);
+
 /* Makes the key of a 64-bit ID. */
 void dg_map_key_u64(dg_map_key *k, uint64_t id);
 

@@ -19,6 +19,9 @@
 
 typedef struct dg_session dg_session;
 
+/* The length of the server secret that refused PSK identities' decoy keys come from. */
+#define DG_SESSION_PSK_SECRET_LEN 32
+
 typedef enum dg_session_state {
 	DG_SESSION_HANDSHAKE = 0, /* Cookie verified, handshake under way. */
 	DG_SESSION_PROVISIONING,  /* Certificate verified; its device is being found or made. */
@@ -64,6 +67,8 @@ typedef struct dg_session_env {
 	const dg_config *cfg;
 	dg_wheel *wheel;
 	dg_store *store;
+	/* Random for the server's life: refused PSK identities get keys made from it. */
+	const uint8_t *psk_secret;
 	void *owner;
 	/*
 	 * A verified certificate has no device in the snapshot: find or make
@@ -132,6 +137,9 @@ int64_t dg_session_device_id(const dg_session *s);
 uint64_t dg_session_id(const dg_session *s);
 /* DG_AUTH_PSK, DG_AUTH_CERT or DG_AUTH_NONE (metrics.h). */
 int dg_session_auth(const dg_session *s);
+/* Returns 1 once the client sent its second handshake flight, else 0. */
+int dg_session_progressed(const dg_session *s);
+
 /* When the session was created (the loop's clock, ms). */
 uint64_t dg_session_created_ms(const dg_session *s);
 

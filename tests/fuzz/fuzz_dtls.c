@@ -72,6 +72,27 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Record by record, as long as the lengths hold. */
 	while (off < size && peek(data + off, size - off, &rec) == 0 && rec.content_type != 25)
 		off += 13 + (size_t)rec.length;
+	/* The record walker, handshake headers and PSK identities on an exact-size copy. */
+	uint8_t *copy = malloc(size ? size : 1);
+	if (copy == NULL)
+		return 0;
+	memcpy(copy, data, size);
+	off = 0;
+	for (int i = 0; i < 1024 && dg_dtls_next_record(copy, size, &off, &rec) == 0; i++) {
+		dg_dtls_handshake hs;
+		const uint8_t *id;
+		size_t id_len;
+		if (rec.raw + rec.raw_len > copy + size || rec.raw_len != 13 + (size_t)rec.length)
+			abort();
+		if (dg_dtls_handshake_header(&rec, &hs) != 0)
+			continue;
+		if (hs.body + hs.fragment_length > rec.fragment + rec.length)
+			abort();
+		if (dg_dtls_psk_identity(&hs, &id, &id_len) == 0 &&
+		    id + id_len > hs.body + hs.fragment_length)
+			abort();
+	}
+	free(copy);
 	/* Every prefix of a short datagram. */
 	if (size <= 256)
 		for (size_t n = 0; n < size; n++)

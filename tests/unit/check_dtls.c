@@ -289,6 +289,157 @@ START_TEST(test_cid_record)
 }
 END_TEST
 
+/* Writes a handshake record (epoch 0, sequence `seq`) holding one message fragment. */
+static size_t
+hs_record(uint8_t *buf, uint8_t msg_type, uint32_t msg_len, uint32_t off, uint32_t frag_len,
+          const uint8_t *body, uint64_t seq)
+{
+	size_t n = record(buf, 22, 0xfefd, 0, (uint16_t)(12 + frag_len), 12 + frag_len);
+	for (int i = 0; i < 6; i++)
+		buf[5 + i] = (uint8_t)(seq >> (8 * (5 - i)));
+	uint8_t *h = buf + 13;
+	h[0] = msg_type;
+	h[1] = (uint8_t)(msg_len >> 16), h[2] = (uint8_t)(msg_len >> 8), h[3] = (uint8_t)msg_len;
+	h[6] = (uint8_t)(off >> 16), h[7] = (uint8_t)(off >> 8), h[8] = (uint8_t)off;
+	h[9] = (uint8_t)(frag_len >> 16), h[10] = (uint8_t)(frag_len >> 8),
+	h[11] = (uint8_t)frag_len;
+	if (body != NULL)
+		memcpy(h + 12, body, frag_len);
+	return n;
+}
+
+START_TEST(test_next_record_walks_datagram)
+{
+	uint8_t buf[256];
+	size_t n = record(buf, 23, 0xfefd, 1, 20, 20);
+	n += record(buf + n, 21, 0xfefd, 1, 18, 18);
+	n += record(buf + n, 22, 0xfefd, 0, 0, 0);
+	dg_dtls_record r;
+	size_t off = 0;
+
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_uint_eq(r.content_type, 23);
+	ck_assert_uint_eq(r.epoch, 1);
+	ck_assert_uint_eq(r.seq, 7);
+	ck_assert_uint_eq(r.raw_len, 33);
+	ck_assert_ptr_eq(r.raw, buf);
+	ck_assert_ptr_eq(r.fragment, buf + 13);
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_uint_eq(r.content_type, 21);
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_uint_eq(r.length, 0);
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), -ENOENT);
+	ck_assert_uint_eq(off, n);
+}
+END_TEST
+
+START_TEST(test_next_record_lying_length)
+{
+	/* A record claiming 1000 bytes and carrying 40, then a good one: framing is lost. */
+	uint8_t buf[256];
+	size_t n = record(buf, 23, 0xfefd, 1, 1000, 40);
+	n += record(buf + n, 23, 0xfefd, 1, 20, 20);
+	dg_dtls_record r;
+	size_t off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), -EPROTO);
+	/* A good record, then trailing bytes shorter than a header. */
+	n = record(buf, 23, 0xfefd, 1, 20, 20);
+	off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n + 5, &off, &r), 0);
+	ck_assert_int_eq(dg_dtls_next_record(buf, n + 5, &off, &r), -EPROTO);
+	/* A CID record cannot be framed without knowing the CID length. */
+	n = record(buf, 25, 0xfefd, 1, 20, 20);
+	off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), -EPROTO);
+	ck_assert_int_eq(dg_dtls_next_record(NULL, 0, &off, &r), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_handshake_fragments)
+{
+	uint8_t buf[256], body[64];
+	dg_dtls_record r;
+	dg_dtls_handshake hs;
+	size_t off = 0;
+
+	memset(body, 0x41, sizeof(body));
+	/* The first fragment of a ClientHello, sequence 1000: parsed, but not whole. */
+	size_t n = hs_record(buf, 1, 200, 0, 21, body, 1000);
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_uint_eq(r.seq, 1000);
+	ck_assert_int_eq(r.handshake_type, 1);
+	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), 0);
+	ck_assert_uint_eq(hs.length, 200);
+	ck_assert_uint_eq(hs.fragment_length, 21);
+	ck_assert_int_eq(dg_dtls_handshake_whole(&hs), 0);
+	/* A whole message. */
+	n = hs_record(buf, 1, 30, 0, 30, body, 1);
+	off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), 0);
+	ck_assert_int_eq(dg_dtls_handshake_whole(&hs), 1);
+	/* Lying offsets and lengths. */
+	n = hs_record(buf, 1, 30, 20, 20, body, 1); /* Past the end of the message. */
+	off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), -EPROTO);
+	n = hs_record(buf, 1, 30, 0, 10, body, 1);
+	buf[13 + 11] = 40; /* Fragment length beyond the record. */
+	off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), -EPROTO);
+	n = record(buf, 22, 0xfefd, 0, 11, 11); /* Shorter than a handshake header. */
+	off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), -EPROTO);
+	n = record(buf, 23, 0xfefd, 0, 20, 20); /* Not a handshake record. */
+	off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_psk_identity)
+{
+	uint8_t buf[256], body[32];
+	dg_dtls_record r;
+	dg_dtls_handshake hs;
+	const uint8_t *id;
+	size_t id_len, off = 0;
+	static const char ident[] = "dev1@acme\0junk";
+
+	body[0] = 0;
+	body[1] = sizeof(ident) - 1;
+	memcpy(body + 2, ident, sizeof(ident) - 1);
+	size_t n = hs_record(buf, 16, 2 + sizeof(ident) - 1, 0, 2 + sizeof(ident) - 1, body, 3);
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), 0);
+	ck_assert_int_eq(dg_dtls_psk_identity(&hs, &id, &id_len), 0);
+	/* The exact bytes, NUL and all. */
+	ck_assert_uint_eq(id_len, 14);
+	ck_assert_int_eq(memcmp(id, ident, 14), 0);
+	/* An identity length beyond the message. */
+	body[1] = 200;
+	n = hs_record(buf, 16, 16, 0, 16, body, 3);
+	off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), 0);
+	ck_assert_int_eq(dg_dtls_psk_identity(&hs, &id, &id_len), -EPROTO);
+	/* Not a ClientKeyExchange, or a fragment of one. */
+	body[1] = 4;
+	n = hs_record(buf, 1, 16, 0, 16, body, 3);
+	off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), 0);
+	ck_assert_int_eq(dg_dtls_psk_identity(&hs, &id, &id_len), -EPROTO);
+	n = hs_record(buf, 16, 40, 0, 16, body, 3);
+	off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
+	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), 0);
+	ck_assert_int_eq(dg_dtls_psk_identity(&hs, &id, &id_len), -EPROTO);
+}
+END_TEST
+
 static Suite *
 dtls_suite(void)
 {
@@ -305,6 +456,10 @@ dtls_suite(void)
 	tcase_add_test(tc, test_epoch_nonzero);
 	tcase_add_test(tc, test_not_client_hello);
 	tcase_add_test(tc, test_cid_record);
+	tcase_add_test(tc, test_next_record_walks_datagram);
+	tcase_add_test(tc, test_next_record_lying_length);
+	tcase_add_test(tc, test_handshake_fragments);
+	tcase_add_test(tc, test_psk_identity);
 	suite_add_tcase(s, tc);
 	return s;
 }
