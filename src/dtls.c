@@ -232,15 +232,46 @@ dg_dtls_handshake_whole(const dg_dtls_handshake *hs)
 	return hs->fragment_offset == 0 && hs->fragment_length == hs->length;
 }
 
-int
-dg_dtls_psk_identity(const dg_dtls_handshake *hs, const uint8_t **id, size_t *id_len)
+void
+dg_dtls_cke_add(dg_dtls_cke *c, const dg_dtls_handshake *hs)
 {
-	if (hs->msg_type != 16 || !dg_dtls_handshake_whole(hs) || hs->length < 2)
+	size_t lim = hs->length < sizeof(c->bytes) ? hs->length : sizeof(c->bytes);
+
+	if (hs->msg_type != 16 || hs->fragment_offset >= lim)
+		return;
+	size_t end = (size_t)hs->fragment_offset + hs->fragment_length;
+	if (end > lim)
+		end = lim;
+	for (size_t i = hs->fragment_offset; i < end; i++) {
+		uint8_t b = hs->body[i - hs->fragment_offset];
+		uint8_t bit = (uint8_t)(1u << (i % 8));
+		if ((c->have[i / 8] & bit) && c->bytes[i] != b)
+			c->conflict = 1;
+		c->bytes[i] = b;
+		c->have[i / 8] |= bit;
+	}
+}
+
+static int
+cke_has(const dg_dtls_cke *c, size_t i)
+{
+	return (c->have[i / 8] >> (i % 8)) & 1;
+}
+
+int
+dg_dtls_cke_identity(const dg_dtls_cke *c, const uint8_t **id, size_t *id_len)
+{
+	if (c->conflict)
 		return -EPROTO;
-	size_t n = (size_t)hs->body[0] << 8 | hs->body[1];
-	if (n > hs->length - 2)
+	if (!cke_has(c, 0) || !cke_has(c, 1))
+		return -EAGAIN;
+	size_t n = (size_t)c->bytes[0] << 8 | c->bytes[1];
+	if (n > DG_DTLS_MAX_IDENTITY)
 		return -EPROTO;
-	*id = hs->body + 2;
+	for (size_t i = 2; i < 2 + n; i++)
+		if (!cke_has(c, i))
+			return -EAGAIN;
+	*id = c->bytes + 2;
 	*id_len = n;
 	return 0;
 }

@@ -78,10 +78,8 @@ struct dg_session {
 	char subject[DG_SUBJECT_MAX];
 	const char *refusal; /* Why the handshake was refused, or NULL. */
 	int psk_decoy;       /* The PSK callback refused and answered with a decoy key. */
-	int progressed; /* The client sent its second flight (Certificate or ClientKeyExchange). */
-	/* The psk_identity of the last ClientKeyExchange, as its exact bytes. */
-	uint8_t wire_identity[DG_PSK_MAX_IDENTITY + 1];
-	size_t wire_identity_len; /* SIZE_MAX when none was read. */
+	int progressed;  /* The client sent its second flight (Certificate or ClientKeyExchange). */
+	dg_dtls_cke cke; /* The ClientKeyExchange's psk_identity, as its exact bytes. */
 	/* The smallest epoch-1 record this session's cipher makes, and whether it is a block
 	 * cipher. */
 	size_t min_record;
@@ -149,7 +147,6 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->env = env;
 	s->ssl = ssl;
 	s->device_id = -1;
-	s->wire_identity_len = SIZE_MAX;
 	s->io.udp = udp;
 	s->io.peer_len = peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 	                                             : sizeof(struct sockaddr_in);
@@ -356,8 +353,10 @@ judge_psk(dg_session *s, const char *identity, size_t len, const dg_psk_cred **o
 	 * NUL inside would be cut short. The exact bytes come from the
 	 * ClientKeyExchange itself.
 	 */
-	if (s->wire_identity_len != len || memcmp(s->wire_identity, identity, len) != 0 ||
-	    !printable((const uint8_t *)identity, len))
+	const uint8_t *wire;
+	size_t wire_len;
+	if (dg_dtls_cke_identity(&s->cke, &wire, &wire_len) != 0 || wire_len != len ||
+	    memcmp(wire, identity, len) != 0 || !printable(wire, wire_len))
 		return "PSK identity with a byte outside printable ASCII";
 	if (dg_identity_split(identity, len, &id, &id_len, &slug, &slug_len) != 0)
 		return "malformed PSK identity";
@@ -800,8 +799,6 @@ handshake_step(dg_session *s, const dg_dtls_record *r, int flight_has_cke, uint6
 	dg_dtls_handshake hs;
 
 	if (r != NULL && r->epoch == 0 && dg_dtls_handshake_header(r, &hs) == 0) {
-		const uint8_t *id;
-		size_t id_len;
 		if ((hs.msg_type == 11 || hs.msg_type == 16) && !s->progressed) {
 			/* The second flight: the handshake gets its whole timeout. */
 			s->progressed = 1;
@@ -810,11 +807,7 @@ handshake_step(dg_session *s, const dg_dtls_record *r, int flight_has_cke, uint6
 			        s->created_ms +
 			                (uint64_t)s->env->cfg->limits.handshake_timeout_s * 1000);
 		}
-		if (hs.msg_type == 16 && dg_dtls_psk_identity(&hs, &id, &id_len) == 0 &&
-		    id_len <= DG_PSK_MAX_IDENTITY) {
-			memcpy(s->wire_identity, id, id_len);
-			s->wire_identity_len = id_len;
-		}
+		dg_dtls_cke_add(&s->cke, &hs);
 	}
 	wolfSSL_dtls_get_drop_stats(s->ssl, &mac_before, &replay);
 	if (r != NULL) {

@@ -130,14 +130,35 @@ int dg_dtls_handshake_header(const dg_dtls_record *rec, dg_dtls_handshake *hs);
  */
 int dg_dtls_handshake_whole(const dg_dtls_handshake *hs);
 
+/* The longest psk_identity devgate reads (RFC 4279 allows 2^16 - 1; devgate's are shorter). */
+#define DG_DTLS_MAX_IDENTITY 128
+
 /*
- * Reads the psk_identity that opens a ClientKeyExchange (PSK and
- * ECDHE-PSK key exchanges, RFC 4279 and 5489) from an unfragmented
- * message. Returns 0 and points *id (borrowed) and *id_len at its exact
- * bytes, or -EPROTO when `hs` is not a whole ClientKeyExchange or the
- * identity overruns it.
+ * The psk_identity that opens a ClientKeyExchange (PSK and ECDHE-PSK,
+ * RFC 4279 and 5489), gathered from its fragments in any order, so that
+ * the identity is known as its exact bytes (wolfSSL hands it over as a C
+ * string). Zeroed means empty.
  */
-int dg_dtls_psk_identity(const dg_dtls_handshake *hs, const uint8_t **id, size_t *id_len);
+typedef struct dg_dtls_cke {
+	uint8_t bytes[2 + DG_DTLS_MAX_IDENTITY]; /* The message's first bytes. */
+	uint8_t have[(2 + DG_DTLS_MAX_IDENTITY + 7) / 8];
+	int conflict; /* Two fragments disagreed about a byte. */
+} dg_dtls_cke;
+
+/*
+ * Takes in what a ClientKeyExchange fragment `hs` holds of the message's
+ * first bytes; other message types are ignored. Overlapping fragments
+ * must agree, or the identity is refused.
+ */
+void dg_dtls_cke_add(dg_dtls_cke *c, const dg_dtls_handshake *hs);
+
+/*
+ * Returns 0 and points *id (into `c`) and *id_len at the identity's exact
+ * bytes once every byte of it has arrived; -EAGAIN while some are
+ * missing; -EPROTO when fragments disagreed or the identity is longer than
+ * DG_DTLS_MAX_IDENTITY.
+ */
+int dg_dtls_cke_identity(const dg_dtls_cke *c, const uint8_t **id, size_t *id_len);
 
 /* Returns 1 when the datagram starts with an epoch-0 ClientHello record. */
 int dg_dtls_is_client_hello(const uint8_t *buf, size_t len);

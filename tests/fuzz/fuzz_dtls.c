@@ -77,6 +77,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (copy == NULL)
 		return 0;
 	memcpy(copy, data, size);
+	dg_dtls_cke cke;
+	memset(&cke, 0, sizeof(cke));
 	off = 0;
 	for (int i = 0; i < 1024 && dg_dtls_next_record(copy, size, &off, &rec) == 0; i++) {
 		dg_dtls_handshake hs;
@@ -88,8 +90,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			continue;
 		if (hs.body + hs.fragment_length > rec.fragment + rec.length)
 			abort();
-		if (dg_dtls_psk_identity(&hs, &id, &id_len) == 0 &&
-		    id + id_len > hs.body + hs.fragment_length)
+		dg_dtls_cke_add(&cke, &hs);
+		if (dg_dtls_cke_identity(&cke, &id, &id_len) == 0 &&
+		    (id < cke.bytes || id + id_len > cke.bytes + sizeof(cke.bytes)))
 			abort();
 	}
 	free(copy);

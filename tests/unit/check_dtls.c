@@ -399,44 +399,64 @@ START_TEST(test_handshake_fragments)
 }
 END_TEST
 
+/* Reads the handshake header of the single record in buf. */
+static void
+hs_of(const uint8_t *buf, size_t n, dg_dtls_record *r, dg_dtls_handshake *hs)
+{
+	size_t off = 0;
+	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, r), 0);
+	ck_assert_int_eq(dg_dtls_handshake_header(r, hs), 0);
+}
+
 START_TEST(test_psk_identity)
 {
 	uint8_t buf[256], body[32];
 	dg_dtls_record r;
 	dg_dtls_handshake hs;
 	const uint8_t *id;
-	size_t id_len, off = 0;
+	size_t id_len;
 	static const char ident[] = "dev1@acme\0junk";
+	const size_t n = 2 + sizeof(ident) - 1;
+	dg_dtls_cke c;
 
 	body[0] = 0;
 	body[1] = sizeof(ident) - 1;
 	memcpy(body + 2, ident, sizeof(ident) - 1);
-	size_t n = hs_record(buf, 16, 2 + sizeof(ident) - 1, 0, 2 + sizeof(ident) - 1, body, 3);
-	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
-	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), 0);
-	ck_assert_int_eq(dg_dtls_psk_identity(&hs, &id, &id_len), 0);
-	/* The exact bytes, NUL and all. */
+	/* A whole message: the exact bytes, NUL and all. */
+	memset(&c, 0, sizeof(c));
+	ck_assert_int_eq(dg_dtls_cke_identity(&c, &id, &id_len), -EAGAIN);
+	hs_of(buf, hs_record(buf, 16, n, 0, n, body, 3), &r, &hs);
+	dg_dtls_cke_add(&c, &hs);
+	ck_assert_int_eq(dg_dtls_cke_identity(&c, &id, &id_len), 0);
 	ck_assert_uint_eq(id_len, 14);
 	ck_assert_int_eq(memcmp(id, ident, 14), 0);
-	/* An identity length beyond the message. */
-	body[1] = 200;
-	n = hs_record(buf, 16, 16, 0, 16, body, 3);
-	off = 0;
-	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
-	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), 0);
-	ck_assert_int_eq(dg_dtls_psk_identity(&hs, &id, &id_len), -EPROTO);
-	/* Not a ClientKeyExchange, or a fragment of one. */
-	body[1] = 4;
-	n = hs_record(buf, 1, 16, 0, 16, body, 3);
-	off = 0;
-	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
-	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), 0);
-	ck_assert_int_eq(dg_dtls_psk_identity(&hs, &id, &id_len), -EPROTO);
-	n = hs_record(buf, 16, 40, 0, 16, body, 3);
-	off = 0;
-	ck_assert_int_eq(dg_dtls_next_record(buf, n, &off, &r), 0);
-	ck_assert_int_eq(dg_dtls_handshake_header(&r, &hs), 0);
-	ck_assert_int_eq(dg_dtls_psk_identity(&hs, &id, &id_len), -EPROTO);
+	/* Overlapping fragments out of order: complete only when every byte came. */
+	memset(&c, 0, sizeof(c));
+	hs_of(buf, hs_record(buf, 16, n, 4, n - 4, body + 4, 3), &r, &hs);
+	dg_dtls_cke_add(&c, &hs);
+	ck_assert_int_eq(dg_dtls_cke_identity(&c, &id, &id_len), -EAGAIN);
+	hs_of(buf, hs_record(buf, 16, n, 0, 3, body, 3), &r, &hs);
+	dg_dtls_cke_add(&c, &hs);
+	ck_assert_int_eq(dg_dtls_cke_identity(&c, &id, &id_len), -EAGAIN);
+	hs_of(buf, hs_record(buf, 16, n, 2, 3, body + 2, 3), &r, &hs);
+	dg_dtls_cke_add(&c, &hs);
+	ck_assert_int_eq(dg_dtls_cke_identity(&c, &id, &id_len), 0);
+	ck_assert_uint_eq(id_len, 14);
+	ck_assert_int_eq(memcmp(id, ident, 14), 0);
+	/* A fragment that disagrees with what came before: refused for good. */
+	body[5] = 'X';
+	hs_of(buf, hs_record(buf, 16, n, 4, 4, body + 4, 3), &r, &hs);
+	dg_dtls_cke_add(&c, &hs);
+	ck_assert_int_eq(dg_dtls_cke_identity(&c, &id, &id_len), -EPROTO);
+	/* Another message type is ignored; an identity too long is refused. */
+	memset(&c, 0, sizeof(c));
+	hs_of(buf, hs_record(buf, 1, n, 0, n, body, 3), &r, &hs);
+	dg_dtls_cke_add(&c, &hs);
+	ck_assert_int_eq(dg_dtls_cke_identity(&c, &id, &id_len), -EAGAIN);
+	body[0] = 1;
+	hs_of(buf, hs_record(buf, 16, n, 0, n, body, 3), &r, &hs);
+	dg_dtls_cke_add(&c, &hs);
+	ck_assert_int_eq(dg_dtls_cke_identity(&c, &id, &id_len), -EPROTO);
 }
 END_TEST
 
