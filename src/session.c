@@ -85,6 +85,7 @@ struct dg_session {
 	/* Observations (RFC 7641) and the one notification in flight. */
 	observer *obs;
 	size_t n_obs;
+	size_t cap_obs; /* Entries allocated in obs: the limit may change under a live session. */
 	uint32_t obs_seq;
 	dg_wheel_entry notify_rtx;
 	uint8_t *inflight; /* The CON notification as sent, or NULL. */
@@ -885,12 +886,19 @@ dg_session_observe(dg_session *s, const dg_coap_request *req, const char *path, 
 		    memcmp(s->obs[i].token, req->token, req->token_len) == 0)
 			o = &s->obs[i];
 	if (o == NULL) {
+		/*
+		 * The limit is read live (SIGHUP may raise or lower it); the
+		 * array only ever grows by the session's own capacity, so a
+		 * raised limit never lets it write past what it allocated.
+		 */
 		if (s->n_obs >= s->env->cfg->limits.max_observers)
 			return -ENOSPC;
-		if (s->obs == NULL) {
-			s->obs = calloc(s->env->cfg->limits.max_observers, sizeof(*s->obs));
-			if (s->obs == NULL)
+		if (s->n_obs == s->cap_obs) {
+			observer *grown = realloc(s->obs, (s->cap_obs + 1) * sizeof(*s->obs));
+			if (grown == NULL)
 				return -ENOSPC;
+			s->obs = grown;
+			s->cap_obs++;
 		}
 		o = &s->obs[s->n_obs++];
 	}
