@@ -37,6 +37,8 @@ enum auth { AUTH_NONE = 0, AUTH_PSK, AUTH_CERT };
 #define ACK_TIMEOUT_MS 2000
 #define MAX_RETRANSMIT 4
 #define OBS_PATH_MAX   256
+/* Max-Age of the 5.03 answered when the store's write queue is full. */
+#define STORE_BUSY_MAX_AGE_S 1
 
 typedef struct observer {
 	uint8_t token[DG_COAP_MAX_TOKEN];
@@ -840,8 +842,10 @@ dg_session_defer(dg_session *s, const dg_coap_request *req, dg_coap_response *re
 	memcpy(d->token, req->token, req->token_len);
 	d->token_len = req->token_len;
 	if (s->env->submit(s->env->owner, d) != 0) {
+		/* The store's write queue is full (limits.max_write_queue): try again soon. */
 		dg_deferred_free(d);
-		resp->code = DG_COAP_SERVICE_UNAVAILABLE;
+		dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE, "store busy");
+		resp->max_age = STORE_BUSY_MAX_AGE_S;
 		return;
 	}
 	resp->deferred = 1;

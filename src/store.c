@@ -51,6 +51,7 @@ struct dg_store {
 	store_op *head, *tail;
 	uint64_t queued;    /* Ops queued so far. */
 	uint64_t committed; /* Ops committed (or failed) so far. */
+	uint64_t max_queue; /* Ops queued and not committed, at most. */
 	int stopping;
 	int write_error;
 };
@@ -332,6 +333,7 @@ dg_store_open(const char *path, int flags, dg_store **out, char *err, size_t err
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);
 	pthread_cond_init(&st->done_cv, NULL);
+	st->max_queue = DG_STORE_DEFAULT_MAX_QUEUE;
 
 	rc = mkdir_parents(path);
 	if (rc != 0) {
@@ -388,10 +390,28 @@ dg_store_schema_version(dg_store *st)
 	return get_user_version(st->db);
 }
 
-static void
+void
+dg_store_set_max_queue(dg_store *st, uint64_t max_queue)
+{
+	pthread_mutex_lock(&st->mu);
+	st->max_queue = max_queue > 0 ? max_queue : 1;
+	pthread_mutex_unlock(&st->mu);
+}
+
+/*
+ * Queues one op, or frees it and returns -EAGAIN when max_queue ops are
+ * already waiting for their commit (the batch being written included).
+ */
+static int
 enqueue(dg_store *st, store_op *op)
 {
 	pthread_mutex_lock(&st->mu);
+	if (st->queued - st->committed >= st->max_queue) {
+		pthread_mutex_unlock(&st->mu);
+		free(op->cert_id);
+		free(op);
+		return -EAGAIN;
+	}
 	if (st->tail != NULL)
 		st->tail->next = op;
 	else
@@ -400,6 +420,7 @@ enqueue(dg_store *st, store_op *op)
 	st->queued++;
 	pthread_cond_signal(&st->cv);
 	pthread_mutex_unlock(&st->mu);
+	return 0;
 }
 
 int
@@ -415,8 +436,7 @@ dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms)
 	op->kind = OP_TOUCH;
 	op->device_id = device_id;
 	op->ts_ms = ts_ms;
-	enqueue(st, op);
-	return 0;
+	return enqueue(st, op);
 }
 
 int
@@ -434,8 +454,7 @@ dg_store_job(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void
 	op->run = run;
 	op->job_done = done;
 	op->arg = arg;
-	enqueue(st, op);
-	return 0;
+	return enqueue(st, op);
 }
 
 int
@@ -479,8 +498,7 @@ dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_id,
 	op->project_id = project_id;
 	op->done = done;
 	op->arg = arg;
-	enqueue(st, op);
-	return 0;
+	return enqueue(st, op);
 }
 
 uint64_t

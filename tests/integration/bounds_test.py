@@ -75,10 +75,39 @@ def test_observers_after_raised_limit(d):
     assert d.proc.poll() is None, d.logtext()
 
 
+def test_write_queue_full_503(d):
+    """With limits.max_write_queue=1 and the writer held (another process
+    holds the database's write lock), a second write is answered at once
+    with 5.03 and Max-Age instead of growing the queue; after the lock goes,
+    writes are taken again."""
+    import sqlite3
+    pipe = cp.CoapPipe(d.port, "dev1@acme", g.KEY)
+    db = sqlite3.connect(os.path.join(d.dir, "var", "devgate.db"), timeout=5,
+                         isolation_level=None)
+    try:
+        assert d.wait_log(r"session.established"), d.logtext()
+        t = pipe.send(cp.POST, ".s/x", content_format=50, payload=b'{"n": 0}')
+        assert pipe.wait_answer(t) == "2.04", pipe.rx
+        db.execute("BEGIN IMMEDIATE")
+        held = pipe.send(cp.POST, ".s/x", content_format=50, payload=b'{"n": 1}')
+        t = pipe.send(cp.POST, ".s/x", content_format=50, payload=b'{"n": 2}')
+        assert pipe.wait_answer(t, 2.0) == "5.03", pipe.rx
+        assert pipe.options(t).get(14) == [b"\x01"], pipe.options(t)  # Max-Age: 1
+        db.execute("ROLLBACK")
+        assert pipe.wait_answer(held, 8.0) == "2.04", pipe.rx
+        t = pipe.send(cp.POST, ".s/x", content_format=50, payload=b'{"n": 3}')
+        assert pipe.wait_answer(t) == "2.04", pipe.rx
+    finally:
+        db.close()
+        pipe.close()
+
+
 LIMITS = {"max_observers": 2, "device_requests_per_s": 1000}
 
 TESTS = [
     (test_observers_after_raised_limit, {"limits": dict(LIMITS)}),
+    (test_write_queue_full_503, {"limits": {"max_write_queue": 1,
+                                            "device_requests_per_s": 1000}}),
 ]
 
 

@@ -110,6 +110,31 @@ class CoapPipe:
                 out.append(((self.rx[i - 4] >> 4) & 3, "%d.%02d" % (c >> 5, c & 31), mid))
             i += 1
 
+    def options(self, token):
+        """The options {number: [bytes]} of the first message seen with this token."""
+        i = self.rx.find(token)
+        if i < 4:
+            return {}
+        pos, num, out = i + len(token), 0, {}
+        while pos < len(self.rx) and self.rx[pos] != 0xff:
+            b = self.rx[pos]
+            pos += 1
+            vals = []
+            for n in (b >> 4, b & 15):
+                if n == 13:
+                    n = self.rx[pos] + 13
+                    pos += 1
+                elif n == 14:
+                    n = (self.rx[pos] << 8 | self.rx[pos + 1]) + 269
+                    pos += 2
+                elif n == 15:
+                    return out
+                vals.append(n)
+            num += vals[0]
+            out.setdefault(num, []).append(bytes(self.rx[pos:pos + vals[1]]))
+            pos += vals[1]
+        return out
+
     def wait_answer(self, token, timeout=5.0):
         """The first response code seen with this token, or None after `timeout`."""
         deadline = time.time() + timeout
