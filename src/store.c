@@ -1205,6 +1205,15 @@ find_device(sqlite3 *db, const char *where, int64_t pid, const char *text, int64
 	return rc;
 }
 
+/*
+ * Finds or makes the device of a certificate's first connection. It does
+ * not bump the registry serial: a rebuild costs O(devices) and a
+ * revalidation pass O(sessions) on the loop, and a first connection must
+ * cost neither. The session takes its device from the result; the snapshot
+ * learns the certificate ID at its next rebuild (an import, or a CLI change
+ * such as a block, which bumps the serial itself), and until then a second
+ * connection of the certificate is provisioned again, which finds this row.
+ */
 static void
 provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result *res)
 {
@@ -1236,9 +1245,6 @@ provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result 
 		if (rc != 0)
 			goto fail;
 		res->attached = 1;
-		rc = bump_serial(db);
-		if (rc != 0)
-			goto fail;
 		goto found;
 	}
 	if (rc < 0)
@@ -1274,10 +1280,6 @@ provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result 
 			id = sqlite3_last_insert_rowid(db);
 			snprintf(res->name, sizeof(res->name), "%s", name);
 			res->created = 1;
-			/* The daemon's snapshot learns the new certificate ID at its next poll. */
-			rc = bump_serial(db);
-			if (rc != 0)
-				goto fail;
 			goto found;
 		}
 	}
