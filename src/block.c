@@ -181,6 +181,12 @@ dg_block1_add(dg_block1 *b, const dg_block_opt *opt, const uint8_t *data, size_t
 	return DG_BLOCK1_CONTINUE;
 }
 
+size_t
+dg_block1_max_body(const dg_block1 *b)
+{
+	return b->max_body;
+}
+
 const uint8_t *
 dg_block1_body(const dg_block1 *b, size_t *len)
 {

@@ -144,6 +144,12 @@ static const key_spec limit_keys[] = {
          .min = 1,
          .max = 1024,
          .def = 16},
+        {.name = "max_write_queue",
+         .kind = KIND_UINT,
+         .offset = offsetof(dg_config, limits.max_write_queue),
+         .min = 1,
+         .max = 10000000,
+         .def = 10000},
         {.name = NULL},
 };
 

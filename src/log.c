@@ -2,6 +2,7 @@
  * Logging to stderr, one line per event, as text or JSON.
  */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdint.h>
@@ -11,11 +12,16 @@
 
 #include "devgate/log.h"
 
-/* Set once by dg_log_init() before any thread starts; read-only afterwards. */
-static dg_log_level log_threshold = DG_LOG_INFO;
-static dg_log_format log_format = DG_LOG_TEXT;
+/*
+ * Set by dg_log_init() at start-up and again on SIGHUP, while the writer
+ * and metrics threads log: each is one atomic word, stored and loaded
+ * relaxed (a line is written under the old or the new settings, never
+ * under a torn one; each line reads each setting once).
+ */
+static _Atomic int log_threshold = DG_LOG_INFO;
+static _Atomic int log_format = DG_LOG_TEXT;
 /* stderr is journald's stream: syslog priority prefixes, no timestamps. */
-static int log_journal;
+static _Atomic int log_journal;
 
 /* Repeated-line limiting, used from the loop thread only. */
 #define RL_EVENTS     16
@@ -45,15 +51,15 @@ stderr_is_journal(void)
 void
 dg_log_init(dg_log_level level, dg_log_format format)
 {
-	log_threshold = level;
-	log_format = format;
-	log_journal = stderr_is_journal();
+	atomic_store_explicit(&log_threshold, (int)level, memory_order_relaxed);
+	atomic_store_explicit(&log_format, (int)format, memory_order_relaxed);
+	atomic_store_explicit(&log_journal, stderr_is_journal(), memory_order_relaxed);
 }
 
 int
 dg_log_enabled(dg_log_level level)
 {
-	return level <= log_threshold;
+	return (int)level <= atomic_load_explicit(&log_threshold, memory_order_relaxed);
 }
 
 /*
@@ -140,8 +146,10 @@ emit(dg_log_level level, const char *event, const char *const *kv, int n, const 
 	char buf[2048];
 	size_t pos = 0;
 	const size_t cap = sizeof(buf) - 2;
+	const int format = atomic_load_explicit(&log_format, memory_order_relaxed);
+	const int journal = atomic_load_explicit(&log_journal, memory_order_relaxed);
 
-	if (log_format == DG_LOG_JSON) {
+	if (format == DG_LOG_JSON) {
 		put_raw(buf, cap, &pos, "{\"ts\":\"");
 		put_timestamp(buf, cap, &pos);
 		put_raw(buf, cap, &pos, "\",\"level\":\"");
@@ -167,7 +175,7 @@ emit(dg_log_level level, const char *event, const char *const *kv, int n, const 
 		}
 		put_raw(buf, cap, &pos, "}");
 	} else {
-		if (log_journal) {
+		if (journal) {
 			/* journald stamps the time itself and reads the priority from <N>. */
 			static const char *const prio[] = {"<3>", "<4>", "<6>", "<7>"};
 			put_raw(buf, cap, &pos, prio[level]);

@@ -217,6 +217,7 @@ cmd_serve(int argc, char **argv)
 		dg_log(DG_LOG_ERROR, "store.error", "%s", err);
 		goto out;
 	}
+	dg_store_set_max_queue(store, cfg->limits.max_write_queue);
 	cert = cfg->server_cert;
 	key = cfg->server_key;
 	if (cert == NULL) {

@@ -947,6 +947,7 @@ reload_config(dg_server *srv)
 	                      strcmp(cfg->metrics_listen.text, old->metrics_listen.text) != 0);
 	dg_log_init(cfg->log_level, cfg->log_format);
 	/* Sessions read limits through the env on every use: they follow at once. */
+	dg_store_set_max_queue(srv->store, cfg->limits.max_write_queue);
 	srv->cfg = cfg;
 	srv->env.cfg = cfg;
 	dg_config_free(srv->owned_cfg);

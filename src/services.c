@@ -297,7 +297,8 @@ dg_svc_stream(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respon
 	}
 	case DG_BLOCK1_TOO_LARGE:
 		dg_coap_set_text(resp, DG_COAP_REQUEST_TOO_LARGE, "body too large");
-		resp->size1 = dg_session_config(rc->session)->limits.max_body;
+		/* The transfer's own limit: a reload may have changed the configured one since. */
+		resp->size1 = (int64_t)dg_block1_max_body(b);
 		dg_session_block1_end(rc->session);
 		return;
 	case DG_BLOCK1_INCOMPLETE:

@@ -40,6 +40,8 @@ enum auth { AUTH_NONE = 0, AUTH_PSK, AUTH_CERT };
 #define ACK_TIMEOUT_MS 2000
 #define MAX_RETRANSMIT 4
 #define OBS_PATH_MAX   256
+/* Max-Age of the 5.03 answered when the store's write queue is full. */
+#define STORE_BUSY_MAX_AGE_S 1
 
 typedef struct observer {
 	uint8_t token[DG_COAP_MAX_TOKEN];
@@ -95,6 +97,7 @@ struct dg_session {
 	/* Observations (RFC 7641) and the one notification in flight. */
 	observer *obs;
 	size_t n_obs;
+	size_t cap_obs; /* Entries allocated in obs: the limit may change under a live session. */
 	uint32_t obs_seq;
 	dg_wheel_entry notify_rtx;
 	uint8_t *inflight; /* The CON notification as sent, or NULL. */
@@ -1045,8 +1048,10 @@ dg_session_defer(dg_session *s, const dg_coap_request *req, dg_coap_response *re
 	memcpy(d->token, req->token, req->token_len);
 	d->token_len = req->token_len;
 	if (s->env->submit(s->env->owner, d) != 0) {
+		/* The store's write queue is full (limits.max_write_queue): try again soon. */
 		dg_deferred_free(d);
-		resp->code = DG_COAP_SERVICE_UNAVAILABLE;
+		dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE, "store busy");
+		resp->max_age = STORE_BUSY_MAX_AGE_S;
 		return;
 	}
 	resp->deferred = 1;
@@ -1091,12 +1096,19 @@ dg_session_observe(dg_session *s, const dg_coap_request *req, const char *path, 
 		    memcmp(s->obs[i].token, req->token, req->token_len) == 0)
 			o = &s->obs[i];
 	if (o == NULL) {
+		/*
+		 * The limit is read live (SIGHUP may raise or lower it); the
+		 * array only ever grows by the session's own capacity, so a
+		 * raised limit never lets it write past what it allocated.
+		 */
 		if (s->n_obs >= s->env->cfg->limits.max_observers)
 			return -ENOSPC;
-		if (s->obs == NULL) {
-			s->obs = calloc(s->env->cfg->limits.max_observers, sizeof(*s->obs));
-			if (s->obs == NULL)
+		if (s->n_obs == s->cap_obs) {
+			observer *grown = realloc(s->obs, (s->cap_obs + 1) * sizeof(*s->obs));
+			if (grown == NULL)
 				return -ENOSPC;
+			s->obs = grown;
+			s->cap_obs++;
 		}
 		o = &s->obs[s->n_obs++];
 	}

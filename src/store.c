@@ -51,6 +51,7 @@ struct dg_store {
 	store_op *head, *tail;
 	uint64_t queued;    /* Ops queued so far. */
 	uint64_t committed; /* Ops committed (or failed) so far. */
+	uint64_t max_queue; /* Ops queued and not committed, at most. */
 	int stopping;
 	int write_error;
 };
@@ -332,6 +333,7 @@ dg_store_open(const char *path, int flags, dg_store **out, char *err, size_t err
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);
 	pthread_cond_init(&st->done_cv, NULL);
+	st->max_queue = DG_STORE_DEFAULT_MAX_QUEUE;
 
 	rc = mkdir_parents(path);
 	if (rc != 0) {
@@ -388,10 +390,28 @@ dg_store_schema_version(dg_store *st)
 	return get_user_version(st->db);
 }
 
-static void
+void
+dg_store_set_max_queue(dg_store *st, uint64_t max_queue)
+{
+	pthread_mutex_lock(&st->mu);
+	st->max_queue = max_queue > 0 ? max_queue : 1;
+	pthread_mutex_unlock(&st->mu);
+}
+
+/*
+ * Queues one op, or frees it and returns -EAGAIN when max_queue ops are
+ * already waiting for their commit (the batch being written included).
+ */
+static int
 enqueue(dg_store *st, store_op *op)
 {
 	pthread_mutex_lock(&st->mu);
+	if (st->queued - st->committed >= st->max_queue) {
+		pthread_mutex_unlock(&st->mu);
+		free(op->cert_id);
+		free(op);
+		return -EAGAIN;
+	}
 	if (st->tail != NULL)
 		st->tail->next = op;
 	else
@@ -400,6 +420,7 @@ enqueue(dg_store *st, store_op *op)
 	st->queued++;
 	pthread_cond_signal(&st->cv);
 	pthread_mutex_unlock(&st->mu);
+	return 0;
 }
 
 int
@@ -415,8 +436,7 @@ dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms)
 	op->kind = OP_TOUCH;
 	op->device_id = device_id;
 	op->ts_ms = ts_ms;
-	enqueue(st, op);
-	return 0;
+	return enqueue(st, op);
 }
 
 int
@@ -434,8 +454,7 @@ dg_store_job(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void
 	op->run = run;
 	op->job_done = done;
 	op->arg = arg;
-	enqueue(st, op);
-	return 0;
+	return enqueue(st, op);
 }
 
 int
@@ -479,8 +498,7 @@ dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_id,
 	op->project_id = project_id;
 	op->done = done;
 	op->arg = arg;
-	enqueue(st, op);
-	return 0;
+	return enqueue(st, op);
 }
 
 uint64_t
@@ -1187,6 +1205,15 @@ find_device(sqlite3 *db, const char *where, int64_t pid, const char *text, int64
 	return rc;
 }
 
+/*
+ * Finds or makes the device of a certificate's first connection. It does
+ * not bump the registry serial: a rebuild costs O(devices) and a
+ * revalidation pass O(sessions) on the loop, and a first connection must
+ * cost neither. The session takes its device from the result; the snapshot
+ * learns the certificate ID at its next rebuild (an import, or a CLI change
+ * such as a block, which bumps the serial itself), and until then a second
+ * connection of the certificate is provisioned again, which finds this row.
+ */
 static void
 provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result *res)
 {
@@ -1218,9 +1245,6 @@ provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result 
 		if (rc != 0)
 			goto fail;
 		res->attached = 1;
-		rc = bump_serial(db);
-		if (rc != 0)
-			goto fail;
 		goto found;
 	}
 	if (rc < 0)
@@ -1256,10 +1280,6 @@ provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result 
 			id = sqlite3_last_insert_rowid(db);
 			snprintf(res->name, sizeof(res->name), "%s", name);
 			res->created = 1;
-			/* The daemon's snapshot learns the new certificate ID at its next poll. */
-			rc = bump_serial(db);
-			if (rc != 0)
-				goto fail;
 			goto found;
 		}
 	}

@@ -51,6 +51,12 @@ void dg_block1_free(dg_block1 *b);
 dg_block1_status dg_block1_add(dg_block1 *b, const dg_block_opt *opt, const uint8_t *data,
                                size_t len, int64_t size1, dg_block_opt *answer);
 
+/*
+ * The largest body this transfer takes: the limit it was started with,
+ * whatever a reload changed since (the Size1 to answer with TOO_LARGE).
+ */
+size_t dg_block1_max_body(const dg_block1 *b);
+
 /* The assembled body (borrowed) and its length, after DONE. */
 const uint8_t *dg_block1_body(const dg_block1 *b, size_t *len);
 

@@ -32,6 +32,7 @@ typedef struct dg_limits {
 	uint32_t device_requests_per_s; /* 1..100000, default 20; over it 4.29. */
 	uint32_t shutdown_timeout_s;    /* 1..300, default 5: SIGTERM to exit at the latest. */
 	uint32_t max_observers;         /* 1..1024, default 16: observations per device. */
+	uint32_t max_write_queue;       /* 1..10000000, default 10000: the store's queued writes. */
 } dg_limits;
 
 typedef struct dg_config {

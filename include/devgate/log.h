@@ -2,9 +2,10 @@
  * Logging: one line per event on stderr, as text (key=value fields) or as
  * one JSON object per line.
  *
- * The level and format are set once at start-up by dg_log_init() and only
- * read afterwards; this is the one piece of process-wide state, as in
- * OpenBSD's log.c, so that every module can log without a handle.
+ * The level and format are set at start-up by dg_log_init() and again on
+ * SIGHUP; they are atomics, so any thread may log while they change. This
+ * is the one piece of process-wide state, as in OpenBSD's log.c, so that
+ * every module can log without a handle.
  */
 #ifndef DEVGATE_LOG_H
 #define DEVGATE_LOG_H
@@ -24,7 +25,11 @@ typedef enum dg_log_format {
 	DG_LOG_JSON = 1,
 } dg_log_format;
 
-/* Sets the threshold and format. Call before any thread is started. */
+/*
+ * Sets the threshold and format (and whether stderr is journald's stream).
+ * Safe while other threads log: each line is written wholly under the old
+ * or wholly under the new settings.
+ */
 void dg_log_init(dg_log_level level, dg_log_format format);
 
 /* Returns nonzero when a line of this level would be written. */

@@ -93,10 +93,22 @@ typedef struct dg_device_row {
  */
 int dg_store_each_device(dg_store *st, int (*cb)(void *arg, const dg_device_row *row), void *arg);
 
+/* The bound of the write queue until dg_store_set_max_queue() says otherwise. */
+#define DG_STORE_DEFAULT_MAX_QUEUE 10000
+
+/*
+ * Bounds the write queue: once `max_queue` writes wait for their commit
+ * (the batch being written included), dg_store_touch_device(),
+ * dg_store_job() and dg_store_provision_async() refuse with -EAGAIN until
+ * the writer catches up. Safe from any thread, at any time (a reload).
+ */
+void dg_store_set_max_queue(dg_store *st, uint64_t max_queue);
+
 /*
  * Queues an update of a device's last_seen to `ts_ms`. Never blocks on
  * the disk; the writer thread commits queued writes in batches. Returns 0,
- * or -ENOMEM, or -EPIPE when the store has no writer.
+ * or -ENOMEM, or -EAGAIN when the queue is full, or -EPIPE when the store
+ * has no writer.
  */
 int dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms);
 
@@ -232,7 +244,8 @@ void dg_store_provision(dg_store *st, int64_t project_id, const char *cert_id,
 /*
  * As dg_store_provision(), on the writer thread: `done` is called there
  * with the result (borrowed for the call). Returns 0, or -EPIPE without a
- * writer, or -ENOMEM; `done` is not called then.
+ * writer, -EAGAIN when the queue is full, or -ENOMEM; `done` is not called
+ * then.
  */
 int dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_id,
                              void (*done)(void *arg, const dg_provision_result *res), void *arg);
@@ -245,7 +258,8 @@ typedef struct sqlite3 sqlite3;
  * returns 0, ROLLBACK otherwise), then `done` with the outcome, on the
  * writer thread too. `done` is called only after the commit is on disk, so
  * whatever it acknowledges survives a crash. Returns 0, -EPIPE without a
- * writer, or -ENOMEM (neither callback is called then).
+ * writer, -EAGAIN when the queue is full, or -ENOMEM (neither callback is
+ * called then).
  */
 int dg_store_job(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void *arg, int rc),
                  void *arg);

@@ -694,6 +694,40 @@ def test_ztp_concurrent_first_handshakes(d, P):
 
 # --- the list ----------------------------------------------------------------------------
 
+def test_ztp_first_connections_no_rebuild(d, P):
+    """Six first connections of new certificates make six devices without a
+    registry rebuild (no "reload.done" line: provisioning does not bump the
+    registry serial, the session learns its device from the provisioning
+    result); a CLI block still closes the live session of one of them, and
+    unblocking lets it back in."""
+    mark = log_mark(d)
+    names = [P.name("ztp-norebuild") for _ in range(5)]
+    for name in names:
+        rc, out = cert_s_client(d, P.leaf(P.acme, cn=name))
+        assert handshake_ok(rc, out), out[-3000:]
+    last = P.name("ztp-live")
+    leaf = P.leaf(P.acme, cn=last)
+    live = live_cert(d, leaf)
+    try:
+        wait_established(d, last, mark, auth="cert")
+        assert len(events(d, "device.provisioned", mark)) == 6, tail(d)
+        time.sleep(1.2)  # more than two polls of the store's registry serial
+        assert not events(d, "reload.done", mark), "a first connection rebuilt the registry" + tail(d)
+        t0 = time.time()
+        start = log_mark(d)
+        rc, out = devgate_cli(d, "devices", "block", "acme", last)
+        assert rc == 0, out
+        expect_closed(d, live, last, "device blocked", t0, start)
+    finally:
+        live.stop()
+    expect_refused(d, leaf, "device blocked", project="acme")
+    rc, out = devgate_cli(d, "devices", "unblock", "acme", last)
+    assert rc == 0, out
+    time.sleep(1.0)
+    rc, out = cert_s_client(d, leaf)
+    assert handshake_ok(rc, out), out[-3000:]
+
+
 def acme_only(P, **extra):
     kw = {"files": cas("acme", P.acme)}
     kw.update(extra)
@@ -758,6 +792,7 @@ TESTS = [
     (test_ztp_auto_provision_off,
      lambda P: acme_only(P, project_json={"acme": {"auto_provision": False}})),
     (test_ztp_concurrent_first_handshakes, acme_only),
+    (test_ztp_first_connections_no_rebuild, acme_only),
 ]
 
 

@@ -725,6 +725,88 @@ START_TEST(test_touch_from_threads)
 }
 END_TEST
 
+/* A job that holds the writer until the test writes a byte into its pipe. */
+typedef struct gate {
+	int fds[2];
+	int started[2];
+	int done_calls;
+	int done_rc;
+} gate;
+
+static int
+gate_run(sqlite3 *db, void *arg)
+{
+	gate *g = arg;
+	char c = 0;
+	(void)db;
+	ck_assert_int_eq(write(g->started[1], "s", 1), 1);
+	ck_assert_int_eq(read(g->fds[0], &c, 1), 1);
+	return 0;
+}
+
+static int
+nop_run(sqlite3 *db, void *arg)
+{
+	(void)db;
+	(void)arg;
+	return 0;
+}
+
+static void
+count_done(void *arg, int rc)
+{
+	gate *g = arg;
+	g->done_calls++;
+	g->done_rc = rc;
+}
+
+static void
+ignore_prov(void *arg, const dg_provision_result *res)
+{
+	(void)arg;
+	(void)res;
+}
+
+START_TEST(test_write_queue_bound)
+{
+	dg_store *st = open_store(DG_STORE_WRITER);
+	gate g = {0};
+	char c;
+
+	ck_assert_int_eq(pipe(g.fds), 0);
+	ck_assert_int_eq(pipe(g.started), 0);
+	dg_store_set_max_queue(st, 3);
+	/* The first job is taken by the writer and holds it: it still counts. */
+	ck_assert_int_eq(dg_store_job(st, gate_run, count_done, &g), 0);
+	ck_assert_int_eq(read(g.started[0], &c, 1), 1);
+	ck_assert_int_eq(dg_store_job(st, nop_run, count_done, &g), 0);
+	ck_assert_int_eq(dg_store_touch_device(st, 1, 1), 0);
+	ck_assert_uint_eq(dg_store_queue_depth(st), 3);
+	/* Full: every kind of write is refused, and no callback runs for it. */
+	ck_assert_int_eq(dg_store_job(st, nop_run, count_done, &g), -EAGAIN);
+	ck_assert_int_eq(dg_store_touch_device(st, 1, 2), -EAGAIN);
+	ck_assert_int_eq(dg_store_provision_async(st, 1, "x", ignore_prov, NULL), -EAGAIN);
+	ck_assert_uint_eq(dg_store_queue_depth(st), 3);
+	/* A larger bound, set live, takes more at once. */
+	dg_store_set_max_queue(st, 4);
+	ck_assert_int_eq(dg_store_job(st, nop_run, count_done, &g), 0);
+	ck_assert_int_eq(dg_store_job(st, nop_run, count_done, &g), -EAGAIN);
+	/* Once the writer catches up the queue takes writes again. */
+	ck_assert_int_eq(write(g.fds[1], "g", 1), 1);
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	ck_assert_int_eq(g.done_calls, 3);
+	ck_assert_uint_eq(dg_store_queue_depth(st), 0);
+	ck_assert_int_eq(dg_store_job(st, nop_run, count_done, &g), 0);
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	ck_assert_int_eq(g.done_calls, 4);
+	dg_store_close(st);
+	close(g.fds[0]);
+	close(g.fds[1]);
+	close(g.started[0]);
+	close(g.started[1]);
+}
+END_TEST
+
 START_TEST(test_now_ms)
 {
 	int64_t a = dg_now_ms(), b;
@@ -1592,6 +1674,7 @@ store_suite(void)
 	tcase_add_test(tc, test_close_flushes);
 	tcase_add_test(tc, test_touch_without_writer);
 	tcase_add_test(tc, test_touch_from_threads);
+	tcase_add_test(tc, test_write_queue_bound);
 	tcase_add_test(tc, test_now_ms);
 	suite_add_tcase(s, tc);
 

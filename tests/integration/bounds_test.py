@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Integration tests of resource bounds that a live reload changes: a SIGHUP
+that raises limits.max_observers under a session that already holds
+observations. Run under the sanitizer build (build-san), the daemon must not
+report any error; the suite runner fails a test on a sanitizer report.
+
+Usage: bounds_test.py BUILD_DIR [TEST_NAME ...]
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gateway_test as g  # noqa: E402
+import coappipe as cp  # noqa: E402
+
+
+def set_limits(d, **limits):
+    with open(d.conf) as f:
+        cfg = json.load(f)
+    cfg.setdefault("limits", {}).update(limits)
+    with open(d.conf, "w") as f:
+        json.dump(cfg, f)
+
+
+def sighup(d):
+    n = d.logtext().count("reload.done")
+    d.proc.send_signal(signal.SIGHUP)
+    for _ in range(50):
+        if d.logtext().count("reload.done") > n:
+            break
+        time.sleep(0.1)
+    assert d.logtext().count("reload.done") > n, d.logtext()
+
+
+def test_observers_after_raised_limit(d):
+    """Two observations under max_observers=2, a SIGHUP to 8, six more in the
+    same session: all eight are held (2.05 with Observe) and all eight are
+    notified on a CLI change."""
+    pipe = cp.CoapPipe(d.port, "dev1@acme", g.KEY)
+    try:
+        assert d.wait_log(r"session.established"), d.logtext()
+        tokens = [pipe.send(cp.GET, ".d/o%d" % i, observe=0) for i in range(2)]
+        assert [pipe.wait_answer(t) for t in tokens] == ["2.05", "2.05"], pipe.rx
+        t = pipe.send(cp.GET, ".d/o2", observe=0)
+        assert pipe.wait_answer(t) == "5.03", pipe.rx  # max_observers=2 reached
+        set_limits(d, max_observers=8)
+        sighup(d)
+        more = [pipe.send(cp.GET, ".d/o%d" % i, observe=0) for i in range(2, 8)]
+        assert [pipe.wait_answer(t) for t in more] == ["2.05"] * 6, pipe.rx
+        tokens += more
+        t = pipe.send(cp.GET, ".d/o9", observe=0)
+        assert pipe.wait_answer(t) == "5.03", pipe.rx  # max_observers=8 reached
+        # A change of the whole document notifies every observation, one CON at a time.
+        p = subprocess.run([g.DEVGATE, "state", "set", "-c", d.conf, "acme", "dev1", "",
+                            json.dumps({"o%d" % i: i for i in range(8)})],
+                           capture_output=True, timeout=20)
+        assert p.returncode == 0, p.stderr
+        notified = set()
+        for _ in range(100):
+            pipe.pump(0.1)
+            for i, tok in enumerate(tokens):
+                for mtype, code, mid in pipe.answers(tok):
+                    if mtype == cp.CON and i not in notified:
+                        notified.add(i)
+                        pipe.ack(mid)
+            if len(notified) == 8:
+                break
+        assert notified == set(range(8)), (notified, d.logtext()[-2000:])
+    finally:
+        pipe.close()
+    assert d.proc.poll() is None, d.logtext()
+
+
+def test_write_queue_full_503(d):
+    """With limits.max_write_queue=1 and the writer held (another process
+    holds the database's write lock), a second write is answered at once
+    with 5.03 and Max-Age instead of growing the queue; after the lock goes,
+    writes are taken again."""
+    import sqlite3
+    pipe = cp.CoapPipe(d.port, "dev1@acme", g.KEY)
+    db = sqlite3.connect(os.path.join(d.dir, "var", "devgate.db"), timeout=5,
+                         isolation_level=None)
+    try:
+        assert d.wait_log(r"session.established"), d.logtext()
+        t = pipe.send(cp.POST, ".s/x", content_format=50, payload=b'{"n": 0}')
+        assert pipe.wait_answer(t) == "2.04", pipe.rx
+        db.execute("BEGIN IMMEDIATE")
+        held = pipe.send(cp.POST, ".s/x", content_format=50, payload=b'{"n": 1}')
+        t = pipe.send(cp.POST, ".s/x", content_format=50, payload=b'{"n": 2}')
+        assert pipe.wait_answer(t, 2.0) == "5.03", pipe.rx
+        assert pipe.options(t).get(14) == [b"\x01"], pipe.options(t)  # Max-Age: 1
+        db.execute("ROLLBACK")
+        assert pipe.wait_answer(held, 8.0) == "2.04", pipe.rx
+        t = pipe.send(cp.POST, ".s/x", content_format=50, payload=b'{"n": 3}')
+        assert pipe.wait_answer(t) == "2.04", pipe.rx
+    finally:
+        db.close()
+        pipe.close()
+
+
+LIMITS = {"max_observers": 2, "device_requests_per_s": 1000}
+
+TESTS = [
+    (test_observers_after_raised_limit, {"limits": dict(LIMITS)}),
+    (test_write_queue_full_503, {"limits": {"max_write_queue": 1,
+                                            "device_requests_per_s": 1000}}),
+]
+
+
+if __name__ == "__main__":
+    sys.exit(g.run_suite(TESTS))
