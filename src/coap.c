@@ -80,6 +80,7 @@ struct dg_coap {
 	unsigned non_next;
 	uint16_t next_mid;
 	uint8_t *scratch; /* Body buffer for callers with a small `out`. */
+	uint8_t refused;  /* What the last input's request was refused with here, or 0. */
 };
 
 /* What option parsing decided the message layer answers by itself. */
@@ -123,6 +124,12 @@ dg_coap_free(dg_coap *c)
 		free(c->con[i].reply);
 	free(c->scratch);
 	free(c);
+}
+
+uint8_t
+dg_coap_refused(const dg_coap *c)
+{
+	return c->refused;
 }
 
 uint16_t
@@ -609,6 +616,7 @@ dg_coap_input(dg_coap *c, const uint8_t *msg, size_t len, uint64_t now_ms, dg_co
 	int rc = 0;
 
 	*outlen = 0;
+	c->refused = 0;
 	/* The fixed header, read before libcoap sees anything. */
 	if (len < 4 || msg[0] >> 6 != VERSION)
 		return 0;
@@ -666,6 +674,7 @@ dg_coap_input(dg_coap *c, const uint8_t *msg, size_t len, uint64_t now_ms, dg_co
 
 	init_response(&resp);
 	if (v.code != 0) {
+		c->refused = v.code;
 		resp.code = v.code;
 		resp.body = (uint8_t *)v.diag;
 		resp.body_len = strlen(v.diag);

@@ -697,9 +697,13 @@ handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 		handle_ack(s, (msg[0] >> 4) & 3, (uint16_t)(msg[2] << 8 | msg[3]), now_ms);
 		return;
 	}
-	if (dg_coap_input(s->coap, msg, len, now_ms, limit_then_route, &rc, out, max_message(s),
-	                  &outlen) != 0 ||
-	    outlen == 0)
+	int in = dg_coap_input(s->coap, msg, len, now_ms, limit_then_route, &rc, out,
+	                       max_message(s), &outlen);
+	/* Requests the message layer refused by itself are answered requests too. */
+	if (dg_coap_refused(s->coap) != 0 && s->env->metrics != NULL)
+		dg_metrics_coap_request(s->env->metrics, DG_SVC_OTHER,
+		                        dg_coap_refused(s->coap) >> 5);
+	if (in != 0 || outlen == 0)
 		return;
 	if (wolfSSL_write(s->ssl, out, (int)outlen) <= 0)
 		log_session(s, DG_LOG_DEBUG, "session.write_failed", NULL, NULL, NULL, NULL);

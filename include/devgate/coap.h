@@ -175,6 +175,14 @@ void dg_coap_set_text(dg_coap_response *resp, uint8_t code, const char *text);
 /* Initialises a response: no code, no options, no body. */
 void dg_coap_response_init(dg_coap_response *resp);
 
+/*
+ * The response code the last dg_coap_input() answered a request with by
+ * itself, without calling the handler (4.00, 4.02, 5.05: a refused
+ * request, for counting), or 0 (the handler answered, a duplicate got its
+ * cached reply, or the message was no request).
+ */
+uint8_t dg_coap_refused(const dg_coap *c);
+
 /* Returns a fresh message ID for a message this side originates. */
 uint16_t dg_coap_next_mid(dg_coap *c);
 

@@ -171,6 +171,20 @@ def test_flood_gets_429_and_counted(d):
         c.close()
 
 
+def test_refused_requests_counted(d):
+    """Requests the message layer refuses by itself (an unknown critical
+    option: 4.02) are counted in devgate_coap_requests_total too."""
+    c = client(d)
+    try:
+        for _ in range(3):
+            r = c.request(fw.GET, ".d/x", options=[(2049, b"x")])
+            assert r is not None and r.code_text == "4.02", r and r.code_text
+    finally:
+        c.close()
+    m = metrics(d)
+    assert m.get('devgate_coap_requests_total{service="other",class="4xx"}') == 3, m
+
+
 def test_logs_over_rate_get_204(d):
     """Log posts over the rate are answered 2.04 (a 4.29 would make the SDK
     log again), dropped, counted and logged at a limited rate."""
@@ -410,6 +424,7 @@ def test_shutdown_acknowledges_committed_writes(d):
 TESTS = [
     (test_connect_burst_no_429, {}),
     (test_flood_gets_429_and_counted, {}),
+    (test_refused_requests_counted, {}),
     (test_logs_over_rate_get_204, {}),
     (test_block1_upload_under_low_rate, {"limits": {"device_requests_per_s": 2}}),
     (test_get_large_values_block2, {}),

@@ -345,6 +345,11 @@ START_TEST(unknown_critical_option_gets_4_02)
 	ck_assert_uint_eq(out[0] & 0x30, 0x10);
 	ck_assert_uint_eq(out[1], DG_COAP_BAD_OPTION);
 	ck_assert_int_eq(h.calls, 0);
+	/* The refusal is reported, for counting; a handled request reports none. */
+	ck_assert_uint_eq(dg_coap_refused(c), DG_COAP_BAD_OPTION);
+	FEED(T0, 0x40, 0x01, 0x00, 0x0c, 0xb1, 'a');
+	ck_assert_int_eq(h.calls, 1);
+	ck_assert_uint_eq(dg_coap_refused(c), 0);
 }
 END_TEST
 
