@@ -199,3 +199,49 @@ dg_block1_body(const dg_block1 *b, size_t *len)
 	*len = b->len;
 	return b->buf != NULL ? b->buf : empty;
 }
+
+int
+dg_block2_slice(size_t len, size_t cap, int64_t req_block2, dg_block_opt *answer, size_t *offset,
+                size_t *chunk)
+{
+	dg_block_opt want = {.num = 0, .more = 0, .szx = SZX_MAX};
+	int szx = SZX_MAX;
+	size_t at, size;
+
+	if (cap < 16)
+		return -ENOBUFS;
+	while (szx > 0 && ((size_t)16 << szx) > cap)
+		szx--;
+	if (req_block2 < 0 && len <= cap) {
+		*offset = 0;
+		*chunk = len;
+		return 0;
+	}
+	if (req_block2 >= 0 && dg_block_decode((uint32_t)req_block2, &want) != 0)
+		return -EINVAL;
+	at = (size_t)want.num << (want.szx + 4);
+	if (want.szx < szx)
+		szx = want.szx;
+	size = (size_t)16 << szx;
+	/* Block 0 of an empty representation is the empty block. */
+	if (at > 0 && at >= len)
+		return -ERANGE;
+	/* A smaller block than asked for starts where the client asked (a multiple of it). */
+	answer->num = (uint32_t)(at >> (szx + 4));
+	answer->szx = szx;
+	*offset = at;
+	*chunk = len - at < size ? len - at : size;
+	answer->more = at + *chunk < len;
+	return 1;
+}
+
+void
+dg_block2_etag(const uint8_t *data, size_t len, uint8_t etag[8])
+{
+	uint64_t h = 0xcbf29ce484222325u; /* FNV-1a */
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ data[i]) * 0x100000001b3u;
+	for (int i = 0; i < 8; i++)
+		etag[i] = (uint8_t)(h >> (56 - 8 * i));
+}

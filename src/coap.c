@@ -27,7 +27,8 @@
 /*
  * Bytes kept in front of the response body when it is written straight
  * into the caller's buffer: header, token, every response option at its
- * largest, and the payload marker fit in 4 + 8 + 26 + 1 = 39.
+ * largest (an 8-byte ETag and Size2 included), and the payload marker fit
+ * in 4 + 8 + 40 + 1 = 53.
  */
 #define HEAD_ROOM 64
 
@@ -79,6 +80,7 @@ struct dg_coap {
 	unsigned non_next;
 	uint16_t next_mid;
 	uint8_t *scratch; /* Body buffer for callers with a small `out`. */
+	uint8_t refused;  /* What the last input's request was refused with here, or 0. */
 };
 
 /* What option parsing decided the message layer answers by itself. */
@@ -122,6 +124,12 @@ dg_coap_free(dg_coap *c)
 		free(c->con[i].reply);
 	free(c->scratch);
 	free(c);
+}
+
+uint8_t
+dg_coap_refused(const dg_coap *c)
+{
+	return c->refused;
 }
 
 uint16_t
@@ -284,7 +292,7 @@ dg_coap_encode(uint8_t type, uint16_t mid, const uint8_t *token, size_t token_le
 		    !uint_in_range(resp->max_age, 0xffffffff) ||
 		    !uint_in_range(resp->block2, 0xffffff) ||
 		    !uint_in_range(resp->block1, 0xffffff) ||
-		    !uint_in_range(resp->size1, 0xffffffff))
+		    !uint_in_range(resp->size1, 0xffffffff) || resp->etag_len > sizeof(resp->etag))
 			return -EINVAL;
 		body_len = resp->body_len;
 		if (body_len > 0 && resp->body == NULL)
@@ -300,12 +308,17 @@ dg_coap_encode(uint8_t type, uint16_t mid, const uint8_t *token, size_t token_le
 	pos += token_len;
 	if (resp != NULL) {
 		/* The ranges checked above make these fit in `head`. */
-		if ((rc = put_uint(head, sizeof(head), &pos, &last, OPT_OBSERVE, resp->observe)) ||
+		if ((resp->etag_len > 0 &&
+		     (rc = put_option(head, sizeof(head), &pos, &last, OPT_ETAG, resp->etag,
+		                      resp->etag_len))) ||
+		    (rc = put_uint(head, sizeof(head), &pos, &last, OPT_OBSERVE, resp->observe)) ||
 		    (rc = put_uint(head, sizeof(head), &pos, &last, OPT_CONTENT_FORMAT,
 		                   resp->content_format)) ||
 		    (rc = put_uint(head, sizeof(head), &pos, &last, OPT_MAX_AGE, resp->max_age)) ||
 		    (rc = put_uint(head, sizeof(head), &pos, &last, OPT_BLOCK2, resp->block2)) ||
 		    (rc = put_uint(head, sizeof(head), &pos, &last, OPT_BLOCK1, resp->block1)) ||
+		    (rc = put_uint(head, sizeof(head), &pos, &last, OPT_SIZE2,
+		                   resp->size2 > 0 ? (int64_t)resp->size2 : -1)) ||
 		    (rc = put_uint(head, sizeof(head), &pos, &last, OPT_SIZE1, resp->size1)))
 			return rc;
 	}
@@ -513,7 +526,13 @@ read_options(coap_pdu_t *pdu, dg_coap_request *req, verdict *v)
 static int
 body_buffer(dg_coap *c, uint8_t *out, size_t outcap, uint8_t **body, size_t *cap)
 {
-	if (outcap >= HEAD_ROOM + DG_COAP_MIN_BODY) {
+	/*
+	 * A caller whose messages are smaller than HEAD_ROOM + MIN_BODY (one
+	 * DTLS record to its peer) gets what fits in one, so that a handler
+	 * never writes a body that cannot be sent; below 256 bytes of body,
+	 * the scratch buffer.
+	 */
+	if (outcap >= HEAD_ROOM + 256) {
 		*body = out + HEAD_ROOM;
 		*cap = outcap - HEAD_ROOM;
 		return 0;
@@ -597,6 +616,7 @@ dg_coap_input(dg_coap *c, const uint8_t *msg, size_t len, uint64_t now_ms, dg_co
 	int rc = 0;
 
 	*outlen = 0;
+	c->refused = 0;
 	/* The fixed header, read before libcoap sees anything. */
 	if (len < 4 || msg[0] >> 6 != VERSION)
 		return 0;
@@ -654,6 +674,7 @@ dg_coap_input(dg_coap *c, const uint8_t *msg, size_t len, uint64_t now_ms, dg_co
 
 	init_response(&resp);
 	if (v.code != 0) {
+		c->refused = v.code;
 		resp.code = v.code;
 		resp.body = (uint8_t *)v.diag;
 		resp.body_len = strlen(v.diag);

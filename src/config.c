@@ -150,6 +150,18 @@ static const key_spec limit_keys[] = {
          .min = 1,
          .max = 10000000,
          .def = 10000},
+        {.name = "device_burst",
+         .kind = KIND_UINT,
+         .offset = offsetof(dg_config, limits.device_burst),
+         .min = 1,
+         .max = 100000,
+         .def = 64},
+        {.name = "max_state_bytes",
+         .kind = KIND_UINT,
+         .offset = offsetof(dg_config, limits.max_state_bytes),
+         .min = 1024,
+         .max = 16777216,
+         .def = 65536},
         {.name = NULL},
 };
 

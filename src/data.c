@@ -44,12 +44,15 @@ doc_text(const cJSON *doc)
 	return NULL;
 }
 
+/* Reads a device's document; *text_len (when not NULL) is its stored size, 0 when none. */
 static int
-read_doc(sqlite3 *db, int64_t device_id, cJSON **doc)
+read_doc(sqlite3 *db, int64_t device_id, cJSON **doc, size_t *text_len)
 {
 	sqlite3_stmt *s = NULL;
 	int rc = sqlite3_prepare_v2(db, "SELECT doc FROM state WHERE device_id = ?1", -1, &s, NULL);
 	*doc = NULL;
+	if (text_len != NULL)
+		*text_len = 0;
 	if (rc != SQLITE_OK)
 		return dg_store_errno(rc);
 	sqlite3_bind_int64(s, 1, device_id);
@@ -63,6 +66,8 @@ read_doc(sqlite3 *db, int64_t device_id, cJSON **doc)
 		 */
 		const char *text = (const char *)sqlite3_column_text(s, 0);
 		size_t len = (size_t)sqlite3_column_bytes(s, 0);
+		if (text_len != NULL)
+			*text_len = len;
 		*doc = text != NULL ? cJSON_ParseWithLength(text, len) : NULL;
 		rc = text != NULL && *doc == NULL ? -EIO : 0;
 	} else {
@@ -75,7 +80,7 @@ read_doc(sqlite3 *db, int64_t device_id, cJSON **doc)
 int
 dg_data_state_get(dg_store *st, int64_t device_id, cJSON **doc)
 {
-	return read_doc(dg_store_reader(st), device_id, doc);
+	return read_doc(dg_store_reader(st), device_id, doc, NULL);
 }
 
 void
@@ -96,9 +101,10 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 	cJSON *doc = NULL;
 	sqlite3_stmt *s = NULL;
 	char *text = NULL;
+	size_t old_len = 0;
 	int rc;
 
-	rc = read_doc(db, c->device_id, &doc);
+	rc = read_doc(db, c->device_id, &doc, &old_len);
 	if (rc != 0)
 		return rc;
 	if (c->del) {
@@ -119,6 +125,13 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 		text = doc_text(doc);
 		if (text == NULL) {
 			rc = -ENOMEM;
+			goto out;
+		}
+		/* Over the limit, only a write that does not grow the document is taken. */
+		size_t new_len = strlen(text);
+		if (c->max_bytes > 0 && new_len > c->max_bytes && new_len > old_len) {
+			c->changed = 0;
+			rc = -EFBIG;
 			goto out;
 		}
 		rc = sqlite3_prepare_v2(

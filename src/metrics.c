@@ -74,6 +74,7 @@ struct dg_metrics {
 	_Atomic uint64_t datagrams[2];
 	_Atomic uint64_t dropped[N_DROP];
 	_Atomic uint64_t provisioned;
+	_Atomic uint64_t logs_dropped;
 	_Atomic uint64_t reloads[2];
 
 	/* Guards the reasons, the queue-depth callback and start_err. */
@@ -351,6 +352,12 @@ dg_metrics_coap_request(dg_metrics *m, int service, int response_class)
 }
 
 void
+dg_metrics_log_dropped(dg_metrics *m)
+{
+	inc(&m->logs_dropped);
+}
+
+void
 dg_metrics_datagram(dg_metrics *m, int dir)
 {
 	if (dir != DG_DIR_IN && dir != DG_DIR_OUT)
@@ -504,6 +511,10 @@ dg_metrics_render(dg_metrics *m, const char *version)
 	for (size_t i = 0; i < N_DROP; i++)
 		put(&b, "devgate_dropped_datagrams_total{reason=\"%s\"} %" PRIu64 "\n",
 		    drop_names[i], get(&m->dropped[i]));
+
+	family(&b, "devgate_logs_dropped_total", "counter",
+	       "Log posts over the request rate, answered 2.04 and not stored.");
+	put(&b, "devgate_logs_dropped_total %" PRIu64 "\n", get(&m->logs_dropped));
 
 	family(&b, "devgate_devices_provisioned_total", "counter",
 	       "Devices provisioned on their first connection.");

@@ -835,12 +835,12 @@ shutdown_server(dg_server *srv, int signum)
 	sd_notify(0, "STOPPING=1");
 	dg_log(DG_LOG_INFO, "server.stopping", "signal %d: closing %zu sessions", signum,
 	       dg_map_count(srv->peers) + dg_map_count(srv->pending));
-	close_all(srv, "server shutting down");
-	reap(srv);
 	/*
-	 * Wait for the writer's queue, then answer what it finished: every
-	 * write a device was told about is on disk, and no completion arrives
-	 * after the handles below are closed.
+	 * Wait for the writer's queue, then answer what it finished while the
+	 * sessions are still open, and only then close them: every write that
+	 * is on disk is acknowledged before close_notify, so no device sends it
+	 * again. (New datagrams are dropped from here on: srv->stopping.) No
+	 * completion arrives after the handles below are closed.
 	 */
 	if (dg_store_flush_timeout(srv->store, srv->cfg->limits.shutdown_timeout_s * 1000) ==
 	    -ETIMEDOUT) {
@@ -850,6 +850,8 @@ shutdown_server(dg_server *srv, int signum)
 		_exit(0);
 	}
 	prov_async_cb(&srv->prov_async);
+	close_all(srv, "server shutting down");
+	reap(srv);
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		uv_udp_recv_stop(&srv->listeners[i].udp);
 		uv_close((uv_handle_t *)&srv->listeners[i].udp, NULL);

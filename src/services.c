@@ -96,7 +96,35 @@ free_state_change(void *arg)
 	free(c);
 }
 
-/* GET: the value at the path in the format Accept asks for; Observe registers. */
+/* Encodes `v` in `fmt` into a malloc'ed buffer as large as it needs. Returns 0 or -errno. */
+static int
+encode_alloc(int fmt, const cJSON *v, uint8_t **out, size_t *len)
+{
+	*out = NULL;
+	*len = 0;
+	for (size_t cap = 2048; cap <= (64u << 20); cap *= 4) {
+		uint8_t *buf = malloc(cap);
+		if (buf == NULL)
+			return -ENOMEM;
+		int rc = dg_payload_encode(fmt, v, buf, cap, len);
+		if (rc == 0) {
+			*out = buf;
+			return 0;
+		}
+		free(buf);
+		if (rc != -ENOBUFS)
+			return rc;
+	}
+	return -ENOBUFS;
+}
+
+/*
+ * GET: the value at the path in the format Accept asks for; Observe
+ * registers. What does not fit in one message is served with Block2
+ * (RFC 7959): every block is cut from the document as it is when the block
+ * is asked for, with an ETag of the whole representation so that a client
+ * sees a change between blocks, and Size2 on the first.
+ */
 static void
 state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
           dg_coap_response *resp)
@@ -105,42 +133,131 @@ state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
 	dg_path_seg segs[32];
 	size_t n = dg_state_path_parse(path, segs, 32);
 	cJSON *doc = NULL;
+	uint8_t *data = NULL;
+	size_t len = 0, offset = 0, chunk = 0;
+	dg_block_opt want, answer;
+	int later_block = 0;
 
 	if (fmt != DG_COAP_FMT_JSON && fmt != DG_COAP_FMT_CBOR) {
 		dg_coap_set_text(resp, DG_COAP_NOT_ACCEPTABLE, "accept must be 50 or 60");
 		return;
 	}
-	if (req->observe == 0) {
-		int64_t seq = dg_session_observe(rc->session, req, path, fmt);
-		if (seq < 0) {
-			dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE,
-			                 "too many observations");
+	if (req->block2 >= 0) {
+		if (dg_block_decode((uint32_t)req->block2, &want) != 0) {
+			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad Block2");
 			return;
 		}
-		resp->observe = seq;
-	} else if (req->observe == 1) {
-		dg_session_unobserve(rc->session, req->token, req->token_len);
+		/* A later block of a notification or a GET: never a new observation. */
+		later_block = want.num > 0;
 	}
+	if (req->observe == 1)
+		dg_session_unobserve(rc->session, req->token, req->token_len);
 	if (dg_data_state_get(dg_session_store(rc->session), rc->device_id, &doc) != 0) {
 		resp->code = DG_COAP_INTERNAL_ERROR;
 		return;
 	}
-	resp->code = DG_COAP_CONTENT;
 	const cJSON *v = dg_state_get(doc, segs, n);
-	if (v != NULL) {
-		size_t len = 0;
-		int r = dg_payload_encode(fmt, v, resp->body, resp->body_cap, &len);
-		if (r == 0) {
-			resp->body_len = len;
-			resp->content_format = fmt;
-		} else {
-			/* No Block2 yet: a value larger than one message is refused. */
-			dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR,
-			                 "value too large for one message");
-			resp->observe = -1;
-		}
+	if (v != NULL && encode_alloc(fmt, v, &data, &len) != 0) {
+		cJSON_Delete(doc);
+		dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR, "value cannot be encoded");
+		return;
 	}
+	int blockwise = dg_block2_slice(len, resp->body_cap, req->block2, &answer, &offset, &chunk);
+	if (blockwise < 0) {
+		dg_coap_set_text(
+		        resp, blockwise == -ERANGE ? DG_COAP_BAD_OPTION : DG_COAP_INTERNAL_ERROR,
+		        blockwise == -ERANGE ? "block out of range" : "no room for a block");
+		goto out;
+	}
+	if (req->observe == 0 && !later_block) {
+		int64_t seq = dg_session_observe(rc->session, req, path, fmt);
+		if (seq < 0) {
+			dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE,
+			                 "too many observations");
+			goto out;
+		}
+		resp->observe = seq;
+	}
+	resp->code = DG_COAP_CONTENT;
+	if (v != NULL) {
+		resp->content_format = fmt;
+		if (chunk > 0)
+			memcpy(resp->body, data + offset, chunk);
+		resp->body_len = chunk;
+	}
+	if (blockwise) {
+		resp->block2 = dg_block_encode(&answer);
+		dg_block2_etag(data, len, resp->etag);
+		resp->etag_len = sizeof(resp->etag);
+		if (answer.num == 0)
+			resp->size2 = (uint32_t)len;
+		if (answer.more)
+			dg_session_block2_served(rc->session, rc->now_ms);
+	}
+out:
+	free(data);
 	cJSON_Delete(doc);
+}
+
+/*
+ * The request's body: its payload, or a body assembled from Block1 blocks
+ * (RFC 7959, as the stream takes them). Returns 1 with *body and *len set
+ * when the body is complete, *assembled telling whether it came in blocks
+ * (the caller then ends the session's transfer with dg_session_block1_end()
+ * once it is done with the body, which the transfer owns); returns 0 when
+ * `resp` holds the answer already (2.31 Continue, or an error).
+ */
+static int
+request_body(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp,
+             const uint8_t **body, size_t *len, int *assembled)
+{
+	*assembled = 0;
+	if (req->block1 < 0) {
+		if (req->payload == NULL) {
+			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
+			return 0;
+		}
+		*body = req->payload;
+		*len = req->payload_len;
+		return 1;
+	}
+	dg_block_opt opt, answer;
+	if (dg_block_decode((uint32_t)req->block1, &opt) != 0) {
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad Block1");
+		return 0;
+	}
+	dg_block1 *b = dg_session_block1(rc->session, req, opt.num == 0, rc->now_ms);
+	if (b == NULL) {
+		dg_coap_set_text(resp, DG_COAP_REQUEST_ENTITY_INCOMPLETE, "no transfer under way");
+		return 0;
+	}
+	dg_block1_status st =
+	        dg_block1_add(b, &opt, req->payload, req->payload != NULL ? req->payload_len : 0,
+	                      req->size1, &answer);
+	switch (st) {
+	case DG_BLOCK1_CONTINUE:
+		resp->code = DG_COAP_CONTINUE;
+		resp->block1 = dg_block_encode(&answer);
+		return 0;
+	case DG_BLOCK1_DONE:
+		resp->block1 = dg_block_encode(&answer);
+		*body = dg_block1_body(b, len);
+		*assembled = 1;
+		return 1;
+	case DG_BLOCK1_TOO_LARGE:
+		dg_coap_set_text(resp, DG_COAP_REQUEST_TOO_LARGE, "body too large");
+		/* The transfer's own limit: a reload may have changed the configured one since. */
+		resp->size1 = (int64_t)dg_block1_max_body(b);
+		break;
+	case DG_BLOCK1_INCOMPLETE:
+		dg_coap_set_text(resp, DG_COAP_REQUEST_ENTITY_INCOMPLETE, "block out of order");
+		break;
+	default:
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad block");
+		break;
+	}
+	dg_session_block1_end(rc->session);
+	return 0;
 }
 
 void
@@ -148,6 +265,9 @@ dg_svc_state(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respons
 {
 	char path[PATH_TEXT_MAX];
 	dg_state_change *c;
+	const uint8_t *body = NULL;
+	size_t body_len = 0;
+	int assembled = 0;
 
 	if (join_path(req, 1, path, sizeof(path)) != 0) {
 		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad path");
@@ -157,25 +277,24 @@ dg_svc_state(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respons
 		state_get(rc, req, path, resp);
 		return;
 	}
+	if (req->code != DG_COAP_DELETE &&
+	    !request_body(rc, req, resp, &body, &body_len, &assembled))
+		return;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
 		resp->code = DG_COAP_INTERNAL_ERROR;
-		return;
+		goto out;
 	}
 	c->device_id = rc->device_id;
 	c->path = strdup(path);
+	c->max_bytes = dg_session_config(rc->session)->limits.max_state_bytes;
 	if (req->code == DG_COAP_DELETE) {
 		c->del = 1;
 	} else {
-		if (req->payload == NULL) {
-			free_state_change(c);
-			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
-			return;
-		}
-		c->value = decode(req, req->payload, req->payload_len, resp);
+		c->value = decode(req, body, body_len, resp);
 		if (c->value == NULL) {
 			free_state_change(c);
-			return;
+			goto out;
 		}
 	}
 	dg_deferred *d = deferred_new(c->del ? DG_COAP_DELETED : DG_COAP_CHANGED,
@@ -183,12 +302,15 @@ dg_svc_state(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respons
 	if (d == NULL || c->path == NULL) {
 		dg_deferred_free(d);
 		resp->code = DG_COAP_INTERNAL_ERROR;
-		return;
+		goto out;
 	}
 	d->notify_device = rc->device_id;
 	d->notify_path = strdup(path);
 	d->changed = &c->changed;
 	dg_session_defer(rc->session, req, resp, d);
+out:
+	if (assembled)
+		dg_session_block1_end(rc->session);
 }
 
 static void
@@ -261,55 +383,14 @@ dg_svc_stream(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respon
 		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad path");
 		return;
 	}
-	if (req->block1 < 0) {
-		if (req->payload == NULL) {
-			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
-			return;
-		}
-		store_stream(rc, req, path, req->payload, req->payload_len, resp);
+	const uint8_t *body = NULL;
+	size_t len = 0;
+	int assembled = 0;
+	if (!request_body(rc, req, resp, &body, &len, &assembled))
 		return;
-	}
-	dg_block_opt opt, answer;
-	if (dg_block_decode((uint32_t)req->block1, &opt) != 0) {
-		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad Block1");
-		return;
-	}
-	dg_block1 *b = dg_session_block1(rc->session, req, opt.num == 0, rc->now_ms);
-	if (b == NULL) {
-		dg_coap_set_text(resp, DG_COAP_REQUEST_ENTITY_INCOMPLETE, "no transfer under way");
-		return;
-	}
-	dg_block1_status st =
-	        dg_block1_add(b, &opt, req->payload, req->payload != NULL ? req->payload_len : 0,
-	                      req->size1, &answer);
-	switch (st) {
-	case DG_BLOCK1_CONTINUE:
-		resp->code = DG_COAP_CONTINUE;
-		resp->block1 = dg_block_encode(&answer);
-		return;
-	case DG_BLOCK1_DONE: {
-		size_t len = 0;
-		const uint8_t *body = dg_block1_body(b, &len);
-		resp->block1 = dg_block_encode(&answer);
-		store_stream(rc, req, path, body, len, resp);
+	store_stream(rc, req, path, body, len, resp);
+	if (assembled)
 		dg_session_block1_end(rc->session);
-		return;
-	}
-	case DG_BLOCK1_TOO_LARGE:
-		dg_coap_set_text(resp, DG_COAP_REQUEST_TOO_LARGE, "body too large");
-		/* The transfer's own limit: a reload may have changed the configured one since. */
-		resp->size1 = (int64_t)dg_block1_max_body(b);
-		dg_session_block1_end(rc->session);
-		return;
-	case DG_BLOCK1_INCOMPLETE:
-		dg_coap_set_text(resp, DG_COAP_REQUEST_ENTITY_INCOMPLETE, "block out of order");
-		dg_session_block1_end(rc->session);
-		return;
-	default:
-		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad block");
-		dg_session_block1_end(rc->session);
-		return;
-	}
 }
 
 static void

@@ -117,6 +117,8 @@ struct dg_session {
 	/* Requests per second: a token bucket in milli-tokens. */
 	int64_t bucket;
 	uint64_t bucket_ms;
+	/* Until when a Block2 block after the first is part of a transfer under way. */
+	uint64_t block2_until_ms;
 };
 
 static void
@@ -165,7 +167,7 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	dg_wheel_entry_init(&s->block_expiry);
 	s->notify_rtx.tag = DG_TIMER_SESSION_NOTIFY;
 	s->block_expiry.tag = DG_TIMER_SESSION_BLOCK;
-	s->bucket = (int64_t)env->cfg->limits.device_requests_per_s * 1000;
+	s->bucket = (int64_t)env->cfg->limits.device_burst * 1000;
 	s->bucket_ms = now_ms;
 	s->io.owner = s;
 	s->io.metrics = env->metrics;
@@ -650,13 +652,18 @@ handle_ack(dg_session *s, uint8_t type, uint16_t mid, uint64_t now_ms)
 
 /*
  * Takes one request from the bucket; returns 0, or the seconds until one
- * is there again (for Max-Age) when it is empty.
+ * is there again (for Max-Age) when it is empty. The bucket holds
+ * limits.device_burst requests (full when the session starts, so the burst
+ * a device sends on connecting passes) and refills at
+ * limits.device_requests_per_s.
  */
 static int64_t
 rate_limited(dg_session *s, uint64_t now_ms)
 {
 	int64_t rate = s->env->cfg->limits.device_requests_per_s;
-	int64_t cap = rate * 1000;
+	int64_t cap = (int64_t)s->env->cfg->limits.device_burst * 1000;
+	if (cap < 1000)
+		cap = 1000;
 	s->bucket += (int64_t)(now_ms - s->bucket_ms) * rate;
 	s->bucket_ms = now_ms;
 	if (s->bucket > cap)
@@ -667,6 +674,31 @@ rate_limited(dg_session *s, uint64_t now_ms)
 	}
 	int64_t wait_ms = (1000 - s->bucket + rate - 1) / rate;
 	return wait_ms / 1000 + 1;
+}
+
+/*
+ * Whether a request continues a block-wise transfer under way (a Block1
+ * block after the first, or a Block2 block after the first served one):
+ * those are parts of one request, not new ones, and a 4.29 in the middle
+ * would cut the transfer off.
+ */
+static int
+continues_transfer(const dg_session *s, const dg_coap_request *req, uint64_t now_ms)
+{
+	dg_block_opt b;
+	if (req->block1 >= 0 && s->block1 != NULL &&
+	    dg_block_decode((uint32_t)req->block1, &b) == 0 && b.num > 0)
+		return 1;
+	if (req->block2 >= 0 && now_ms < s->block2_until_ms &&
+	    dg_block_decode((uint32_t)req->block2, &b) == 0 && b.num > 0)
+		return 1;
+	return 0;
+}
+
+void
+dg_session_block2_served(dg_session *s, uint64_t now_ms)
+{
+	s->block2_until_ms = now_ms + DG_COAP_EXCHANGE_LIFETIME_MS;
 }
 
 /* Which service a request is for, for metrics. */
@@ -695,9 +727,28 @@ limit_then_route(void *ctx, const dg_coap_request *req, dg_coap_response *resp)
 {
 	dg_route_ctx *rc = ctx;
 	dg_session *s = rc->session;
+	int service = service_of(req);
 	/* The keepalive is never refused: an error would make the client reconnect. */
 	int keepalive = req->code == DG_COAP_DELETE && req->n_path == 0;
-	int64_t wait_s = keepalive ? 0 : rate_limited(s, rc->now_ms);
+	int64_t wait_s = keepalive || continues_transfer(s, req, rc->now_ms)
+	                         ? 0
+	                         : rate_limited(s, rc->now_ms);
+	if (wait_s > 0 && service == DG_SVC_LOGS) {
+		/*
+		 * The SDK posts every non-2.xx answer as a log line: a 4.29
+		 * here would make another log post, and so on. Over the rate,
+		 * log lines are taken (2.04) and dropped, and counted.
+		 */
+		resp->code = DG_COAP_CHANGED;
+		if (s->env->metrics != NULL) {
+			dg_metrics_log_dropped(s->env->metrics);
+			dg_metrics_coap_request(s->env->metrics, service, resp->code >> 5);
+		}
+		if (dg_log_ratelimit("logs.dropped", rc->now_ms))
+			log_session(s, DG_LOG_WARN, "logs.dropped", "reason",
+			            "over limits.device_requests_per_s", NULL, NULL);
+		return;
+	}
 	if (wait_s > 0) {
 		static const char msg[] = "too many requests";
 		resp->code = DG_COAP_TOO_MANY_REQUESTS;
@@ -705,11 +756,27 @@ limit_then_route(void *ctx, const dg_coap_request *req, dg_coap_response *resp)
 		resp->content_format = DG_COAP_FMT_TEXT;
 		memcpy(resp->body, msg, sizeof(msg) - 1);
 		resp->body_len = sizeof(msg) - 1;
+		if (s->env->metrics != NULL)
+			dg_metrics_coap_request(s->env->metrics, service, resp->code >> 5);
 		return;
 	}
 	dg_router_handle(ctx, req, resp);
 	if (s->env->metrics != NULL && !resp->deferred)
-		dg_metrics_coap_request(s->env->metrics, service_of(req), resp->code >> 5);
+		dg_metrics_coap_request(s->env->metrics, service, resp->code >> 5);
+}
+
+/*
+ * The largest CoAP message one DTLS record to this peer carries: wolfSSL
+ * refuses a write larger than that, so every reply is sized by it (and what
+ * does not fit goes with Block2).
+ */
+static size_t
+max_message(const dg_session *s)
+{
+	int n = wolfSSL_GetMaxOutputSize(s->ssl);
+	if (n <= 0)
+		return 1024 + 64; /* Not known: one 1024-byte block and its header. */
+	return (size_t)n < PLAIN_MAX ? (size_t)n : PLAIN_MAX;
 }
 
 static void
@@ -729,9 +796,13 @@ handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 		handle_ack(s, (msg[0] >> 4) & 3, (uint16_t)(msg[2] << 8 | msg[3]), now_ms);
 		return;
 	}
-	if (dg_coap_input(s->coap, msg, len, now_ms, limit_then_route, &rc, out, sizeof(out),
-	                  &outlen) != 0 ||
-	    outlen == 0)
+	int in = dg_coap_input(s->coap, msg, len, now_ms, limit_then_route, &rc, out,
+	                       max_message(s), &outlen);
+	/* Requests the message layer refused by itself are answered requests too. */
+	if (dg_coap_refused(s->coap) != 0 && s->env->metrics != NULL)
+		dg_metrics_coap_request(s->env->metrics, DG_SVC_OTHER,
+		                        dg_coap_refused(s->coap) >> 5);
+	if (in != 0 || outlen == 0)
 		return;
 	if (wolfSSL_write(s->ssl, out, (int)outlen) <= 0)
 		log_session(s, DG_LOG_DEBUG, "session.write_failed", NULL, NULL, NULL, NULL);
@@ -1072,10 +1143,20 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 		uint8_t out[PLAIN_MAX];
 		size_t outlen = 0;
 		dg_coap_response_init(&resp);
-		resp.code = d->rc == 0 ? d->code_ok : DG_COAP_INTERNAL_ERROR;
+		resp.code = d->rc == 0        ? d->code_ok
+		            : d->rc == -EFBIG ? DG_COAP_REQUEST_TOO_LARGE
+		                              : DG_COAP_INTERNAL_ERROR;
+		if (d->rc == -EFBIG) {
+			/* The write would make the state document larger than allowed. */
+			static char msg[] = "state document over limits.max_state_bytes";
+			resp.body = (uint8_t *)msg;
+			resp.body_len = sizeof(msg) - 1;
+			resp.body_cap = sizeof(msg) - 1;
+			resp.content_format = DG_COAP_FMT_TEXT;
+		}
 		if (s->env->metrics != NULL)
 			dg_metrics_coap_request(s->env->metrics, d->service, resp.code >> 5);
-		if (d->rc != 0)
+		if (d->rc != 0 && d->rc != -EFBIG)
 			log_session(s, DG_LOG_ERROR, "store.write_failed", "error",
 			            strerror(-d->rc), NULL, NULL);
 		if (dg_coap_reply(s->coap, d->type, d->mid, d->token, d->token_len, &resp, now_ms,
@@ -1133,15 +1214,20 @@ dg_session_unobserve(dg_session *s, const uint8_t *token, size_t token_len)
 	}
 }
 
-/* Encodes and sends the notification of observer `o` as a CON, and arms its retransmission. */
+/*
+ * Encodes and sends the notification of observer `o` as a CON, and arms its
+ * retransmission. A value larger than one message is notified as its first
+ * Block2 block (M=1, with ETag and Size2); the device fetches the rest with
+ * GET and Block2 (RFC 7959 section 3.4), answered from the state then.
+ */
 static void
 notify(dg_session *s, observer *o, uint64_t now_ms)
 {
 	dg_path_seg path[32];
 	size_t n = dg_state_path_parse(o->path, path, 32);
 	cJSON *doc = NULL;
-	uint8_t body[PLAIN_MAX - 64], out[PLAIN_MAX];
-	size_t body_len = 0, outlen = 0;
+	uint8_t *body = NULL, out[PLAIN_MAX];
+	size_t body_len = 0, outlen = 0, cap = PLAIN_MAX, max = max_message(s);
 	dg_coap_response resp;
 
 	o->dirty = 0;
@@ -1152,16 +1238,43 @@ notify(dg_session *s, observer *o, uint64_t now_ms)
 	resp.code = DG_COAP_CONTENT;
 	s->obs_seq = (s->obs_seq + 1) & 0xffffff;
 	resp.observe = s->obs_seq;
-	if (v != NULL && dg_payload_encode(o->format, v, body, sizeof(body), &body_len) == 0) {
-		resp.content_format = o->format;
-		resp.body = body;
-		resp.body_len = body_len;
-		resp.body_cap = sizeof(body);
+	/* The whole value, however large: the first block is cut from it. */
+	while (v != NULL && cap <= (64u << 20)) {
+		body = malloc(cap);
+		if (body == NULL)
+			break;
+		int rc = dg_payload_encode(o->format, v, body, cap, &body_len);
+		if (rc == 0)
+			break;
+		free(body);
+		body = NULL;
+		if (rc != -ENOBUFS)
+			break;
+		cap *= 4;
 	}
 	cJSON_Delete(doc);
+	if (body != NULL) {
+		dg_block_opt first;
+		size_t offset = 0, chunk = body_len;
+		/* Room for the header, as the message layer keeps for replies. */
+		size_t room = max > 64 ? max - 64 : 16;
+		resp.content_format = o->format;
+		if (dg_block2_slice(body_len, room, -1, &first, &offset, &chunk) == 1) {
+			resp.block2 = dg_block_encode(&first);
+			resp.size2 = (uint32_t)body_len;
+			dg_block2_etag(body, body_len, resp.etag);
+			resp.etag_len = sizeof(resp.etag);
+			dg_session_block2_served(s, now_ms);
+		}
+		resp.body = body;
+		resp.body_len = chunk;
+		resp.body_cap = chunk;
+	}
 	uint16_t mid = dg_coap_next_mid(s->coap);
-	if (dg_coap_encode(DG_COAP_CON, mid, o->token, o->token_len, &resp, out, sizeof(out),
-	                   &outlen) != 0)
+	int erc = dg_coap_encode(DG_COAP_CON, mid, o->token, o->token_len, &resp, out,
+	                         max < sizeof(out) ? max : sizeof(out), &outlen);
+	free(body);
+	if (erc != 0)
 		return;
 	free(s->inflight);
 	s->inflight = malloc(outlen);

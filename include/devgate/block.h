@@ -1,6 +1,7 @@
 /*
  * Block-wise transfers (RFC 7959), Block1: assembling a request body that
- * arrives in blocks, one assembler per transfer.
+ * arrives in blocks, one assembler per transfer; Block2: choosing the
+ * block of a representation that one answer carries.
  */
 #ifndef DEVGATE_BLOCK_H
 #define DEVGATE_BLOCK_H
@@ -59,5 +60,24 @@ size_t dg_block1_max_body(const dg_block1 *b);
 
 /* The assembled body (borrowed) and its length, after DONE. */
 const uint8_t *dg_block1_body(const dg_block1 *b, size_t *len);
+
+/*
+ * Chooses the Block2 block of a representation of `len` bytes that one
+ * answer carries when at most `cap` body bytes fit in it. `req_block2` is
+ * the request's raw Block2 option, or -1 when it has none. The block size
+ * is the client's (when it asked) or the largest that fits, never over
+ * 1024 bytes or `cap`; a client asking for blocks larger than fit gets
+ * smaller ones, numbered at the offset it asked for (RFC 7959 section
+ * 2.4). Sets *answer (the Block2 to send), *offset and *chunk (the bytes
+ * of the representation to send). Returns 1 when the answer is block-wise,
+ * 0 when the whole representation fits and no Block2 was asked for
+ * (*offset 0, *chunk len), -EINVAL for a malformed option, -ERANGE for a
+ * block past the end, -ENOBUFS when `cap` is under 16 bytes.
+ */
+int dg_block2_slice(size_t len, size_t cap, int64_t req_block2, dg_block_opt *answer,
+                    size_t *offset, size_t *chunk);
+
+/* An 8-byte entity tag for a representation (FNV-1a over its bytes). */
+void dg_block2_etag(const uint8_t *data, size_t len, uint8_t etag[8]);
 
 #endif

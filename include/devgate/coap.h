@@ -98,7 +98,11 @@ typedef struct dg_coap_request {
  * The response a handler fills in. The message layer sets type, message
  * ID and token. `body` points at a buffer of `body_cap` bytes owned by
  * the message layer; the handler writes up to body_cap bytes there and
- * sets body_len. A handler that leaves `code` at 0 gets 5.00.
+ * sets body_len. body_cap is what fits in one message of the size the
+ * caller of dg_coap_input() allows (its `outcap`, less room for the
+ * header), and at least DG_COAP_MIN_BODY when outcap is large enough: a
+ * handler with more to say answers with Block2. A handler that leaves
+ * `code` at 0 gets 5.00.
  */
 typedef struct dg_coap_response {
 	uint8_t code;
@@ -108,6 +112,9 @@ typedef struct dg_coap_response {
 	int64_t block1;     /* -1: none; else the raw Block1 value to echo. */
 	int64_t block2;     /* -1: none; else the raw Block2 value. */
 	int64_t size1;      /* -1: none. */
+	uint32_t size2;     /* 0: none; else the whole representation's size (Block2). */
+	uint8_t etag[8];    /* The ETag option's value, when etag_len > 0. */
+	size_t etag_len;    /* 0..8; 0: no ETag. */
 	uint8_t *body;
 	size_t body_cap;
 	size_t body_len;
@@ -167,6 +174,14 @@ void dg_coap_set_text(dg_coap_response *resp, uint8_t code, const char *text);
 
 /* Initialises a response: no code, no options, no body. */
 void dg_coap_response_init(dg_coap_response *resp);
+
+/*
+ * The response code the last dg_coap_input() answered a request with by
+ * itself, without calling the handler (4.00, 4.02, 5.05: a refused
+ * request, for counting), or 0 (the handler answered, a duplicate got its
+ * cached reply, or the message was no request).
+ */
+uint8_t dg_coap_refused(const dg_coap *c);
 
 /* Returns a fresh message ID for a message this side originates. */
 uint16_t dg_coap_next_mid(dg_coap *c);

@@ -33,6 +33,8 @@ typedef struct dg_limits {
 	uint32_t shutdown_timeout_s;    /* 1..300, default 5: SIGTERM to exit at the latest. */
 	uint32_t max_observers;         /* 1..1024, default 16: observations per device. */
 	uint32_t max_write_queue;       /* 1..10000000, default 10000: the store's queued writes. */
+	uint32_t device_burst;    /* 1..100000, default 64: requests a session may make at once. */
+	uint32_t max_state_bytes; /* 1024..16777216, default 65536: a state document's size. */
 } dg_limits;
 
 typedef struct dg_config {

@@ -22,6 +22,12 @@ typedef struct dg_state_change {
 	cJSON *value; /* For a set; owned (consumed by the apply). */
 	int record;   /* 1: append to state_changes, for a daemon to notice (the CLI). */
 	int changed;  /* Out: 1 when the document changed. */
+	/*
+	 * When not 0: the largest document (its stored JSON text, in bytes)
+	 * a set may leave; a set that would make it larger than that and than
+	 * it was fails with -EFBIG and changes nothing.
+	 */
+	size_t max_bytes;
 } dg_state_change;
 
 /*

@@ -49,6 +49,12 @@ void dg_metrics_handshake_seconds(dg_metrics *m, double seconds);
 /* devgate_coap_requests_total{service,class}: class is the response's class, 2..5. */
 void dg_metrics_coap_request(dg_metrics *m, int service, int response_class);
 
+/*
+ * devgate_logs_dropped_total: log posts over a session's request rate,
+ * answered 2.04 and not stored (a 4.29 would make the SDK log again).
+ */
+void dg_metrics_log_dropped(dg_metrics *m);
+
 /* devgate_datagrams_total{direction="in"|"out"}. */
 void dg_metrics_datagram(dg_metrics *m, int dir);
 

@@ -192,6 +192,13 @@ void dg_session_state_changed(dg_session *s, const char *path, uint64_t now_ms);
 struct dg_block1 *dg_session_block1(dg_session *s, const dg_coap_request *req, int restart,
                                     uint64_t now_ms);
 
+/*
+ * A GET was answered with a Block2 block that has more after it: the
+ * following blocks of the transfer, for EXCHANGE_LIFETIME, are not counted
+ * as new requests by the rate limit.
+ */
+void dg_session_block2_served(dg_session *s, uint64_t now_ms);
+
 /* Ends the session's Block1 transfer. */
 void dg_session_block1_end(dg_session *s);
 

@@ -458,6 +458,65 @@ START_TEST(test_new_and_free)
 }
 END_TEST
 
+/* Block2: which block of a representation one answer carries. */
+START_TEST(test_block2_slice)
+{
+	dg_block_opt a;
+	size_t off, n;
+
+	/* Fits, no Block2 asked: the whole, not block-wise. */
+	ck_assert_int_eq(dg_block2_slice(1000, 1200, -1, &a, &off, &n), 0);
+	ck_assert_uint_eq(off, 0);
+	ck_assert_uint_eq(n, 1000);
+	/* Too large for one message: 1024-byte blocks (never more), the first one. */
+	ck_assert_int_eq(dg_block2_slice(5000, 1336, -1, &a, &off, &n), 1);
+	ASSERT_ANSWER(a, 0, 1, 6);
+	ck_assert_uint_eq(n, 1024);
+	/* A record too small for 1024: the largest power of two that fits. */
+	ck_assert_int_eq(dg_block2_slice(5000, 1000, -1, &a, &off, &n), 1);
+	ASSERT_ANSWER(a, 0, 1, 5);
+	ck_assert_uint_eq(n, 512);
+	/* The client's size and number: block 4 of 64 bytes, and the short last one. */
+	ck_assert_int_eq(dg_block2_slice(300, 1336, 4 << 4 | 2, &a, &off, &n), 1);
+	ASSERT_ANSWER(a, 4, 0, 2);
+	ck_assert_uint_eq(off, 256);
+	ck_assert_uint_eq(n, 44);
+	ck_assert_int_eq(dg_block2_slice(300, 1336, 1 << 4 | 2, &a, &off, &n), 1);
+	ASSERT_ANSWER(a, 1, 1, 2);
+	ck_assert_uint_eq(off, 64);
+	ck_assert_uint_eq(n, 64);
+	/* Asked even when it fits: block-wise, as asked. */
+	ck_assert_int_eq(dg_block2_slice(10, 1336, 6, &a, &off, &n), 1);
+	ASSERT_ANSWER(a, 0, 0, 6);
+	ck_assert_uint_eq(n, 10);
+	/* Larger blocks than fit: smaller ones from the offset asked for (block 1 of 1024 = 2 of
+	 * 512). */
+	ck_assert_int_eq(dg_block2_slice(3000, 1000, 1 << 4 | 6, &a, &off, &n), 1);
+	ASSERT_ANSWER(a, 2, 1, 5);
+	ck_assert_uint_eq(off, 1024);
+	ck_assert_uint_eq(n, 512);
+	/* Past the end, malformed, no room. Block 0 of nothing is the empty block. */
+	ck_assert_int_eq(dg_block2_slice(1024, 1336, 1 << 4 | 6, &a, &off, &n), -ERANGE);
+	ck_assert_int_eq(dg_block2_slice(100, 1336, 7, &a, &off, &n), -EINVAL);
+	ck_assert_int_eq(dg_block2_slice(100, 15, -1, &a, &off, &n), -ENOBUFS);
+	ck_assert_int_eq(dg_block2_slice(0, 1336, 2, &a, &off, &n), 1);
+	ASSERT_ANSWER(a, 0, 0, 2);
+	ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+START_TEST(test_block2_etag)
+{
+	uint8_t e1[8], e2[8], e3[8];
+
+	dg_block2_etag((const uint8_t *)"abc", 3, e1);
+	dg_block2_etag((const uint8_t *)"abc", 3, e2);
+	dg_block2_etag((const uint8_t *)"abd", 3, e3);
+	ck_assert_mem_eq(e1, e2, 8);
+	ck_assert_int_ne(memcmp(e1, e3, 8), 0);
+}
+END_TEST
+
 static Suite *
 block_suite(void)
 {
@@ -483,6 +542,8 @@ block_suite(void)
 	tcase_add_test(tc, test_reindex_limits);
 	tcase_add_test(tc, test_size_change);
 	tcase_add_test(tc, test_new_and_free);
+	tcase_add_test(tc, test_block2_slice);
+	tcase_add_test(tc, test_block2_etag);
 	suite_add_tcase(s, tc);
 	return s;
 }

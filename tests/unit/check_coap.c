@@ -345,6 +345,11 @@ START_TEST(unknown_critical_option_gets_4_02)
 	ck_assert_uint_eq(out[0] & 0x30, 0x10);
 	ck_assert_uint_eq(out[1], DG_COAP_BAD_OPTION);
 	ck_assert_int_eq(h.calls, 0);
+	/* The refusal is reported, for counting; a handled request reports none. */
+	ck_assert_uint_eq(dg_coap_refused(c), DG_COAP_BAD_OPTION);
+	FEED(T0, 0x40, 0x01, 0x00, 0x0c, 0xb1, 'a');
+	ck_assert_int_eq(h.calls, 1);
+	ck_assert_uint_eq(dg_coap_refused(c), 0);
 }
 END_TEST
 
@@ -717,6 +722,41 @@ START_TEST(new_and_free)
 }
 END_TEST
 
+/* ETag and Size2, for Block2 answers: in option order, read back by libcoap. */
+START_TEST(encode_etag_and_size2)
+{
+	static const uint8_t tok[] = {7};
+	dg_coap_response r = full_response();
+	coap_opt_iterator_t oi;
+	coap_opt_t *opt;
+	coap_pdu_t *pdu;
+
+	memcpy(r.etag, "\x01\x02\x03\x04\x05\x06\x07\x08", 8);
+	r.etag_len = 8;
+	r.size2 = 5000;
+	ck_assert_int_eq(dg_coap_encode(DG_COAP_ACK, 9, tok, 1, &r, out, sizeof(out), &outlen), 0);
+	/* ETag (4) is the first option, right after the token. */
+	ck_assert_uint_eq(out[5], 0x48);
+	ck_assert_mem_eq(out + 6, "\x01\x02\x03\x04\x05\x06\x07\x08", 8);
+	pdu = coap_pdu_init(0, 0, 0, outlen);
+	ck_assert_ptr_nonnull(pdu);
+	ck_assert_int_eq(coap_pdu_parse(COAP_PROTO_UDP, out, outlen, pdu), 1);
+	opt = coap_check_option(pdu, COAP_OPTION_ETAG, &oi);
+	ck_assert_ptr_nonnull(opt);
+	ck_assert_uint_eq(coap_opt_length(opt), 8);
+	opt = coap_check_option(pdu, COAP_OPTION_SIZE2, &oi);
+	ck_assert_ptr_nonnull(opt);
+	ck_assert_uint_eq(coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt)), 5000);
+	opt = coap_check_option(pdu, COAP_OPTION_SIZE1, &oi);
+	ck_assert_uint_eq(coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt)), 1024);
+	coap_delete_pdu(pdu);
+	/* An ETag over 8 bytes cannot be encoded. */
+	r.etag_len = 9;
+	ck_assert_int_eq(dg_coap_encode(DG_COAP_ACK, 9, tok, 1, &r, out, sizeof(out), &outlen),
+	                 -EINVAL);
+}
+END_TEST
+
 static Suite *
 coap_suite(void)
 {
@@ -753,6 +793,7 @@ coap_suite(void)
 	tcase_add_test(tc, encode_all_options);
 	tcase_add_test(tc, encode_errors);
 	tcase_add_test(tc, encode_round_trips_through_libcoap);
+	tcase_add_test(tc, encode_etag_and_size2);
 	tcase_add_test(tc, new_and_free);
 	suite_add_tcase(s, tc);
 	return s;

@@ -107,6 +107,10 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(cfg->limits.max_handshakes, 1000);
 	ck_assert_uint_eq(cfg->limits.handshake_timeout_s, 30);
 	ck_assert_uint_eq(cfg->limits.idle_timeout_s, 10800);
+	/* The burst an SDK sends on connecting (20+ requests in 15 ms) passes. */
+	ck_assert_uint_eq(cfg->limits.device_burst, 64);
+	ck_assert_uint_eq(cfg->limits.device_requests_per_s, 20);
+	ck_assert_uint_eq(cfg->limits.max_state_bytes, 65536);
 	dg_config_free(cfg);
 }
 END_TEST
@@ -256,6 +260,8 @@ static const struct {
         {"max_handshakes", offsetof(dg_limits, max_handshakes), 1, 1000000},
         {"handshake_timeout_s", offsetof(dg_limits, handshake_timeout_s), 1, 600},
         {"idle_timeout_s", offsetof(dg_limits, idle_timeout_s), 10, 604800},
+        {"device_burst", offsetof(dg_limits, device_burst), 1, 100000},
+        {"max_state_bytes", offsetof(dg_limits, max_state_bytes), 1024, 16777216},
 };
 
 #define N_LIMIT_KEYS (sizeof(limit_keys) / sizeof(limit_keys[0]))

@@ -20,6 +20,7 @@
 
 #include <sqlite3.h>
 
+#include "devgate/data.h"
 #include "devgate/store.h"
 
 static char tmp[1024];
@@ -1633,6 +1634,50 @@ START_TEST(test_provision_connections_once)
 }
 END_TEST
 
+/* Sets `path` to a string of `n` bytes under limits.max_state_bytes `max`; returns the rc. */
+static int
+set_big(dg_store *st, int64_t dev, const char *path, size_t n, size_t max)
+{
+	dg_state_change c = {.device_id = dev, .max_bytes = max};
+	char *text = malloc(n + 1);
+	ck_assert_ptr_nonnull(text);
+	memset(text, 'x', n);
+	text[n] = '\0';
+	c.path = strdup(path);
+	c.value = cJSON_CreateString(text);
+	free(text);
+	int rc = dg_store_run(st, dg_data_state_apply, &c);
+	dg_data_state_change_clear(&c);
+	return rc;
+}
+
+/* A state set that would grow a document past max_bytes fails with -EFBIG and changes nothing. */
+START_TEST(test_state_max_bytes)
+{
+	dg_store *st = open_store(0);
+	dg_psk_entry f[] = {E("s1@acme", "sensor-1", "key")};
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", f, 1), 0);
+	int64_t dev = sql1("SELECT id FROM devices WHERE name = 'sensor-1'");
+
+	ck_assert_int_eq(set_big(st, dev, "a", 1200, 4096), 0);
+	ck_assert_int_eq(set_big(st, dev, "b", 1200, 4096), 0);
+	ck_assert_int_eq(set_big(st, dev, "c", 1200, 4096), 0);
+	int64_t len = sql1("SELECT length(doc) FROM state");
+	ck_assert_int_le(len, 4096);
+	ck_assert_int_eq(set_big(st, dev, "d", 1200, 4096), -EFBIG);
+	ck_assert_int_eq(sql1("SELECT length(doc) FROM state"), len);
+	/* Shrinking, or replacing with as much, is still taken; no limit (0) takes anything. */
+	ck_assert_int_eq(set_big(st, dev, "a", 100, 4096), 0);
+	ck_assert_int_eq(set_big(st, dev, "a", 1200, 4096), 0);
+	ck_assert_int_eq(set_big(st, dev, "d", 1200, 0), 0);
+	ck_assert_int_gt(sql1("SELECT length(doc) FROM state"), 4096);
+	/* Over the limit already (it was lowered): a write that shrinks it is taken. */
+	ck_assert_int_eq(set_big(st, dev, "d", 10, 4096), 0);
+	ck_assert_int_eq(set_big(st, dev, "e", 10, 1024), -EFBIG);
+	dg_store_close(st);
+}
+END_TEST
+
 static Suite *
 store_suite(void)
 {
@@ -1643,6 +1688,7 @@ store_suite(void)
 	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_open_creates_dir_and_migrates);
+	tcase_add_test(tc, test_state_max_bytes);
 	tcase_add_test(tc, test_open_upgrades);
 	tcase_add_test(tc, test_open_newer_schema);
 	tcase_add_test(tc, test_open_fails);
