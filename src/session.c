@@ -361,7 +361,9 @@ judge_psk(dg_session *s, const char *identity, size_t len, const dg_psk_cred **o
 	const uint8_t *wire;
 	size_t wire_len;
 	if (dg_dtls_cke_identity(&s->cke, &wire, &wire_len) != 0 || wire_len != len ||
-	    memcmp(wire, identity, len) != 0 || !printable(wire, wire_len))
+	    memcmp(wire, identity, len) != 0)
+		return "PSK identity not as sent (a NUL inside, or fragments that disagree)";
+	if (!printable(wire, wire_len))
 		return "PSK identity with a byte outside printable ASCII";
 	if (dg_identity_split(identity, len, &id, &id_len, &slug, &slug_len) != 0)
 		return "malformed PSK identity";
