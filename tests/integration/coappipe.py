@@ -62,7 +62,9 @@ def encode(code, mid, token, path="", observe=None, content_format=None, payload
 class CoapPipe:
     """A PSK session held open by openssl s_client."""
 
-    def __init__(self, port, identity, key, cipher="PSK-AES128-CCM8"):
+    def __init__(self, port, identity, key, cipher="PSK-AES128-CCM8", gap=0.02):
+        """gap: seconds to wait after each write, so that s_client reads it alone."""
+        self.gap = gap
         self.proc = subprocess.Popen(
             ["openssl", "s_client", "-dtls1_2", "-quiet", "-nocommands", "-connect",
              "127.0.0.1:%d" % port, "-psk_identity", identity, "-psk", key.encode().hex(),
@@ -78,7 +80,7 @@ class CoapPipe:
         self.proc.stdin.write(encode(code, self.mid, token, path, **kw))
         self.proc.stdin.flush()
         # One write is one record only if s_client reads it alone.
-        time.sleep(0.02)
+        time.sleep(self.gap)
         return token
 
     def pump(self, timeout):
