@@ -40,8 +40,9 @@ def uint_bytes(v):
 
 
 def encode(code, mid, token, path="", observe=None, content_format=None, payload=b"",
-           mtype=CON):
-    """A CoAP request: options Observe (6), Uri-Path (11), Content-Format (12)."""
+           mtype=CON, block1=None):
+    """A CoAP request: options Observe (6), Uri-Path (11), Content-Format (12),
+    Block1 (27, given as its (num, more, szx))."""
     opts = []
     if observe is not None:
         opts.append((6, uint_bytes(observe)))
@@ -49,6 +50,9 @@ def encode(code, mid, token, path="", observe=None, content_format=None, payload
         opts.append((11, seg.encode()))
     if content_format is not None:
         opts.append((12, uint_bytes(content_format)))
+    if block1 is not None:
+        num, more, szx = block1
+        opts.append((27, uint_bytes(num << 4 | (8 if more else 0) | szx)))
     msg = bytearray([0x40 | mtype << 4 | len(token), code]) + mid.to_bytes(2, "big") + token
     last = 0
     for num, val in opts:
