@@ -5,6 +5,15 @@
 # It installs only missing packages, reuses a wolfSSL build that is already
 # there, and never changes the host's apt sources: the trixie source list
 # lives in a private directory that apt is pointed at with -o options.
+# The archive that list names is the host's own (its first Debian archive
+# source that is not -security), so a host behind a mirror or a proxy
+# fetches wolfSSL's source from where it fetches everything else.
+#
+#   scripts/deps.sh                  install, then build wolfSSL if needed
+#   scripts/deps.sh --print-archive  print the archive URI it would use, and exit
+#
+# DG_APT_ETC (default /etc/apt) is where the host's sources are read from
+# (the tests point it at a fake one); DG_DEBIAN_ARCHIVE overrides the URI.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +25,79 @@ packages=(
 	build-essential pkg-config autoconf automake libtool
 	libuv1-dev libsqlite3-dev libcjson-dev libcbor-dev libcoap3-dev libsystemd-dev libmicrohttpd-dev
 	libcoap3-bin check openssl dpkg-dev python3 python3-cryptography sqlite3 curl iproute2 systemd
+	procps e2fsprogs
 )
+# Not in a Debian 12 minbase, and called by the tests or the unit: procps
+# (/bin/kill for ExecReload, which systemd-analyze verify checks; ps),
+# e2fsprogs (chattr, for a read-only database in startup_test.py; it is
+# "required", listed so a trimmed image still gets it), iproute2 (ip), curl.
+
+# Prints the first Debian archive URI of the host's apt sources: one-line
+# "deb" entries in sources.list and sources.list.d/*.list, then deb822
+# sources.list.d/*.sources stanzas of Types deb, in apt's order; a source
+# whose suite ends in -security (or whose URI is debian-security) is not the
+# archive, nor is one whose suites are not Debian's or that has no main
+# component (third-party repositories).
+archive_uri() {
+	local etc="${DG_APT_ETC:-/etc/apt}" f
+	if [ -n "${DG_DEBIAN_ARCHIVE:-}" ]; then
+		printf '%s\n' "$DG_DEBIAN_ARCHIVE"
+		return 0
+	fi
+	local files=()
+	[ -f "$etc/sources.list" ] && files+=("$etc/sources.list")
+	for f in "$etc"/sources.list.d/*.list; do [ -f "$f" ] && files+=("$f"); done
+	for f in "$etc"/sources.list.d/*.sources; do [ -f "$f" ] && files+=("$f"); done
+	[ "${#files[@]}" -gt 0 ] || return 1
+	awk '
+	function debian_suite(s) {
+		if (s ~ /-security$/) return 0
+		return s ~ /^(stable|testing|unstable|oldstable|oldoldstable|sid|experimental|buster|bullseye|bookworm|trixie|forky|duke)(-updates|-backports|-backports-sloppy|-proposed-updates)?$/
+	}
+	function take(uri, suites, comps,   n, a, i) {
+		if (uri ~ /debian-security/ || (" " comps " ") !~ /[ \t]main[ \t]/) return
+		n = split(suites, a, /[ \t]+/)
+		for (i = 1; i <= n; i++)
+			if (a[i] != "" && debian_suite(a[i])) { print uri; found = 1; exit }
+	}
+	function flush(   n, u, i) {
+		if (types ~ /(^|[ \t])deb([ \t]|$)/ && enabled != "no") {
+			n = split(uris, u, /[ \t]+/)
+			for (i = 1; i <= n; i++) if (u[i] != "") take(u[i], suites, comps)
+		}
+		types = uris = suites = comps = enabled = ""
+	}
+	FNR == 1 { flush(); deb822 = FILENAME ~ /\.sources$/ }
+	/^[ \t]*#/ { next }
+	deb822 {
+		if ($0 ~ /^[ \t]*$/) { flush(); next }
+		line = $0; key = tolower(line); sub(/:.*/, "", key)
+		val = line; sub(/^[^:]*:[ \t]*/, "", val)
+		if (key == "types") types = val
+		else if (key == "uris") uris = val
+		else if (key == "suites") suites = val
+		else if (key == "components") comps = val
+		else if (key == "enabled") enabled = tolower(val)
+		next
+	}
+	$1 == "deb" {
+		i = 2
+		if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+		c = ""
+		for (j = i + 2; j <= NF; j++) c = c " " $j
+		if (i + 1 <= NF) take($i, $(i + 1), c)
+	}
+	END { if (!found) flush(); exit found ? 0 : 1 }
+	' "${files[@]}" | head -n 1 | grep .
+}
+
+if [ "${1:-}" = --print-archive ]; then
+	if ! archive_uri; then
+		echo "deps: no Debian archive in ${DG_APT_ETC:-/etc/apt}/sources.list{,.d/}; set DG_DEBIAN_ARCHIVE" >&2
+		exit 1
+	fi
+	exit 0
+fi
 
 as_root() {
 	if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -42,11 +123,15 @@ if [ -f "$stamp" ] && [ -f "$prefix/lib/libwolfssl.a" ] && [ "$(cat "$stamp")" =
 	exit 0
 fi
 
-echo "deps: building wolfSSL from Debian trixie's source package into $prefix"
+if ! archive=$(archive_uri); then
+	echo "deps: no Debian archive in ${DG_APT_ETC:-/etc/apt}/sources.list{,.d/}; set DG_DEBIAN_ARCHIVE" >&2
+	exit 1
+fi
+echo "deps: building wolfSSL from Debian trixie's source package ($archive) into $prefix"
 rm -rf "$work"
 mkdir -p "$work/lists/partial" "$work/src"
 cat >"$work/sources.list" <<LIST
-deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
+deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $archive trixie main
 LIST
 aptopts=(
 	-o "Dir::Etc::SourceList=$work/sources.list"

@@ -80,6 +80,17 @@ dg_dtls_get_io(WOLFSSL *ssl)
 	return wolfSSL_GetIOReadCtx(ssl);
 }
 
+/* Returns 0 when `path` can be opened for reading, else -errno (for the error line). */
+static int
+readable(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return -errno;
+	fclose(f);
+	return 0;
+}
+
 int
 dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callback psk_cb,
                 VerifyCallback verify_cb, WOLFSSL_CTX **out, char *err, size_t errlen)
@@ -96,6 +107,12 @@ dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callbac
 		         DG_DTLS_CIPHER_LIST);
 		goto out;
 	}
+	if ((rc = readable(cert_pem)) != 0 || (rc = readable(key_pem)) != 0) {
+		snprintf(err, errlen, "%s: cannot read: %s",
+		         readable(cert_pem) != 0 ? cert_pem : key_pem, strerror(-rc));
+		goto out;
+	}
+	rc = -EINVAL;
 	if (wolfSSL_CTX_use_certificate_chain_file(ctx, cert_pem) != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "%s: not a usable PEM certificate chain", cert_pem);
 		goto out;

@@ -236,19 +236,26 @@ cmd_serve(int argc, char **argv)
 		key = dev.server_key;
 	}
 	rc = dg_confdir_import(cfg->projects_dir, store, &n_errors);
-	if (rc != 0 && rc != -ENOENT)
+	if (rc != 0 && rc != -ENOENT) {
+		dg_log(DG_LOG_ERROR, "config.error", "%s: cannot import into %s: %s",
+		       cfg->projects_dir, cfg->database, strerror(-rc));
 		goto out;
+	}
 	if (rc == -ENOENT)
 		dg_log(DG_LOG_WARN, "config.projects", "%s does not exist: no projects yet",
 		       cfg->projects_dir);
 	rc = dg_registry_build(store, &reg);
 	if (rc != 0) {
-		dg_log(DG_LOG_ERROR, "registry.error", "cannot build: %s", strerror(-rc));
+		dg_log(DG_LOG_ERROR, "registry.error", "%s: cannot build the registry: %s",
+		       cfg->database, strerror(-rc));
 		goto out;
 	}
 	rc = uv_loop_init(&loop);
-	if (rc != 0)
+	if (rc != 0) {
+		dg_log(DG_LOG_ERROR, "server.error", "cannot start the event loop: %s",
+		       uv_strerror(rc));
 		goto out;
+	}
 	loop_ready = 1;
 	rc = dg_server_new(&loop, cfg, store, reg, cert, key, &srv, err, sizeof(err));
 	if (rc != 0) {
@@ -257,8 +264,10 @@ cmd_serve(int argc, char **argv)
 	}
 	reg = NULL; /* The server's now. */
 	rc = dg_metrics_new(&metrics);
-	if (rc != 0)
+	if (rc != 0) {
+		dg_log(DG_LOG_ERROR, "metrics.error", "cannot start: %s", strerror(-rc));
 		goto out;
+	}
 	dg_metrics_set_queue_depth_fn(metrics, queue_depth, store);
 	if (cfg->metrics_enabled) {
 		rc = dg_metrics_http_start(metrics, cfg->metrics_listen.text, DEVGATE_VERSION, err,

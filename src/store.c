@@ -105,8 +105,16 @@ mkdir_parents(const char *path)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(buf, 0750) != 0 && errno != EEXIST)
-			return -errno;
+		if (mkdir(buf, 0750) != 0) {
+			struct stat sb;
+			if (errno != EEXIST)
+				return -errno;
+			/* Something is there: it must be a directory (or a link to one). */
+			if (stat(buf, &sb) != 0)
+				return -errno;
+			if (!S_ISDIR(sb.st_mode))
+				return -ENOTDIR;
+		}
 		*p = '/';
 	}
 	return 0;
@@ -144,7 +152,7 @@ open_conn(const char *path, sqlite3 **out, char *err, size_t errlen)
 	int rc = sqlite3_open_v2(
 	        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "%s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		snprintf(err, errlen, "%s", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 		sqlite3_close(db);
 		return sqlite_errno(rc) != 0 ? sqlite_errno(rc) : -EIO;
 	}
@@ -158,6 +166,9 @@ open_conn(const char *path, sqlite3 **out, char *err, size_t errlen)
 	              " PRAGMA foreign_keys=ON;",
 	              err, errlen);
 	if (rc != 0) {
+		if (sqlite3_errcode(db) == SQLITE_NOTADB || sqlite3_errcode(db) == SQLITE_CORRUPT)
+			snprintf(err, errlen, "not an SQLite database, or a corrupt one (%s)",
+			         sqlite3_errmsg(db));
 		sqlite3_close(db);
 		return rc;
 	}
@@ -325,34 +336,50 @@ int
 dg_store_open(const char *path, int flags, dg_store **out, char *err, size_t errlen)
 {
 	dg_store *st = NULL;
+	char why[384] = "";
 	int rc;
 
 	st = calloc(1, sizeof(*st));
-	if (st == NULL)
+	if (st == NULL) {
+		snprintf(err, errlen, "%s: out of memory", path);
 		return -ENOMEM;
+	}
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);
 	pthread_cond_init(&st->done_cv, NULL);
 	st->max_queue = DG_STORE_DEFAULT_MAX_QUEUE;
 
+	/* Every error names the file: `why` is the reason, err gets "<path>: <why>". */
 	rc = mkdir_parents(path);
 	if (rc != 0) {
-		snprintf(err, errlen, "%s: cannot create directory: %s", path, strerror(-rc));
+		snprintf(why, sizeof(why), "cannot create its directory: %s", strerror(-rc));
 		goto out;
 	}
-	rc = open_conn(path, &st->db, err, errlen);
+	rc = open_conn(path, &st->db, why, sizeof(why));
 	if (rc != 0)
 		goto out;
-	rc = migrate(st->db, err, errlen);
+	/*
+	 * SQLite opens a file it may not write (mode bits, an immutable
+	 * attribute, a read-only mount) read-only without a word; the daemon
+	 * would then fail on its first write. Say so now.
+	 */
+	if ((flags & DG_STORE_WRITER) && sqlite3_db_readonly(st->db, "main") == 1) {
+		snprintf(why, sizeof(why),
+		         "cannot be written (read-only: check its permissions, its owner, its "
+		         "directory and attributes such as chattr +i)");
+		rc = -EACCES;
+		goto out;
+	}
+	rc = migrate(st->db, why, sizeof(why));
 	if (rc != 0)
 		goto out;
 	if (flags & DG_STORE_WRITER) {
-		rc = open_conn(path, &st->wdb, err, errlen);
+		rc = open_conn(path, &st->wdb, why, sizeof(why));
 		if (rc != 0)
 			goto out;
 		rc = -pthread_create(&st->writer, NULL, writer_main, st);
 		if (rc != 0) {
-			snprintf(err, errlen, "cannot start writer thread: %s", strerror(-rc));
+			snprintf(why, sizeof(why), "cannot start writer thread: %s", strerror(-rc));
 			goto out;
 		}
 		st->has_writer = 1;
@@ -360,6 +387,8 @@ dg_store_open(const char *path, int flags, dg_store **out, char *err, size_t err
 	*out = st;
 	st = NULL;
 out:
+	if (rc != 0)
+		snprintf(err, errlen, "%s: %s", path, why);
 	dg_store_close(st);
 	return rc;
 }

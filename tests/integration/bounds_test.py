@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Integration tests of resource bounds that a live reload changes: a SIGHUP
 that raises limits.max_observers under a session that already holds
-observations. Run under the sanitizer build (build-san), the daemon must not
+observations, and limits.max_body lowered in the middle of a Block1
+transfer. Run under the sanitizer build (build-san), the daemon must not
 report any error; the suite runner fails a test on a sanitizer report.
 
 Usage: bounds_test.py BUILD_DIR [TEST_NAME ...]
@@ -102,10 +103,39 @@ def test_write_queue_full_503(d):
         pipe.close()
 
 
+def test_block1_limit_lowered_mid_transfer(d):
+    """A Block1 transfer started under max_body=4096 keeps that limit when a
+    SIGHUP lowers it to 1024, and its 4.13 says so (Size1 4096, the limit that
+    refused it, not the new one)."""
+    pipe = cp.CoapPipe(d.port, "dev1@acme", g.KEY)
+    try:
+        assert d.wait_log(r"session.established"), d.logtext()
+        chunk = b"[" + b"1," * 511 + b"1"  # 1024 bytes
+        t = pipe.send(cp.POST, ".s/big", content_format=50, payload=chunk,
+                      block1=(0, True, 6))
+        assert pipe.wait_answer(t) == "2.31", pipe.rx
+        set_limits(d, max_body=1024)
+        sighup(d)
+        codes = []
+        for num in range(1, 5):
+            t = pipe.send(cp.POST, ".s/big", content_format=50, payload=chunk,
+                          block1=(num, True, 6))
+            codes.append(pipe.wait_answer(t))
+            if codes[-1] != "2.31":
+                break
+        # 4096 bytes fit (blocks 0..3); the fifth block is over the transfer's limit.
+        assert codes == ["2.31", "2.31", "2.31", "4.13"], (codes, pipe.rx)
+        assert pipe.options(t).get(60) == [(4096).to_bytes(2, "big")], pipe.options(t)
+    finally:
+        pipe.close()
+
+
 LIMITS = {"max_observers": 2, "device_requests_per_s": 1000}
 
 TESTS = [
     (test_observers_after_raised_limit, {"limits": dict(LIMITS)}),
+    (test_block1_limit_lowered_mid_transfer, {"limits": {"max_body": 4096,
+                                                         "device_requests_per_s": 1000}}),
     (test_write_queue_full_503, {"limits": {"max_write_queue": 1,
                                             "device_requests_per_s": 1000}}),
 ]

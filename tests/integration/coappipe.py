@@ -40,8 +40,9 @@ def uint_bytes(v):
 
 
 def encode(code, mid, token, path="", observe=None, content_format=None, payload=b"",
-           mtype=CON):
-    """A CoAP request: options Observe (6), Uri-Path (11), Content-Format (12)."""
+           mtype=CON, block1=None):
+    """A CoAP request: options Observe (6), Uri-Path (11), Content-Format (12),
+    Block1 (27, given as its (num, more, szx))."""
     opts = []
     if observe is not None:
         opts.append((6, uint_bytes(observe)))
@@ -49,6 +50,9 @@ def encode(code, mid, token, path="", observe=None, content_format=None, payload
         opts.append((11, seg.encode()))
     if content_format is not None:
         opts.append((12, uint_bytes(content_format)))
+    if block1 is not None:
+        num, more, szx = block1
+        opts.append((27, uint_bytes(num << 4 | (8 if more else 0) | szx)))
     msg = bytearray([0x40 | mtype << 4 | len(token), code]) + mid.to_bytes(2, "big") + token
     last = 0
     for num, val in opts:
@@ -62,7 +66,9 @@ def encode(code, mid, token, path="", observe=None, content_format=None, payload
 class CoapPipe:
     """A PSK session held open by openssl s_client."""
 
-    def __init__(self, port, identity, key, cipher="PSK-AES128-CCM8"):
+    def __init__(self, port, identity, key, cipher="PSK-AES128-CCM8", gap=0.02):
+        """gap: seconds to wait after each write, so that s_client reads it alone."""
+        self.gap = gap
         self.proc = subprocess.Popen(
             ["openssl", "s_client", "-dtls1_2", "-quiet", "-nocommands", "-connect",
              "127.0.0.1:%d" % port, "-psk_identity", identity, "-psk", key.encode().hex(),
@@ -78,7 +84,7 @@ class CoapPipe:
         self.proc.stdin.write(encode(code, self.mid, token, path, **kw))
         self.proc.stdin.flush()
         # One write is one record only if s_client reads it alone.
-        time.sleep(0.02)
+        time.sleep(self.gap)
         return token
 
     def pump(self, timeout):

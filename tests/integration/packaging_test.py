@@ -601,7 +601,133 @@ def test_runtime_packages():
     check_runtime_libs(DEVGATE)
 
 
+# ---------------------------------------------------------------- scripts/deps.sh
+
+DEPS = os.path.join(TOP, "scripts", "deps.sh")
+
+# Every program the tests, the unit and the scripts call, beyond the build
+# tools: each must come from a package deps.sh lists, or from one a Debian 12
+# minbase has (Essential or Priority required).
+TOOLS = ["kill", "ps", "ip", "curl", "openssl", "coap-client-openssl", "coap-client-gnutls",
+         "systemd-analyze", "sqlite3", "chattr", "python3", "dpkg-source", "readelf", "ldd",
+         "git", "make", "cmp", "od", "md5sum", "find", "sed", "awk"]
+
+
+def deps_packages():
+    with open(DEPS) as f:
+        text = f.read()
+    m = re.search(r"^packages=\((.*?)^\)", text, re.M | re.S)
+    assert m, "no packages=( ... ) in deps.sh"
+    return set(m.group(1).split())
+
+
+def owner(tool):
+    """The package that owns `tool` in the system's directories (the one a
+    package installs; /bin/kill is the unit's)."""
+    path = "/bin/kill" if tool == "kill" else shutil.which(
+        tool, path="/usr/bin:/usr/sbin:/bin:/sbin")
+    assert path, "%s is not installed" % tool
+    cands = {path, os.path.realpath(path)}
+    for p in list(cands):
+        for a, b in (("/usr/bin/", "/bin/"), ("/usr/sbin/", "/sbin/")):
+            if p.startswith(a):
+                cands.add(b + p[len(a):])
+            elif p.startswith(b):
+                cands.add(a + p[len(b):])
+    for c in sorted(cands):
+        rc, out = run(["dpkg-query", "-S", c], timeout=30)
+        if rc == 0:
+            return out.split(":", 1)[0].split(",")[0].strip()
+    raise AssertionError("no package owns %s (%s)" % (tool, sorted(cands)))
+
+
+def in_minbase(pkg):
+    rc, out = run(["dpkg-query", "-W", "-f", "${Essential} ${Priority}", pkg], timeout=30)
+    return rc == 0 and (out.startswith("yes") or out.split()[-1:] == ["required"])
+
+
+def test_deps_packages_cover_tools():
+    listed = deps_packages()
+    # What the starting point has (minbase + git + make), and what listed
+    # packages bring: build-essential binutils (readelf), python3 its
+    # python3-minimal.
+    implied = {"git", "make", "binutils", "binutils-x86-64-linux-gnu",
+               "binutils-aarch64-linux-gnu", "python3-minimal"}
+    problems = []
+    for tool in TOOLS:
+        pkg = owner(tool)
+        if pkg not in listed and pkg not in implied and not in_minbase(pkg):
+            problems.append("%s comes from %s, which deps.sh does not install and a minbase "
+                            "lacks" % (tool, pkg))
+    assert not problems, "\n".join(problems)
+
+
+def print_archive(etc):
+    env = dict(os.environ, DG_APT_ETC=etc)
+    env.pop("DG_DEBIAN_ARCHIVE", None)
+    p = subprocess.run([DEPS, "--print-archive"], capture_output=True, text=True, timeout=30,
+                       env=env)
+    return p.returncode, p.stdout.strip(), p.stderr
+
+
+def fake_etc(files):
+    etc = tempfile.mkdtemp(prefix="devgate-apt-")
+    os.makedirs(os.path.join(etc, "sources.list.d"))
+    for rel, text in files.items():
+        with open(os.path.join(etc, rel), "w") as f:
+            f.write(text)
+    return etc
+
+
+def test_deps_archive_from_host():
+    """deps.sh --print-archive names the host's own Debian archive (a mirror,
+    a proxy), never its -security source, a disabled one or a third-party
+    repository; with none it fails and says how to set one."""
+    cases = [
+        ({"sources.list.d/debian.sources":
+          "Types: deb\n# a comment\nURIs: http://security.example/debian-security\n"
+          "Suites: bookworm-security\nComponents: main\n\n"
+          "Types: deb\nURIs: http://off.example/debian\nSuites: bookworm\n"
+          "Components: main\nEnabled: no\n\n"
+          "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+          "Components: main contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"},
+         "http://mirror.example/debian"),
+        ({"sources.list":
+          "# deb http://commented.example/debian bookworm main\n"
+          "deb http://deb.debian.org/debian-security bookworm-security main\n"
+          "deb-src http://src.example/debian bookworm main\n"
+          "deb [arch=amd64 signed-by=/x.gpg] https://download.docker.com/linux/debian bookworm stable\n"
+          "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+          "http://proxy.example:3142/debian bookworm main\n"},
+         "http://proxy.example:3142/debian"),
+        ({"sources.list.d/nodesource.list": "deb https://deb.nodesource.com/node_20.x nodistro main\n",
+          "sources.list.d/z.sources": "Types: deb deb-src\nURIs: https://mirror2.example/debian/\n"
+                                      "Suites: stable-updates\nComponents: main"},
+         "https://mirror2.example/debian/"),
+    ]
+    for files, want in cases:
+        etc = fake_etc(files)
+        try:
+            rc, out, err = print_archive(etc)
+            assert rc == 0 and out == want, (files, rc, out, err)
+        finally:
+            shutil.rmtree(etc)
+    etc = fake_etc({"sources.list": "deb http://security.debian.org/debian-security bookworm-security main\n"})
+    try:
+        rc, out, err = print_archive(etc)
+        assert rc != 0 and out == "" and "DG_DEBIAN_ARCHIVE" in err, (rc, out, err)
+    finally:
+        shutil.rmtree(etc)
+    # The private list is made from it: no archive host is written in deps.sh itself.
+    with open(DEPS) as f:
+        text = f.read()
+    assert "deb.debian.org" not in text, "deps.sh names an archive host of its own"
+    assert "Dir::Etc::SourceList=$work/sources.list" in text
+
+
 TESTS = [
+    test_deps_packages_cover_tools,
+    test_deps_archive_from_host,
     test_unit_verifies,
     test_unit_settings,
     test_default_config_fits_sandbox,
