@@ -847,8 +847,8 @@ START_TEST(test_verify_v1_leaf)
 	ck_assert_trust(verify(ts, CHAIN("device")), DG_TRUST_OK);
 	/* A leaf of another root. */
 	ck_assert_trust(verify(ts, CHAIN("dev2")), DG_TRUST_UNKNOWN_CA);
-	/* The root itself, sent as a leaf, is in the store. */
-	ck_assert_trust(verify(ts, CHAIN("ca")), DG_TRUST_OK);
+	/* The root itself, sent as a leaf, is a CA, not a device (issue 8). */
+	ck_assert_trust(verify(ts, CHAIN("ca")), DG_TRUST_LEAF_IS_CA);
 	dg_trust_store_free(ts);
 
 	/* The other project's store knows only its own root. */
@@ -1016,7 +1016,11 @@ START_TEST(test_verify_crl)
 	ck_assert_trust(verify(ts, CHAIN("revoked", "inter")), DG_TRUST_REVOKED);
 	dg_trust_store_free(ts);
 
-	/* A blob that is not a CRL is counted bad; bad_crls may be NULL. */
+	/*
+	 * A blob that is not a CRL is counted bad; bad_crls may be NULL. Its
+	 * issuer cannot be read, so it may be the one revoking any of the
+	 * project's certificates: all are refused (fail closed).
+	 */
 	{
 		static const uint8_t rec[] = {0, 0, 0, 3, 0x30, 0x01, 0x00};
 		const uint8_t *crls[1] = {rec};
@@ -1027,7 +1031,7 @@ START_TEST(test_verify_crl)
 		ck_assert_int_eq(r.rc, 0);
 		ck_assert_int_eq(dg_trust_store_new(c, 1, crls, lens, 1, &ts, &bad), 0);
 		ck_assert_int_eq(bad, 1);
-		ck_assert_trust(verify(ts, CHAIN("device")), DG_TRUST_OK);
+		ck_assert_trust(verify(ts, CHAIN("device")), DG_TRUST_CRL_UNUSABLE);
 		dg_trust_store_free(ts);
 		ck_assert_int_eq(dg_trust_store_new(c, 1, crls, lens, 1, &ts, NULL), 0);
 		dg_trust_store_free(ts);
