@@ -644,6 +644,10 @@ check_trust_file(const char *path, int is_ca, size_t *count, FILE *out)
 		rc = dg_trust_read_crls(text, len, &blob, &blob_len, why, sizeof(why));
 		if (rc == 0)
 			(*count)++;
+		/* Not a skipped file: an expired CRL refuses its issuer's certificates. */
+		if (rc == 0 &&
+		    dg_trust_crls_expired(blob, blob_len, dg_now_ms(), why, sizeof(why)) > 0)
+			rc = -EINVAL;
 		free(blob);
 	}
 	free(text);

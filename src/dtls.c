@@ -96,11 +96,30 @@ dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callbac
                 VerifyCallback verify_cb, WOLFSSL_CTX **out, char *err, size_t errlen)
 {
 	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfDTLSv1_2_server_method());
+	WOLFSSL_X509_STORE *store;
 	int rc = -EINVAL;
 
 	if (ctx == NULL) {
 		snprintf(err, errlen, "cannot create the DTLS context");
 		return -ENOMEM;
+	}
+	/*
+	 * The context gets a store of its own (empty, and kept empty: every
+	 * handshake verifies into a throw-away store, see
+	 * dg_dtls_isolate_verify), so that a session's store can be dropped
+	 * by pointing the session back at the context's.
+	 */
+	store = wolfSSL_X509_STORE_new();
+	if (store == NULL) {
+		snprintf(err, errlen, "cannot create the DTLS context's certificate store");
+		rc = -ENOMEM;
+		goto out;
+	}
+	wolfSSL_CTX_set_cert_store(ctx, store);
+	if (wolfSSL_CTX_get_cert_store(ctx) != store) {
+		wolfSSL_X509_STORE_free(store);
+		snprintf(err, errlen, "cannot set the DTLS context's certificate store");
+		goto out;
 	}
 	if (wolfSSL_CTX_set_cipher_list(ctx, DG_DTLS_CIPHER_LIST) != WOLFSSL_SUCCESS) {
 		snprintf(err, errlen, "wolfSSL lacks a required cipher suite (%s)",
@@ -154,6 +173,37 @@ out:
 	if (ctx != NULL)
 		wolfSSL_CTX_free(ctx);
 	return rc;
+}
+
+int
+dg_dtls_isolate_verify(WOLFSSL *ssl)
+{
+	WOLFSSL_X509_STORE *store = wolfSSL_X509_STORE_new();
+
+	if (store == NULL)
+		return -ENOMEM;
+	/* set0: the WOLFSSL owns the store and frees it with itself. */
+	if (wolfSSL_set0_verify_cert_store(ssl, store) != WOLFSSL_SUCCESS) {
+		wolfSSL_X509_STORE_free(store);
+		return -EIO;
+	}
+	return 0;
+}
+
+void
+dg_dtls_end_verify(WOLFSSL *ssl)
+{
+	WOLFSSL_CTX *ctx = wolfSSL_get_SSL_CTX(ssl);
+	WOLFSSL_X509_STORE *shared = ctx != NULL ? wolfSSL_CTX_get_cert_store(ctx) : NULL;
+
+	/*
+	 * Given the context's own store, wolfSSL frees the session's and
+	 * points the session back at the context's (ssl.c,
+	 * wolfSSL_set0_verify_cert_store). No certificate is processed after
+	 * the handshake (DTLS 1.2, no renegotiation).
+	 */
+	if (shared != NULL)
+		wolfSSL_set0_verify_cert_store(ssl, shared);
 }
 
 /* Reads a record header at buf[0..len); the caller checks len >= DG_DTLS_HEADER_LEN. */

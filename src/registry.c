@@ -224,9 +224,10 @@ collect_crl(void *arg, const dg_crl_row *row)
 	tc->crl_copies[tc->n_crls] = copy;
 	tc->crls[tc->n_crls] = *row;
 	tc->crls[tc->n_crls].der = copy;
-	tc->crls[tc->n_crls].source = NULL;
+	/* Owned here (the row's is the statement's): freed with the copies. */
+	tc->crls[tc->n_crls].source = strdup(row->source != NULL ? row->source : "?");
 	tc->n_crls++;
-	return 0;
+	return tc->crls[tc->n_crls - 1].source != NULL ? 0 : -ENOMEM;
 }
 
 static int
@@ -240,6 +241,7 @@ build_trust(dg_registry *reg, dg_store *st)
 		dg_project *p = &reg->projects[i];
 		const dg_ca_cert *cas[256];
 		const uint8_t *crls[64];
+		const char *crl_files[64];
 		size_t crl_lens[64], n_cas = 0, n_crls = 0;
 		int bad = 0;
 		for (size_t j = 0; j < tc.n_cas && n_cas < 256; j++)
@@ -248,6 +250,7 @@ build_trust(dg_registry *reg, dg_store *st)
 		for (size_t j = 0; j < tc.n_crls && n_crls < 64; j++)
 			if (tc.crls[j].project_id == p->id) {
 				crls[n_crls] = tc.crls[j].der;
+				crl_files[n_crls] = tc.crls[j].source;
 				crl_lens[n_crls++] = tc.crls[j].der_len;
 			}
 		rc = dg_trust_store_new(cas, n_cas, crls, crl_lens, n_crls, &p->trust, &bad);
@@ -259,17 +262,29 @@ build_trust(dg_registry *reg, dg_store *st)
 		for (size_t j = 0; j < n_crls; j++)
 			p->trust_hash =
 			        hash_bytes(p->trust_hash, (const char *)crls[j], crl_lens[j]);
-		if (bad > 0)
-			dg_log(DG_LOG_WARN, "config.crl",
-			       "project %s: %d CRLs not loaded (issuer not among its CAs, or a bad"
-			       " signature)",
-			       p->slug, bad);
+		/* Each unusable CRL, with its file and the true reason: it refuses its issuer. */
+		dg_crl_status cs;
+		int64_t now = dg_now_ms();
+		for (size_t j = 0;
+		     rc == 0 && bad > 0 && dg_trust_store_crl_status(p->trust, j, now, &cs) == 0;
+		     j++) {
+			if (cs.problem == NULL)
+				continue;
+			dg_log(DG_LOG_ERROR, "config.crl",
+			       "project %s: %s: CRL %zu (issuer %s): %s; certificates of this "
+			       "issuer"
+			       " are refused until a usable CRL replaces it",
+			       p->slug, cs.file < n_crls ? crl_files[cs.file] : "?", cs.index,
+			       cs.issuer, cs.problem);
+		}
 	}
 	for (size_t j = 0; j < tc.n_cas; j++)
 		free(tc.cas[j].cert.der);
 	free(tc.cas);
-	for (size_t j = 0; j < tc.n_crls; j++)
+	for (size_t j = 0; j < tc.n_crls; j++) {
 		free(tc.crl_copies[j]);
+		free((void *)(uintptr_t)tc.crls[j].source);
+	}
 	free(tc.crl_copies);
 	free(tc.crls);
 	return rc;

@@ -53,6 +53,7 @@ typedef struct prov_req {
 typedef struct watch {
 	uv_fs_event_t h;
 	dg_server *srv;
+	char only[256]; /* Non-empty: react only to events about this entry (the parent's watch). */
 } watch;
 
 typedef struct listener {
@@ -993,9 +994,11 @@ static void
 fs_event_cb(uv_fs_event_t *h, const char *filename, int events, int status)
 {
 	watch *w = dg_container_of(h, watch, h);
-	(void)filename;
 	(void)events;
 	(void)status;
+	/* The parent of projects_dir may hold the database: only projects_dir itself counts. */
+	if (w->only[0] != '\0' && (filename == NULL || strcmp(filename, w->only) != 0))
+		return;
 	/* Restarted by every event: the reload runs once things are quiet. */
 	uv_timer_start(&w->srv->debounce, debounce_cb, RELOAD_DEBOUNCE_MS, 0);
 }
@@ -1050,6 +1053,32 @@ rewatch(dg_server *srv)
 
 	unwatch(srv);
 	add_watch(srv, dir);
+	/*
+	 * And its parent, for projects_dir itself: removed (rm -rf) and made
+	 * again, or replaced by a rename, it is watched anew on the reload
+	 * that follows, instead of never again.
+	 */
+	char parent[4096];
+	snprintf(parent, sizeof(parent), "%s", dir);
+	for (size_t n = strlen(parent); n > 1 && parent[n - 1] == '/'; n--)
+		parent[n - 1] = '\0';
+	char *slash = strrchr(parent, '/');
+	const char *base = slash != NULL ? slash + 1 : parent;
+	if (*base != '\0' && strlen(base) < sizeof(srv->watches[0]->only)) {
+		char name[256];
+		snprintf(name, sizeof(name), "%s", base);
+		if (slash == NULL)
+			snprintf(parent, sizeof(parent), ".");
+		else if (slash == parent)
+			parent[1] = '\0';
+		else
+			*slash = '\0';
+		size_t had = srv->n_watches;
+		add_watch(srv, parent);
+		if (srv->n_watches > had)
+			snprintf(srv->watches[had]->only, sizeof(srv->watches[had]->only), "%s",
+			         name);
+	}
 	if (uv_fs_scandir(NULL, &req, dir, 0, NULL) < 0) {
 		uv_fs_req_cleanup(&req);
 		return;

@@ -31,8 +31,8 @@
 #define DECOY_KEY_LEN 16
 /* Datagrams kept while a first connection's device is being made. */
 #define HELD_MAX 4
-/* Certificates of a device's chain kept for revalidation. */
-#define CHAIN_MAX 4
+/* Certificates of a device's chain kept for revalidation: all of an accepted chain. */
+#define CHAIN_MAX DG_TRUST_CHAIN_MAX
 
 enum auth { AUTH_NONE = 0, AUTH_PSK, AUTH_CERT };
 
@@ -64,8 +64,9 @@ struct dg_session {
 	WOLFSSL *ssl;
 	dg_registry *reg;
 	dg_coap *coap;
-	dg_wheel_entry rtx;  /* DTLS handshake retransmission. */
-	dg_wheel_entry life; /* Handshake timeout, then idle timeout. */
+	dg_wheel_entry rtx;    /* DTLS handshake retransmission. */
+	dg_wheel_entry life;   /* Handshake timeout, then idle timeout. */
+	dg_wheel_entry expiry; /* The certificate's notAfter (certificate sessions). */
 	uint64_t created_ms;
 	uint64_t last_rx_ms;
 	char peer_text[64];
@@ -86,6 +87,8 @@ struct dg_session {
 	 * cipher. */
 	size_t min_record;
 	int block_cipher;
+	char reason_buf[DG_SUBJECT_MAX + 96]; /* A refusal that names something (an issuer). */
+	int64_t cert_not_after_ms;            /* Wall clock: the chain's earliest notAfter. */
 	uint64_t trust_hash; /* Of the project's CAs and CRLs the chain was verified with. */
 	int cert_checked;    /* The chain was judged (refusal says how). */
 	uint8_t *chain[CHAIN_MAX];
@@ -147,6 +150,12 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 		free(s);
 		return -ENOMEM;
 	}
+	/* No certificate the device sends may reach a store other sessions share. */
+	if (dg_dtls_isolate_verify(ssl) != 0) {
+		dg_coap_free(s->coap);
+		free(s);
+		return -ENOMEM;
+	}
 	s->id = id;
 	s->state = DG_SESSION_HANDSHAKE;
 	s->env = env;
@@ -163,6 +172,8 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	dg_wheel_entry_init(&s->life);
 	s->rtx.tag = DG_TIMER_SESSION_RTX;
 	s->life.tag = DG_TIMER_SESSION_LIFE;
+	dg_wheel_entry_init(&s->expiry);
+	s->expiry.tag = DG_TIMER_SESSION_CERT;
 	dg_wheel_entry_init(&s->notify_rtx);
 	dg_wheel_entry_init(&s->block_expiry);
 	s->notify_rtx.tag = DG_TIMER_SESSION_NOTIFY;
@@ -208,6 +219,7 @@ dg_session_free(dg_session *s)
 		return;
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	dg_wheel_cancel(s->env->wheel, &s->life);
+	dg_wheel_cancel(s->env->wheel, &s->expiry);
 	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
 	free(s->obs);
@@ -433,7 +445,7 @@ judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const 
 {
 	dg_subject subj;
 	const dg_project *p;
-	dg_trust_result r;
+	dg_trust_verdict v;
 
 	if (n == 0 || dg_trust_subject(certs[0], lens[0], &subj) != 0)
 		return "malformed certificate";
@@ -457,10 +469,13 @@ judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const 
 		return "invalid common name";
 	/* On revalidation, the chain is verified again only when the project's trust changed. */
 	if (!keep_identity || p->trust_hash != s->trust_hash) {
-		r = dg_trust_verify(p->trust, (const uint8_t *const *)certs, lens, n);
-		if (r != DG_TRUST_OK)
-			return dg_trust_result_text(r);
+		if (dg_trust_verify_at(p->trust, (const uint8_t *const *)certs, lens, n,
+		                       dg_now_ms(), &v) != DG_TRUST_OK) {
+			snprintf(s->reason_buf, sizeof(s->reason_buf), "%s", v.reason);
+			return s->reason_buf;
+		}
 		s->trust_hash = p->trust_hash;
+		s->cert_not_after_ms = v.not_after_ms;
 	}
 	const dg_cert_device *d = dg_registry_find_cert_device(reg, p->id, subj.cn);
 	if (d != NULL && d->blocked)
@@ -498,10 +513,11 @@ dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
 	 * the chain it came in was accepted.
 	 */
 	if (!s->cert_checked) {
-		uint8_t *certs[CHAIN_MAX];
-		size_t lens[CHAIN_MAX], n = 0;
+		/* One more than may be kept: a longer chain is refused, not cut short. */
+		uint8_t *certs[CHAIN_MAX + 1];
+		size_t lens[CHAIN_MAX + 1], n = 0;
 		s->cert_checked = 1;
-		for (int i = 0; i < store->totalCerts && n < CHAIN_MAX; i++) {
+		for (int i = 0; i < store->totalCerts && n < CHAIN_MAX + 1; i++) {
 			certs[n] = malloc(store->certs[i].length);
 			if (certs[n] == NULL)
 				break;
@@ -510,6 +526,8 @@ dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
 		}
 		const char *why =
 		        n > 0 ? judge_chain(s, s->reg, certs, lens, n, 0) : "out of memory";
+		if (why == NULL && n > CHAIN_MAX)
+			why = "certificate chain too long"; /* Unreachable: the judge refuses it. */
 		if (why != NULL) {
 			refuse(s, why);
 			for (size_t i = 0; i < n; i++)
@@ -553,6 +571,19 @@ schedule_rtx(dg_session *s, uint64_t now_ms)
 
 static void input_records(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms);
 
+/*
+ * Arms the close of a certificate session at its chain's earliest
+ * notAfter: a wall-clock time, turned into the loop's clock of `now_ms`.
+ */
+static void
+schedule_expiry(dg_session *s, uint64_t now_ms)
+{
+	if (s->auth != AUTH_CERT || s->cert_not_after_ms == INT64_MAX)
+		return;
+	int64_t left = s->cert_not_after_ms - dg_now_ms();
+	dg_wheel_schedule(s->env->wheel, &s->expiry, left > 0 ? now_ms + (uint64_t)left : now_ms);
+}
+
 static void
 established(dg_session *s, uint64_t now_ms)
 {
@@ -567,6 +598,7 @@ established(dg_session *s, uint64_t now_ms)
 	s->block_cipher = out0 > 0 && out1 == out0;
 	dg_wheel_schedule(s->env->wheel, &s->life,
 	                  now_ms + (uint64_t)s->env->cfg->limits.idle_timeout_s * 1000);
+	schedule_expiry(s, now_ms);
 	log_session(s, DG_LOG_INFO, "session.established", "auth",
 	            s->auth == AUTH_PSK ? "psk" : "cert", "cipher",
 	            wolfSSL_get_cipher_name(s->ssl));
@@ -578,6 +610,8 @@ static void
 handshake_done(dg_session *s, uint64_t now_ms)
 {
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
+	/* The chain is judged: what wolfSSL kept of it goes with its throw-away store. */
+	dg_dtls_end_verify(s->ssl);
 	if (s->auth == AUTH_NONE) {
 		/*
 		 * Not reachable while the context demands a client certificate
@@ -1027,7 +1061,13 @@ dg_session_revalidate(dg_session *s, dg_registry *reg)
 		else if (c->device_blocked)
 			why = "device blocked";
 	} else if (s->auth == AUTH_CERT) {
+		int64_t not_after = s->cert_not_after_ms;
 		const char *j = judge_chain(s, reg, s->chain, s->chain_len, s->n_chain, 1);
+		/* Verified again against new trust: the chain's path, so its notAfter, may differ.
+		 */
+		if (j == NULL && s->cert_not_after_ms != not_after &&
+		    s->state == DG_SESSION_ESTABLISHED)
+			schedule_expiry(s, s->env->wheel->now_tick * DG_WHEEL_TICK_MS);
 		if (j != NULL && strcmp(j, "unknown CA") == 0)
 			why = "CA removed";
 		else if (j != NULL && strcmp(j, "unknown device and auto_provision is off") != 0)
@@ -1056,6 +1096,7 @@ dg_session_close(dg_session *s, const char *reason, int notify)
 	s->state = DG_SESSION_CLOSED;
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	dg_wheel_cancel(s->env->wheel, &s->life);
+	dg_wheel_cancel(s->env->wheel, &s->expiry);
 	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
 	drop_held(s);
@@ -1071,6 +1112,18 @@ dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 	}
 	if (e->tag == DG_TIMER_SESSION_BLOCK) {
 		dg_session_block1_end(dg_container_of(e, dg_session, block_expiry));
+		return;
+	}
+	if (e->tag == DG_TIMER_SESSION_CERT) {
+		dg_session *s = dg_container_of(e, dg_session, expiry);
+		if (s->state != DG_SESSION_ESTABLISHED)
+			return;
+		if (dg_now_ms() < s->cert_not_after_ms) {
+			/* The wall clock went back since this was armed: look again then. */
+			schedule_expiry(s, now_ms);
+			return;
+		}
+		dg_session_close(s, "certificate expired", 1);
 		return;
 	}
 	if (e->tag == DG_TIMER_SESSION_RTX) {

@@ -51,6 +51,19 @@ typedef struct dg_dtls_io {
 int dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callback psk_cb,
                     VerifyCallback verify_cb, WOLFSSL_CTX **out, char *err, size_t errlen);
 
+/*
+ * Gives a WOLFSSL object that is about to handshake its own, empty
+ * certificate store: every CA certificate wolfSSL keeps while it
+ * processes the peer's chain (ProcessPeerCerts adds the chain's CAs to
+ * SSL_CM(ssl) once the verify callback accepts them) lands there, never
+ * in a store shared between sessions. Returns 0 or a negative errno (the
+ * object is then unchanged).
+ */
+int dg_dtls_isolate_verify(WOLFSSL *ssl);
+
+/* Frees the store dg_dtls_isolate_verify() gave `ssl`, once its handshake is over. */
+void dg_dtls_end_verify(WOLFSSL *ssl);
+
 /* Points a WOLFSSL object's reads and writes at `io`. */
 void dg_dtls_set_io(WOLFSSL *ssl, dg_dtls_io *io);
 

@@ -35,6 +35,7 @@ enum {
 	DG_TIMER_SESSION_LIFE = 2,
 	DG_TIMER_SESSION_NOTIFY = 3,
 	DG_TIMER_SESSION_BLOCK = 4,
+	DG_TIMER_SESSION_CERT = 5, /* The client certificate's notAfter. */
 };
 
 /*

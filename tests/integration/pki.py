@@ -244,6 +244,112 @@ class PKI:
         cert = self.sign(ca, csr, self.path(name + ".crt.pem"), days=days)
         return Leaf(name, key, csr, cert, "/O=%s/CN=" % slug)
 
+    # --- beyond openssl 3.0's command line: python3-cryptography -------------
+
+    def _load(self, path, key=False):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        with open(path, "rb") as f:
+            data = f.read()
+        if key:
+            return serialization.load_pem_private_key(data, None)
+        return x509.load_pem_x509_certificate(data)
+
+    def device_seconds(self, ca, name, seconds, slug="acme", cn=None):
+        """A device certificate whose notAfter is `seconds` from now (openssl
+        cannot do seconds). The key and CSR are the recipe's; the signing is
+        python3-cryptography's, with the CA's key, and no extensions."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        subj = "/O=%s/CN=%s" % (slug, cn or name)
+        key, csr_path = self.csr(name, subj)
+        with open(csr_path, "rb") as f:
+            csr = x509.load_pem_x509_csr(f.read())
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        cert = (x509.CertificateBuilder().subject_name(csr.subject)
+                .issuer_name(self._load(ca.cert).subject).public_key(csr.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(seconds=seconds))
+                .sign(self._load(ca.key, key=True), hashes.SHA256()))
+        out = self.path(name + ".crt.pem")
+        with open(out, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        return Leaf(name, key, csr_path, out, subj)
+
+    def device_ext(self, ca, name, subj, ext, days=7):
+        """A certificate signed by `ca` with the recipe's `x509 -req`, plus
+        the v3 extensions of `ext` (an -extfile's text)."""
+        key, csr = self.csr(name, subj)
+        extfile = self.path(name + ".ext")
+        with open(extfile, "w") as f:
+            f.write(ext)
+        cert = self.sign(ca, csr, self.path(name + ".crt.pem"), days=days, extfile=extfile)
+        return Leaf(name, key, csr, cert, subj)
+
+    def self_made_cas(self, prefix, n):
+        """`n` self-signed CA certificates (CA:TRUE, keyCertSign) with distinct
+        subjects and one shared key, as PEM bytes; and that key. What a device
+        could make by the thousand to send along its chain."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        pems = []
+        for i in range(n):
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "%s %d" % (prefix, i))])
+            cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                    .not_valid_before(now - datetime.timedelta(days=1))
+                    .not_valid_after(now + datetime.timedelta(days=30))
+                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                    .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
+                                                 False, False), True)
+                    .sign(key, hashes.SHA256()))
+            pems.append(cert.public_bytes(serialization.Encoding.PEM))
+        return pems, key
+
+    def leaf_signed_by(self, ca_pem, ca_key, name, slug="acme"):
+        """A v3 device certificate /O=<slug>/CN=<name> signed by a CA given as
+        PEM bytes and key (one of self_made_cas)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        subj = "/O=%s/CN=%s" % (slug, name)
+        key, csr_path = self.csr(name, subj)
+        with open(csr_path, "rb") as f:
+            csr = x509.load_pem_x509_csr(f.read())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(csr.subject)
+                .issuer_name(x509.load_pem_x509_certificate(ca_pem).subject)
+                .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=7))
+                .sign(ca_key, hashes.SHA256()))
+        out = self.path(name + ".crt.pem")
+        with open(out, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        return Leaf(name, key, csr_path, out, subj)
+
+    def crl_dated(self, ca, last_update, next_update, revoked=(), name=None):
+        """A CRL of `ca` with chosen dates (`openssl ca -gencrl` always starts
+        now), listing `revoked` leaves, signed with the CA's key. Returns PEM bytes."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        b = (x509.CertificateRevocationListBuilder().issuer_name(self._load(ca.cert).subject)
+             .last_update(last_update).next_update(next_update))
+        for leaf in revoked:
+            serial = self._load(leaf.cert).serial_number
+            b = b.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial)
+                .revocation_date(last_update).build())
+        crl = b.sign(self._load(ca.key, key=True), hashes.SHA256())
+        pem = crl.public_bytes(serialization.Encoding.PEM)
+        with open(self.path((name or ca.name) + ".dated.crl.pem"), "wb") as f:
+            f.write(pem)
+        return pem
+
     def revoke(self, ca, leaf):
         """Marks `leaf` revoked in `ca`'s database (adds it if `ca` never saw it)."""
         run([OPENSSL, "ca", "-batch", "-config", ca.conf, "-revoke", leaf.cert,

@@ -692,6 +692,243 @@ def test_ztp_concurrent_first_handshakes(d, P):
     assert not failed, [f["_line"] for f in failed][:3]
 
 
+# --- tests: issue 8, trust never lets a wrong device in --------------------------------
+
+def metric(d, name, **labels):
+    """The value of one sample of the daemon's Prometheus text, or 0."""
+    import urllib.request
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.metrics_port,
+                                  timeout=5).read().decode()
+    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name + ("{" + want + "}" if labels else " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def rss_kb(d):
+    with open("/proc/%d/status" % d.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def chain_file(P, name, pems):
+    path = P.pki.path(name)
+    with open(path, "wb") as f:
+        f.write(b"".join(pems))
+    return path
+
+
+def test_chain_ca_certs_not_kept(d, P):
+    """A device with one valid certificate sends 3 fresh self-made CAs along
+    its chain on every handshake. Accepted (they are not needed), but none may
+    reach a store shared between sessions: the daemon's memory must not grow
+    with them, and a device signed by one of them is refused."""
+    leaf = P.leaf(P.acme, cn=P.name("injector"))
+    rounds, batch = 240, 8
+    pems, key = P.pki.self_made_cas("Injected CA %d" % P.n, 3 * (rounds + 24))
+    chains = [chain_file(P, "inj%04d.pem" % i, pems[3 * i:3 * i + 3])
+              for i in range(rounds + 24)]
+
+    def run(idx):
+        procs = [subprocess.Popen(s_client_cmd(d, leaf, chains[i]), stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                 for i in idx]
+        ok = 0
+        for p in procs:
+            out, _ = p.communicate(timeout=30)
+            ok += ("Cipher is " + CIPHER) in out.decode("utf-8", "replace")
+        return ok
+
+    # Warm-up: the allocator's arenas and the session tables reach their size.
+    for i in range(0, 24, batch):
+        assert run(range(i, i + batch)) == batch, tail(d)
+    time.sleep(0.5)
+    before = rss_kb(d)
+    done = 0
+    for i in range(24, 24 + rounds, batch):
+        done += run(range(i, i + batch))
+    time.sleep(0.5)
+    after = rss_kb(d)
+    print("     %d handshakes with %d injected CAs: RSS %d kB -> %d kB (%+d kB)" % (
+        done, 3 * rounds, before, after, after - before), flush=True)
+    assert done == rounds, "only %d/%d handshakes completed%s" % (done, rounds, tail(d))
+    assert after - before < 400, "RSS grew by %d kB over %d handshakes" % (after - before,
+                                                                           rounds)
+    # A device "signed" by an injected CA is refused; so is the CA itself sent along.
+    evil = P.pki.leaf_signed_by(pems[5], key, P.name("evil"))
+    expect_refused(d, evil, "unknown CA", project="acme")
+    expect_refused(d, evil, "unknown CA", project="acme",
+                   chain=chain_file(P, "evil-chain.pem", [pems[5]]))
+
+
+def test_chain_too_long(d, P):
+    """Leaf + 4 CA certificates: more than the limit (leaf + 3) is refused
+    whole, with its own reason and metric."""
+    leaf = P.leaf(P.acme, cn=P.name("longchain"))
+    pems, _ = P.pki.self_made_cas("Long %d" % P.n, 4)
+    chain = chain_file(P, "long%d.pem" % P.n, pems)
+    expect_refused(d, leaf, "certificate chain too long", project="acme", chain=chain)
+    assert metric(d, "devgate_handshake_failures_total",
+                  reason="certificate chain too long") == 1
+    # Three extra CAs (the limit) still go through.
+    expect_accepted(d, leaf, chain=chain_file(P, "ok%d.pem" % P.n, pems[:3]))
+
+
+def crl_root(P):
+    """A root with a distinctive name, a revoked and a good leaf."""
+    cn = "CRL Root %d" % P.n
+    root = P.pki.root(P.name("crlroot"), cn=cn)
+    revoked = P.leaf(root, cn=P.name("crl-revoked"))
+    good = P.leaf(root, cn=P.name("crl-good"))
+    return root, cn, revoked, good
+
+
+def test_crl_expired_at_import(d, P):
+    """A CRL past its nextUpdate revoking a device: every certificate of its
+    issuer is refused with a precise reason, counted, and the import logged
+    the file and the true reason."""
+    root, cn, revoked, good = P.crl_expired
+    reason = "CRL expired for issuer /CN=%s" % cn
+    expect_refused(d, revoked, reason, project="acme")
+    expect_refused(d, good, reason, project="acme")
+    assert metric(d, "devgate_handshake_failures_total", reason=reason) == 2
+    f = [x for x in events(d, "config.crl") if "crls/old.pem" in x["_line"]]
+    assert f and f[0]["level"] == "error" and "expired" in f[0]["_line"], tail(d)
+    assert "not among its CAs, or a bad" not in d.logtext(), tail(d)
+    print("     " + f[0]["_line"], flush=True)
+
+
+def test_crl_expires_while_running(d, P):
+    """A CRL valid for a few seconds: the good device gets in, the revoked one
+    does not; once nextUpdate passes, with no reload, the issuer's
+    certificates are refused."""
+    root, cn, revoked, good, next_update = P.crl_soon
+    expect_accepted(d, good)
+    expect_refused(d, revoked, "certificate revoked", project="acme")
+    wait = next_update.timestamp() - time.time() + 0.3
+    assert wait > 0, "the CRL expired before the test could use it"
+    time.sleep(wait)
+    mark = log_mark(d)
+    expect_refused(d, good, "CRL expired for issuer /CN=%s" % cn, project="acme")
+    assert not events(d, "reload.done", mark), "a reload ran: " + tail(d)
+
+
+def test_crl_bad_signature(d, P):
+    """A CRL that names acme's root as its issuer (/CN=Root CA) but is signed
+    by another key: acme's certificates are refused, and the import says so."""
+    leaf = P.leaf(P.acme, cn=P.name("badcrl"))
+    expect_refused(d, leaf, "CRL unusable for issuer /CN=Root CA: its signature does not "
+                   "verify against the project's CA", project="acme")
+    f = [x for x in events(d, "config.crl") if "crls/forged.pem" in x["_line"]]
+    assert f and "signature does not verify" in f[0]["_line"], tail(d)
+
+
+def test_refused_ca_certificate_as_device(d, P):
+    """A CA:TRUE certificate with O=acme, signed by acme's root, is not a
+    device; nor is a leaf whose keyUsage forbids digitalSignature."""
+    name = P.name("ca-dev")
+    ca_dev = P.pki.device_ext(P.acme, name, "/O=acme/CN=%s" % name,
+                              "basicConstraints=critical,CA:TRUE\n"
+                              "keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n")
+    expect_refused(d, ca_dev, "certificate is a CA certificate, not a device certificate",
+                   project="acme")
+    assert device_row(d, "acme", name) is None
+    name = P.name("ku-dev")
+    ku_dev = P.pki.device_ext(P.acme, name, "/O=acme/CN=%s" % name,
+                              "keyUsage=critical,keyAgreement\n")
+    rc, out = cert_s_client(d, ku_dev)
+    assert not handshake_ok(rc, out), out[-2000:]
+    f = wait_event(d, "session.failed", 5, 0, subject=lambda v: name in v)
+    assert f is not None, tail(d)
+    assert f["reason"] == "certificate keyUsage does not allow digitalSignature" or \
+        "digital" in out.lower() or "key usage" in out.lower(), f["_line"]
+    assert device_row(d, "acme", name) is None
+    # A plain recipe leaf still gets in.
+    expect_accepted(d, P.leaf(P.acme, cn=P.name("plain")))
+
+
+def test_session_closed_at_cert_expiry(d, P):
+    """A leaf that expires 6 s after it is made: the session is closed with
+    reason "certificate expired" within about a second of its notAfter."""
+    from cryptography import x509 as cx509
+    name = P.name("shortlived")
+    leaf = P.pki.device_seconds(P.acme, name, 6)
+    with open(leaf.cert, "rb") as f:
+        not_after = cx509.load_pem_x509_certificate(f.read()).not_valid_after_utc.timestamp()
+    live = live_cert(d, leaf)
+    try:
+        wait_established(d, name, auth="cert")
+        f = wait_event(d, "session.closed", not_after - time.time() + 4, 0, device=name)
+        assert f is not None, "not closed after notAfter" + tail(d)
+        assert f["reason"] == "certificate expired", f["_line"]
+        late = f["ts"] - not_after
+        print("     closed %.2fs after notAfter: %s" % (late, f["_line"]), flush=True)
+        assert -0.05 <= late <= 1.2, "closed %.2fs after notAfter" % late
+        assert live.wait_exit(3), "the client was not told:\n" + live.text()
+    finally:
+        live.stop()
+
+
+def try_psk(d, identity, timeout):
+    deadline = time.time() + timeout
+    while True:
+        rc, out = gateway_test.s_client(d, "PSK-AES128-CCM8", identity=identity)
+        if rc == 0:
+            return time.time()
+        if time.time() >= deadline:
+            return None
+        time.sleep(0.2)
+
+
+def test_projects_dir_removed_and_restored(d, P):
+    """rm -rf projects/, then made again with a new PSK: the new PSK works
+    without SIGHUP."""
+    projects = os.path.join(d.dir, "projects")
+    shutil.rmtree(projects)
+    time.sleep(1.0)  # the reload that finds it gone runs
+    t0 = time.time()
+    d.write("projects/acme/psk.json",
+            json.dumps([{"identity": "dev9@acme", "device": "dev9", "key": KEY}]))
+    t = try_psk(d, "dev9@acme", 5)
+    assert t is not None, "the new PSK never worked" + tail(d)
+    print("     new PSK accepted %.2fs after projects/ came back" % (t - t0), flush=True)
+
+
+def test_psk_json_renamed_over_after_dir_swap(d, P):
+    """projects/ removed, then replaced by renaming a prepared directory; then
+    psk.json replaced by rename (write tmp, rename over) without dev1: dev1's
+    live session is closed."""
+    projects = os.path.join(d.dir, "projects")
+    shutil.rmtree(projects)
+    time.sleep(1.0)
+    staged = os.path.join(d.dir, "projects.new")
+    os.makedirs(os.path.join(staged, "acme"))
+    with open(os.path.join(staged, "acme", "psk.json"), "w") as f:
+        json.dump([{"identity": "dev1@acme", "device": "dev1", "key": KEY},
+                   {"identity": "dev2@acme", "device": "dev2", "key": KEY}], f)
+    os.rename(staged, projects)
+    assert try_psk(d, "dev2@acme", 5) is not None, "dev2 never worked" + tail(d)
+    psk = s_client_live(d)
+    try:
+        wait_established(d, "dev1", auth="psk", start=log_mark(d) - 5)
+        mark = log_mark(d)
+        t0 = time.time()
+        d.write("projects/acme/psk.json",
+                json.dumps([{"identity": "dev2@acme", "device": "dev2", "key": KEY}]))
+        f = wait_event(d, "session.closed", REVOKE_WINDOW + 3, mark, device="dev1")
+        assert f is not None, "dev1's session not closed" + tail(d)
+        assert f["reason"].startswith("credentials revoked: "), f["_line"]
+        assert f["ts"] - t0 <= REVOKE_WINDOW, "closed %.2fs later" % (f["ts"] - t0)
+        print("     closed %.2fs after the rename: %s" % (f["ts"] - t0, f["reason"]),
+              flush=True)
+    finally:
+        psk.kill()
+        psk.wait()
+
+
 # --- the list ----------------------------------------------------------------------------
 
 def test_ztp_first_connections_no_rebuild(d, P):
@@ -754,6 +991,36 @@ def crl_daemon(P):
     return {"files": files}
 
 
+def crl_expired_daemon(P):
+    root, cn, revoked, good = crl_root(P)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    pem = P.pki.crl_dated(root, now - datetime.timedelta(days=8),
+                          now - datetime.timedelta(days=1), revoked=[revoked])
+    P.crl_expired = (root, cn, revoked, good)
+    files = cas("acme", root)
+    files["projects/acme/crls/old.pem"] = pem
+    return {"files": files}
+
+
+def crl_soon_daemon(P):
+    root, cn, revoked, good = crl_root(P)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    next_update = now + datetime.timedelta(seconds=8)
+    pem = P.pki.crl_dated(root, now - datetime.timedelta(minutes=1), next_update,
+                          revoked=[revoked])
+    P.crl_soon = (root, cn, revoked, good, next_update)
+    files = cas("acme", root)
+    files["projects/acme/crls/soon.pem"] = pem
+    return {"files": files}
+
+
+def crl_forged_daemon(P):
+    files = cas("acme", P.acme)
+    # The stranger root is also "/CN=Root CA": its CRL claims acme's root's name.
+    files["projects/acme/crls/forged.pem"] = open(P.pki.crl(P.stranger), "rb").read()
+    return {"files": files}
+
+
 TESTS = [
     (test_pki_recipe, None),
     (test_accept_root_v1_coap_openssl, acme_only),
@@ -793,6 +1060,15 @@ TESTS = [
      lambda P: acme_only(P, project_json={"acme": {"auto_provision": False}})),
     (test_ztp_concurrent_first_handshakes, acme_only),
     (test_ztp_first_connections_no_rebuild, acme_only),
+    (test_chain_ca_certs_not_kept, acme_only),
+    (test_chain_too_long, acme_only),
+    (test_crl_expired_at_import, crl_expired_daemon),
+    (test_crl_expires_while_running, crl_soon_daemon),
+    (test_crl_bad_signature, crl_forged_daemon),
+    (test_refused_ca_certificate_as_device, acme_only),
+    (test_session_closed_at_cert_expiry, acme_only),
+    (test_projects_dir_removed_and_restored, lambda P: {}),
+    (test_psk_json_renamed_over_after_dir_swap, lambda P: {}),
 ]
 
 

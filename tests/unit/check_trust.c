@@ -847,8 +847,8 @@ START_TEST(test_verify_v1_leaf)
 	ck_assert_trust(verify(ts, CHAIN("device")), DG_TRUST_OK);
 	/* A leaf of another root. */
 	ck_assert_trust(verify(ts, CHAIN("dev2")), DG_TRUST_UNKNOWN_CA);
-	/* The root itself, sent as a leaf, is in the store. */
-	ck_assert_trust(verify(ts, CHAIN("ca")), DG_TRUST_OK);
+	/* The root itself, sent as a leaf, is a CA, not a device (issue 8). */
+	ck_assert_trust(verify(ts, CHAIN("ca")), DG_TRUST_LEAF_IS_CA);
 	dg_trust_store_free(ts);
 
 	/* The other project's store knows only its own root. */
@@ -1016,7 +1016,11 @@ START_TEST(test_verify_crl)
 	ck_assert_trust(verify(ts, CHAIN("revoked", "inter")), DG_TRUST_REVOKED);
 	dg_trust_store_free(ts);
 
-	/* A blob that is not a CRL is counted bad; bad_crls may be NULL. */
+	/*
+	 * A blob that is not a CRL is counted bad; bad_crls may be NULL. Its
+	 * issuer cannot be read, so it may be the one revoking any of the
+	 * project's certificates: all are refused (fail closed).
+	 */
 	{
 		static const uint8_t rec[] = {0, 0, 0, 3, 0x30, 0x01, 0x00};
 		const uint8_t *crls[1] = {rec};
@@ -1027,7 +1031,7 @@ START_TEST(test_verify_crl)
 		ck_assert_int_eq(r.rc, 0);
 		ck_assert_int_eq(dg_trust_store_new(c, 1, crls, lens, 1, &ts, &bad), 0);
 		ck_assert_int_eq(bad, 1);
-		ck_assert_trust(verify(ts, CHAIN("device")), DG_TRUST_OK);
+		ck_assert_trust(verify(ts, CHAIN("device")), DG_TRUST_CRL_UNUSABLE);
 		dg_trust_store_free(ts);
 		ck_assert_int_eq(dg_trust_store_new(c, 1, crls, lens, 1, &ts, NULL), 0);
 		dg_trust_store_free(ts);
@@ -1055,6 +1059,142 @@ START_TEST(test_verify_v1_root)
 	ck_assert_trust(verify(ts, CHAIN("device")), DG_TRUST_UNKNOWN_CA);
 	/* The v1 root sent again as an intermediate changes nothing. */
 	ck_assert_trust(verify(ts, CHAIN("devv1", "v1root")), DG_TRUST_OK);
+	dg_trust_store_free(ts);
+}
+END_TEST
+
+/* Verifies the chain of DER files `names` at `at_ms`; fills *v. */
+static dg_trust_result
+verify_at(const dg_trust_store *ts, const char *const *names, size_t n, int64_t at_ms,
+          dg_trust_verdict *v)
+{
+	uint8_t *der[8];
+	size_t lens[8];
+	char file[256];
+	dg_trust_result r;
+
+	ck_assert_uint_le(n, 8);
+	for (size_t i = 0; i < n; i++) {
+		snprintf(file, sizeof(file), "%s.der", names[i]);
+		der[i] = slurp(file, &lens[i]);
+	}
+	r = dg_trust_verify_at(ts, (const uint8_t *const *)der, lens, n, at_ms, v);
+	for (size_t i = 0; i < n; i++)
+		free(der[i]);
+	return r;
+}
+
+START_TEST(test_verify_chain_limit)
+{
+	dg_trust_store *ts = store_of(FILES("ca.crt.pem"), NO_FILES, NULL);
+	dg_trust_verdict v;
+
+	/* Leaf and three more: the limit. */
+	ck_assert_trust(verify(ts, CHAIN("devi", "dev2", "interx", "inter")), DG_TRUST_OK);
+	/* One more is refused whole, though the chain in its first four would verify. */
+	ck_assert_trust(
+	        verify_at(ts, CHAIN("devi", "inter", "dev2", "interx", "other"), now_ms(), &v),
+	        DG_TRUST_CHAIN_TOO_LONG);
+	ck_assert_str_eq(v.reason, "certificate chain too long");
+	dg_trust_store_free(ts);
+}
+END_TEST
+
+START_TEST(test_verify_leaf_end_entity)
+{
+	dg_trust_store *ts = store_of(FILES("ca.crt.pem"), NO_FILES, NULL);
+
+	/* A CA:TRUE intermediate of the project's root, sent as the device's leaf. */
+	ck_assert_trust(verify(ts, CHAIN("inter")), DG_TRUST_LEAF_IS_CA);
+	ck_assert_trust(verify(ts, CHAIN("inter", "ca")), DG_TRUST_LEAF_IS_CA);
+	dg_trust_store_free(ts);
+	/* A leaf whose keyUsage lacks digitalSignature. */
+	genkey("kuleaf");
+	sh("openssl req -new -key kuleaf.key.pem -subj '/O=acme/CN=dev-ku' -out kuleaf.csr.pem");
+	sh("printf 'keyUsage=critical,keyAgreement\n' > kuleaf.ext");
+	sh("openssl x509 -req -in kuleaf.csr.pem -CA ca.crt.pem -CAkey ca.key.pem -CAcreateserial"
+	   " -out kuleaf.crt.pem -days 7 -sha256 -extfile kuleaf.ext");
+	sh("openssl x509 -in kuleaf.crt.pem -outform DER -out kuleaf.der");
+	ts = store_of(FILES("ca.crt.pem"), NO_FILES, NULL);
+	ck_assert_trust(verify(ts, CHAIN("kuleaf")), DG_TRUST_LEAF_KEY_USAGE);
+	dg_trust_store_free(ts);
+	/* The v1 root itself, uploaded and sent as a leaf. */
+	sh("openssl x509 -in v1root.crt.pem -outform DER -out v1root.der");
+	ts = store_of(FILES("v1root.crt.pem"), NO_FILES, NULL);
+	ck_assert_trust(verify(ts, CHAIN("v1root")), DG_TRUST_LEAF_IS_CA);
+	ck_assert_trust(verify(ts, CHAIN("devv1")), DG_TRUST_OK);
+	dg_trust_store_free(ts);
+}
+END_TEST
+
+START_TEST(test_verify_crl_dates)
+{
+	/* ca.crl.pem: nextUpdate in 7 days. */
+	dg_trust_store *ts = store_of(FILES("ca.crt.pem"), FILES("ca.crl.pem"), NULL);
+	dg_trust_verdict v;
+	dg_crl_status st;
+	int64_t later = now_ms() + 8 * DAY_MS;
+
+	ck_assert_trust(verify_at(ts, CHAIN("device"), now_ms(), &v), DG_TRUST_OK);
+	/* The leaf's notAfter (-days 7) is reported for the session's timer. */
+	ck_assert_int_gt(v.not_after_ms, now_ms() + 6 * DAY_MS);
+	ck_assert_int_le(v.not_after_ms, now_ms() + 7 * DAY_MS + 60000);
+	/* Once the CRL is past its nextUpdate, its issuer's certificates are refused. */
+	ck_assert_trust(verify_at(ts, CHAIN("device"), later, &v), DG_TRUST_CRL_EXPIRED);
+	ck_assert_str_eq(v.reason, "CRL expired for issuer /CN=Root CA");
+	ck_assert_trust(verify_at(ts, CHAIN("devi", "inter"), later, &v), DG_TRUST_CRL_EXPIRED);
+	/* A leaf of another issuer is not concerned. */
+	dg_trust_store_free(ts);
+	ts = store_of(FILES("ca.crt.pem", "other.crt.pem"), FILES("ca.crl.pem"), NULL);
+	ck_assert_trust(verify_at(ts, CHAIN("dev2"), later, &v), DG_TRUST_OK);
+	ck_assert_uint_eq(dg_trust_store_crl_count(ts), 1);
+	ck_assert_int_eq(dg_trust_store_crl_status(ts, 0, now_ms(), &st), 0);
+	ck_assert_ptr_null(st.problem);
+	ck_assert_str_eq(st.issuer, "/CN=Root CA");
+	ck_assert_int_eq(dg_trust_store_crl_status(ts, 0, later, &st), 0);
+	ck_assert_str_eq(st.problem, "expired");
+	ck_assert_int_eq(dg_trust_store_crl_status(ts, 1, later, &st), -ENOENT);
+	dg_trust_store_free(ts);
+
+	/* dg_trust_crls_expired, as the import's check uses it. */
+	{
+		size_t len, blen;
+		char *pem = (char *)slurp("ca.crl.pem", &len), why[400] = "", err[256];
+		uint8_t *blob = NULL;
+		ck_assert_int_eq(dg_trust_read_crls(pem, len, &blob, &blen, err, sizeof(err)), 0);
+		ck_assert_uint_eq(dg_trust_crls_expired(blob, blen, now_ms(), why, sizeof(why)), 0);
+		ck_assert_str_eq(why, "");
+		ck_assert_uint_eq(dg_trust_crls_expired(blob, blen, later, why, sizeof(why)), 1);
+		ck_assert_msg(strncmp(why, "CRL 1 (issuer /CN=Root CA): expired at ", 39) == 0,
+		              "%s", why);
+		free(blob);
+		free(pem);
+	}
+}
+END_TEST
+
+START_TEST(test_verify_crl_forged)
+{
+	/*
+	 * A CRL claiming the root's name, signed by another key: the root's
+	 * certificates are refused while it is there, not let in as if the
+	 * project had no CRL.
+	 */
+	int bad = -1;
+	dg_trust_verdict v;
+
+	root("fake", "Root CA");
+	ca_db("fake");
+	sh("openssl ca -batch -config fake.cnf -gencrl -crldays 7 -out fake.crl.pem");
+	dg_trust_store *ts = store_of(FILES("ca.crt.pem"), FILES("fake.crl.pem"), &bad);
+	ck_assert_int_eq(bad, 1);
+	ck_assert_trust(verify_at(ts, CHAIN("device"), now_ms(), &v), DG_TRUST_CRL_UNUSABLE);
+	ck_assert_str_eq(v.reason, "CRL unusable for issuer /CN=Root CA: its signature does not"
+	                           " verify against the project's CA");
+	dg_trust_store_free(ts);
+	/* Beside the good CRL, still refused: it may be the one revoking the device. */
+	ts = store_of(FILES("ca.crt.pem"), FILES("ca.crl.pem", "fake.crl.pem"), &bad);
+	ck_assert_trust(verify(ts, CHAIN("device")), DG_TRUST_CRL_UNUSABLE);
 	dg_trust_store_free(ts);
 }
 END_TEST
@@ -1111,6 +1251,10 @@ trust_suite(void)
 	tcase_add_test(tc, test_verify_dates);
 	tcase_add_test(tc, test_verify_crl);
 	tcase_add_test(tc, test_verify_v1_root);
+	tcase_add_test(tc, test_verify_chain_limit);
+	tcase_add_test(tc, test_verify_leaf_end_entity);
+	tcase_add_test(tc, test_verify_crl_dates);
+	tcase_add_test(tc, test_verify_crl_forged);
 	tcase_add_test(tc, test_result_text);
 	suite_add_tcase(s, tc);
 	return s;
