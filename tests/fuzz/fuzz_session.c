@@ -32,14 +32,17 @@
  *  - a raw datagram from a live session's address whose last record
  *    claims more bytes than the datagram holds makes that session swallow
  *    the datagrams that follow;
+ *  - a plaintext (epoch 0) handshake record that is no ClientHello, from a
+ *    live session's address, makes the server send a fatal alert and
+ *    close that session;
  *  - a ClientHello fragment (not the whole message), from any address,
  *    leaves the listener's wolfSSL object waiting for the rest: every
  *    later handshake, from any address, fails.
  *
  * The invariant checked after each input: unless the input legitimately
- * ended it (a close_notify, a replacing handshake, an alert the client
- * read), the established session still answers a CoAP ping (empty CON)
- * with an RST. A violation aborts.
+ * ended it (a close_notify, a replacing handshake), the established
+ * session still answers a CoAP ping (empty CON) with an RST, and the
+ * server sent it no alert. A violation aborts.
  *
  * With DG_FUZZ_TRANSCRIPT=FILE, the first handshake's client datagrams
  * are written to FILE as chunks (raw, from peer C), for seeding. With
@@ -104,7 +107,8 @@ typedef struct client {
 	dgram_queue tx, rx;
 	dgram_queue plain; /* What the client decrypted, for the invariant. */
 	int established;
-	int closed; /* Closed or broken, by the server, the input or the client. */
+	int closed;          /* Closed or broken, by the server, the input or the client. */
+	int ended_by_server; /* The wolfSSL error of an alert the server sent, or 0. */
 } client;
 
 typedef struct harness {
@@ -225,8 +229,16 @@ client_read(client *c)
 			continue;
 		}
 		int err = wolfSSL_get_error(c->ssl, n);
-		if (err != WOLFSSL_ERROR_WANT_READ)
+		if (H->verbose && err != WOLFSSL_ERROR_WANT_READ)
+			fprintf(stderr, "fuzz_session: client %c read error %d\n",
+			        c == &H->a ? 'A' : 'B', err);
+		if (err != WOLFSSL_ERROR_WANT_READ) {
 			c->closed = 1;
+			/* The server ended it with an alert, which nothing in an input may cause.
+			 */
+			if (err == FATAL_ERROR || err == WOLFSSL_ERROR_ZERO_RETURN)
+				c->ended_by_server = err;
+		}
 		return;
 	}
 }
@@ -278,6 +290,7 @@ client_drop(client *c)
 	c->at = NULL;
 	c->established = 0;
 	c->closed = 1;
+	c->ended_by_server = 0;
 	queue_clear(&c->tx);
 	queue_clear(&c->rx);
 	queue_clear(&c->plain);
@@ -372,10 +385,12 @@ check_alive(client *c)
 {
 	uint8_t buf[MAX_DGRAM];
 
-	if (c->ssl == NULL || !c->established || c->closed)
+	if (c->ssl == NULL || !c->established)
 		return;
-	/* What the input left on the way is read first: it may close the session. */
+	/* What the input left on the way is read first. */
 	client_read(c);
+	if (c->ended_by_server)
+		die("the server ended the established session with an alert");
 	if (c->closed)
 		return;
 	queue_clear(&c->plain);
@@ -389,7 +404,7 @@ check_alive(client *c)
 		uint8_t ping[4] = {0x40, 0x00, (uint8_t)(mid >> 8), (uint8_t)mid};
 		client_write(c, c->at, ping, sizeof(ping));
 		if (c->closed)
-			return;
+			break;
 		for (;;) {
 			int n = client_wait(c, buf, sizeof(buf));
 			if (n < 0)
@@ -400,9 +415,12 @@ check_alive(client *c)
 				return;
 		}
 		if (c->closed)
-			return;
+			break;
 	}
-	die("the established session no longer answers a CoAP ping");
+	if (c->ended_by_server)
+		die("the server ended the established session with an alert");
+	if (!c->closed)
+		die("the established session no longer answers a CoAP ping");
 }
 
 /*
@@ -422,6 +440,24 @@ truncated(const uint8_t *d, size_t len)
 		/* A CID record (type 25) has the CID before the length; none is negotiated. */
 		if (rl > len - off - 13)
 			return 1;
+		off += 13 + rl;
+	}
+	return 0;
+}
+
+/* Returns 1 when `d` holds an epoch-0 handshake record that is no ClientHello. */
+static int
+plain_handshake(const uint8_t *d, size_t len)
+{
+	size_t off = 0;
+
+	while (len - off >= 13) {
+		size_t rl = (size_t)d[off + 11] << 8 | d[off + 12];
+		if (d[off] == 22 && d[off + 3] == 0 && d[off + 4] == 0 &&
+		    (rl == 0 || len - off - 13 == 0 || d[off + 13] != 1))
+			return 1;
+		if (rl > len - off - 13)
+			break;
 		off += 13 + rl;
 	}
 	return 0;
@@ -613,7 +649,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		peer *from = &H->peers[(flags & 3) == 3 ? 0 : flags & 3];
 		switch ((flags >> 2) & 3) {
 		case 0:
-			if (H->skip_known && truncated(d, len) &&
+			if (H->skip_known && (truncated(d, len) || plain_handshake(d, len)) &&
 			    ((from == H->a.at && !H->a.closed) ||
 			     (from == H->b.at && !H->b.closed)))
 				break;
