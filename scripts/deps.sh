@@ -16,6 +16,7 @@ packages=(
 	build-essential pkg-config autoconf automake libtool
 	libuv1-dev libsqlite3-dev libcjson-dev libcbor-dev libcoap3-dev libsystemd-dev libmicrohttpd-dev
 	libcoap3-bin check openssl dpkg-dev python3 python3-cryptography sqlite3 curl iproute2 systemd
+	clang libclang-rt-14-dev
 )
 
 as_root() {
