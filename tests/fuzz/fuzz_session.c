@@ -32,9 +32,9 @@
  *  - a raw datagram from a live session's address whose last record
  *    claims more bytes than the datagram holds makes that session swallow
  *    the datagrams that follow;
- *  - a plaintext (epoch 0) handshake record that is no ClientHello, from a
- *    live session's address, makes the server send a fatal alert and
- *    close that session;
+ *  - a plaintext (epoch 0) handshake record in a datagram the router does
+ *    not take for a ClientHello, from a live session's address, makes the server send a fatal alert
+ * and close that session;
  *  - a ClientHello fragment (not the whole message), from any address,
  *    leaves the listener's wolfSSL object waiting for the rest: every
  *    later handshake, from any address, fails.
@@ -72,6 +72,7 @@
 #include "devgate/config.h"
 #include "devgate/confdir.h"
 #include "devgate/devcert.h"
+#include "devgate/dtls.h"
 #include "devgate/log.h"
 #include "devgate/metrics.h"
 #include "devgate/registry.h"
@@ -445,16 +446,20 @@ truncated(const uint8_t *d, size_t len)
 	return 0;
 }
 
-/* Returns 1 when `d` holds an epoch-0 handshake record that is no ClientHello. */
+/*
+ * Returns 1 when `d` holds an epoch-0 handshake record and is not a
+ * ClientHello as the server's router sees it (dg_dtls_is_client_hello).
+ */
 static int
 plain_handshake(const uint8_t *d, size_t len)
 {
 	size_t off = 0;
 
+	if (dg_dtls_is_client_hello(d, len))
+		return 0;
 	while (len - off >= 13) {
 		size_t rl = (size_t)d[off + 11] << 8 | d[off + 12];
-		if (d[off] == 22 && d[off + 3] == 0 && d[off + 4] == 0 &&
-		    (rl == 0 || len - off - 13 == 0 || d[off + 13] != 1))
+		if (d[off] == 22 && d[off + 3] == 0 && d[off + 4] == 0)
 			return 1;
 		if (rl > len - off - 13)
 			break;
