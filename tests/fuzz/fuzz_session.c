@@ -672,9 +672,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (from == H->a.at)
 				client_drop(&H->a);
 			H->a.closed = 1;
-			if (client_handshake(&H->b, from) == 0)
-				client_write(&H->b, from, d,
-				             len > MAX_DGRAM - 64 ? MAX_DGRAM - 64 : len);
+			if (client_handshake(&H->b, from) != 0)
+				die("a second in-memory PSK handshake failed");
+			client_write(&H->b, from, d, len > MAX_DGRAM - 64 ? MAX_DGRAM - 64 : len);
 			break;
 		case 3: {
 			client *c = current();
