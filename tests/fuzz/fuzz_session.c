@@ -32,9 +32,9 @@
  *  - a raw datagram from a live session's address whose last record
  *    claims more bytes than the datagram holds makes that session swallow
  *    the datagrams that follow;
- *  - a plaintext (epoch 0) handshake record in a datagram the router does
- *    not take for a ClientHello, from a live session's address, makes the server send a fatal alert
- * and close that session;
+ *  - a plaintext (epoch 0) handshake or ChangeCipherSpec record in a
+ *    datagram the router does not take for a ClientHello, from a live
+ *    session's address, makes the server close that session;
  *  - a ClientHello fragment (not the whole message), from any address,
  *    leaves the listener's wolfSSL object waiting for the rest: every
  *    later handshake, from any address, fails.
@@ -447,8 +447,9 @@ truncated(const uint8_t *d, size_t len)
 }
 
 /*
- * Returns 1 when `d` holds an epoch-0 handshake record and is not a
- * ClientHello as the server's router sees it (dg_dtls_is_client_hello).
+ * Returns 1 when `d` holds an epoch-0 handshake or ChangeCipherSpec record
+ * and is not a ClientHello as the server's router sees it
+ * (dg_dtls_is_client_hello).
  */
 static int
 plain_handshake(const uint8_t *d, size_t len)
@@ -459,7 +460,7 @@ plain_handshake(const uint8_t *d, size_t len)
 		return 0;
 	while (len - off >= 13) {
 		size_t rl = (size_t)d[off + 11] << 8 | d[off + 12];
-		if (d[off] == 22 && d[off + 3] == 0 && d[off + 4] == 0)
+		if ((d[off] == 20 || d[off] == 22) && d[off + 3] == 0 && d[off + 4] == 0)
 			return 1;
 		if (rl > len - off - 13)
 			break;
