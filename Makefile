@@ -29,7 +29,7 @@ LIBOBJS  := $(LIBSRCS:%.c=$(BUILD)/%.o)
 UNITS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/check_*.c))
 FUZZERS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps run check units fuzzers asan ubsan check-build clean format
+.PHONY: all deps run check units fuzzers asan ubsan check-build clean format fuzz fuzz-build libfuzzers
 
 all: $(BUILD)/devgate
 
@@ -47,7 +47,13 @@ run: deps
 check: deps
 	@$(MAKE) --no-print-directory all units fuzzers
 	@$(MAKE) --no-print-directory BUILD=build-san CFLAGS="$(SANFLAGS)" all units fuzzers
-	@scripts/run-tests.sh $(BUILD) build-san
+	@if scripts/fuzz.sh --available $(FUZZ_CC); then \
+		$(MAKE) --no-print-directory fuzz-build && \
+		DG_LIBFUZZER=$(FUZZ_BUILD) scripts/run-tests.sh $(BUILD) build-san; \
+	else \
+		echo "check: no libFuzzer for $(FUZZ_CC); the fuzz targets run over their corpora only"; \
+		scripts/run-tests.sh $(BUILD) build-san; \
+	fi
 
 units: $(UNITS)
 fuzzers: $(FUZZERS)
@@ -79,6 +85,30 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdevgate.a
 $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/driver.c $(BUILD)/libdevgate.a
 	@mkdir -p $(dir $@)
 	$(CC) $(DG_CFLAGS) $(CFLAGS) -o $@ $< tests/fuzz/driver.c $(BUILD)/libdevgate.a $(LDLIBS)
+
+# libFuzzer: `make fuzz` builds every target with clang, ASan and UBSan in
+# $(FUZZ_BUILD)/libfuzzer/ (wolfSSL's gcc-built static library is linked
+# as is), then runs each for FUZZ_SECONDS over its committed corpus
+# (read only) and a working corpus in $(FUZZ_BUILD)/corpus/; crashes land
+# in $(FUZZ_BUILD)/crashes/. FUZZ_SECONDS=0 only builds.
+FUZZ_CC      ?= clang
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=all -fsanitize=fuzzer-no-link
+LIBFUZZERS   := $(patsubst tests/fuzz/%.c,$(BUILD)/libfuzzer/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) CFLAGS="$(FUZZ_CFLAGS)" libfuzzers
+
+fuzz: fuzz-build
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+libfuzzers: $(LIBFUZZERS)
+
+$(BUILD)/libfuzzer/%: tests/fuzz/%.c $(BUILD)/libdevgate.a
+	@mkdir -p $(dir $@)
+	$(CC) $(DG_CFLAGS) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/libdevgate.a $(LDLIBS)
 
 SANFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 
@@ -131,6 +161,6 @@ format:
 	clang-format -i src/*.c src/services/*.c include/devgate/*.h tests/unit/*.c tests/fuzz/*.c
 
 clean:
-	rm -rf build build-san build-asan build-ubsan build-tsan
+	rm -rf build build-san build-asan build-ubsan build-tsan build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

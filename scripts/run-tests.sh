@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test against the binaries in each BUILD directory given
 # (default build/): the Check unit tests, the fuzz targets over their
-# corpora, and the integration tests that start the daemon on loopback.
+# corpora, and the integration tests that start the daemon on loopback;
+# then, with DG_LIBFUZZER set, the libFuzzer targets for a few seconds.
 # Prints one summary line, "N passed, N failed", and exits non-zero on any
 # failure.
 set -u
@@ -64,6 +65,23 @@ for suite in tests/integration/*_test.py; do
 	[ "$f" -eq 0 ] || failures+=("$suite($build)")
 done
 done
+
+# With DG_LIBFUZZER=DIR (make check sets it when clang has libFuzzer),
+# each libFuzzer target in DIR/libfuzzer/ also runs for DG_FUZZ_SECONDS
+# (default 5) over its corpus; a crash or sanitizer report is a failure.
+if [ -n "${DG_LIBFUZZER:-}" ]; then
+	echo "== libFuzzer targets in $DG_LIBFUZZER, ${DG_FUZZ_SECONDS:-5}s each"
+	for f in "$DG_LIBFUZZER"/libfuzzer/fuzz_*; do
+		[ -x "$f" ] || continue
+		name=$(basename "$f")
+		if scripts/fuzz.sh "$DG_LIBFUZZER" "${DG_FUZZ_SECONDS:-5}" "$name"; then
+			passed=$((passed + 1))
+		else
+			failed=$((failed + 1))
+			failures+=("$f")
+		fi
+	done
+fi
 
 if [ "${#failures[@]}" -gt 0 ]; then
 	echo "failed: ${failures[*]}"
