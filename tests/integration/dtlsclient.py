@@ -225,7 +225,8 @@ class Session:
         self._frags = {}          # message_seq -> {"type", "len", "buf", "have"}
         self._next_rx_msg = 0
         self._hs_queue = []       # Reassembled handshake messages not yet taken.
-        self._last_flight = []
+        self._flight = []         # The last flight: [(type, plaintext, epoch)], or bytes.
+        self._mid = int.from_bytes(os.urandom(2), "big")
         self._early = []          # Epoch-1 records that came before the keys.
 
     # -- addresses and raw I/O --
@@ -265,6 +266,15 @@ class Session:
         data = self.make_record(ctype, plain, **kw)
         self.send_raw(data)
         return data
+
+    def retransmit(self):
+        """Sends the last flight again, in one datagram, each record with
+        the next sequence number of its epoch (a flight a test built with
+        key_exchange(extra=...) goes out byte for byte as before)."""
+        if isinstance(self._flight, bytes):
+            self.send_raw(self._flight)
+            return
+        self.send_raw(b"".join(self.make_record(t, p, epoch=e) for t, p, e in self._flight))
 
     def recv_datagram(self, timeout=None):
         """One datagram from the server, or None after `timeout` seconds."""
@@ -415,8 +425,8 @@ class Session:
         if send:
             self.msg_seq += 1
             self.transcript = msg
-            self._last_flight = [self.make_record(CT_HANDSHAKE, msg)]
-            self.send_raw(self._last_flight[0])
+            self._flight = [(CT_HANDSHAKE, msg, 0)]
+            self.retransmit()
         else:
             self.transcript = msg
         (sh,) = self.recv_handshake([HS_SERVER_HELLO], timeout)
@@ -497,9 +507,12 @@ class Session:
         self._transcript_before_server_fin = self.transcript + fin
         if extra is not None:
             recs = extra(recs)
-        self._last_flight = [b"".join(recs)]
+        # A retransmission sends what a test built as it is; the client's
+        # own flight is built again with fresh record sequence numbers.
+        self._flight = b"".join(recs) if extra is not None else [
+            (CT_HANDSHAKE, cke, 0), (CT_CCS, b"\x01", 0), (CT_HANDSHAKE, fin, 1)]
         if send:
-            self.send_raw(self._last_flight[0])
+            self.send_raw(b"".join(recs))
         return recs
 
     def finish(self, timeout=None):
@@ -529,7 +542,7 @@ class Session:
                 if i == 0:
                     self.hello_again(t)
                 else:
-                    self.send_raw(self._last_flight[0])
+                    self.retransmit()
                     self.hello_again(t, send=False)
                 break
             except DTLSError as e:
@@ -546,7 +559,7 @@ class Session:
             except DTLSError as e:
                 if e.alert is not None or i == tries - 1:
                     raise
-                self.send_raw(self._last_flight[0])
+                self.retransmit()
         return self
 
     def _resume_finish(self, timeout):
@@ -600,7 +613,7 @@ class Session:
         tok = kw.pop("token", None) or os.urandom(8)
         mid = kw.pop("mid", None)
         if mid is None:
-            self._mid = (getattr(self, "_mid", int.from_bytes(os.urandom(2), "big")) + 1) & 0xFFFF
+            self._mid = (self._mid + 1) & 0xFFFF
             mid = self._mid
         self.send_app(coap_request(method, path, payload, token=tok, mid=mid, **kw))
         deadline = time.time() + (self.timeout if timeout is None else timeout)
