@@ -841,16 +841,20 @@ shutdown_server(dg_server *srv, int signum)
 	 * sessions are still open, and only then close them: every write that
 	 * is on disk is acknowledged before close_notify, so no device sends it
 	 * again. (New datagrams are dropped from here on: srv->stopping.) No
-	 * completion arrives after the handles below are closed.
+	 * completion arrives after the handles below are closed. Twice: a
+	 * device provisioned by the first pass may have written what it sent
+	 * meanwhile; the second pass provisions nothing new.
 	 */
-	if (dg_store_flush_timeout(srv->store, srv->cfg->limits.shutdown_timeout_s * 1000) ==
-	    -ETIMEDOUT) {
-		/* Nothing unacknowledged is lost: replies wait for their commit. */
-		dg_log(DG_LOG_ERROR, "server.exit",
-		       "the store did not flush within limits.shutdown_timeout_s; exiting");
-		_exit(0);
+	for (int pass = 0; pass < 2; pass++) {
+		if (dg_store_flush_timeout(srv->store, srv->cfg->limits.shutdown_timeout_s *
+		                                               1000) == -ETIMEDOUT) {
+			/* Nothing unacknowledged is lost: replies wait for their commit. */
+			dg_log(DG_LOG_ERROR, "server.exit",
+			       "the store did not flush within limits.shutdown_timeout_s; exiting");
+			_exit(0);
+		}
+		prov_async_cb(&srv->prov_async);
 	}
-	prov_async_cb(&srv->prov_async);
 	close_all(srv, "server shutting down");
 	reap(srv);
 	for (size_t i = 0; i < srv->n_listeners; i++) {
