@@ -287,10 +287,13 @@ class PKI:
         cert = self.sign(ca, csr, self.path(name + ".crt.pem"), days=days, extfile=extfile)
         return Leaf(name, key, csr, cert, subj)
 
-    def self_made_cas(self, prefix, n):
-        """`n` self-signed CA certificates (CA:TRUE, keyCertSign) with distinct
-        subjects and one shared key, as PEM bytes; and that key. What a device
-        could make by the thousand to send along its chain."""
+    def self_made_cas(self, prefix, n, constraints=0):
+        """`n` CA certificates (CA:TRUE, keyCertSign) with distinct subjects,
+        "issued" by a root that exists nowhere, and one shared key, as PEM
+        bytes; and that key. What a device
+        could make by the thousand to send along its chain. `constraints`
+        permitted DNS subtrees (nameConstraints) make each weigh more in a
+        store that keeps it."""
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -300,14 +303,22 @@ class PKI:
         pems = []
         for i in range(n):
             name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "%s %d" % (prefix, i))])
-            cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            # Issued by a root nobody has (not self-signed: wolfSSL keeps those
+            # from a peer's chain only when its verify callback vouches for them).
+            issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "%s root" % prefix)])
+            cert = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer)
                     .public_key(key.public_key()).serial_number(x509.random_serial_number())
                     .not_valid_before(now - datetime.timedelta(days=1))
                     .not_valid_after(now + datetime.timedelta(days=30))
                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
                     .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
-                                                 False, False), True)
-                    .sign(key, hashes.SHA256()))
+                                                 False, False), True))
+            if constraints:
+                cert = cert.add_extension(x509.NameConstraints(
+                    permitted_subtrees=[x509.DNSName("%s.n%d-%d.devices.example" % ("x" * 40, i, j))
+                                        for j in range(constraints)],
+                    excluded_subtrees=None), True)
+            cert = cert.sign(key, hashes.SHA256())
             pems.append(cert.public_bytes(serialization.Encoding.PEM))
         return pems, key
 

@@ -706,62 +706,11 @@ def metric(d, name, **labels):
     return 0.0
 
 
-def rss_kb(d):
-    with open("/proc/%d/status" % d.proc.pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def chain_file(P, name, pems):
     path = P.pki.path(name)
     with open(path, "wb") as f:
         f.write(b"".join(pems))
     return path
-
-
-def test_chain_ca_certs_not_kept(d, P):
-    """A device with one valid certificate sends 3 fresh self-made CAs along
-    its chain on every handshake. Accepted (they are not needed), but none may
-    reach a store shared between sessions: the daemon's memory must not grow
-    with them, and a device signed by one of them is refused."""
-    leaf = P.leaf(P.acme, cn=P.name("injector"))
-    rounds, batch = 240, 8
-    pems, key = P.pki.self_made_cas("Injected CA %d" % P.n, 3 * (rounds + 24))
-    chains = [chain_file(P, "inj%04d.pem" % i, pems[3 * i:3 * i + 3])
-              for i in range(rounds + 24)]
-
-    def run(idx):
-        procs = [subprocess.Popen(s_client_cmd(d, leaf, chains[i]), stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                 for i in idx]
-        ok = 0
-        for p in procs:
-            out, _ = p.communicate(timeout=30)
-            ok += ("Cipher is " + CIPHER) in out.decode("utf-8", "replace")
-        return ok
-
-    # Warm-up: the allocator's arenas and the session tables reach their size.
-    for i in range(0, 24, batch):
-        assert run(range(i, i + batch)) == batch, tail(d)
-    time.sleep(0.5)
-    before = rss_kb(d)
-    done = 0
-    for i in range(24, 24 + rounds, batch):
-        done += run(range(i, i + batch))
-    time.sleep(0.5)
-    after = rss_kb(d)
-    print("     %d handshakes with %d injected CAs: RSS %d kB -> %d kB (%+d kB)" % (
-        done, 3 * rounds, before, after, after - before), flush=True)
-    assert done == rounds, "only %d/%d handshakes completed%s" % (done, rounds, tail(d))
-    assert after - before < 400, "RSS grew by %d kB over %d handshakes" % (after - before,
-                                                                           rounds)
-    # A device "signed" by an injected CA is refused; so is the CA itself sent along.
-    evil = P.pki.leaf_signed_by(pems[5], key, P.name("evil"))
-    expect_refused(d, evil, "unknown CA", project="acme")
-    expect_refused(d, evil, "unknown CA", project="acme",
-                   chain=chain_file(P, "evil-chain.pem", [pems[5]]))
 
 
 def test_chain_too_long(d, P):
@@ -839,12 +788,8 @@ def test_refused_ca_certificate_as_device(d, P):
     name = P.name("ku-dev")
     ku_dev = P.pki.device_ext(P.acme, name, "/O=acme/CN=%s" % name,
                               "keyUsage=critical,keyAgreement\n")
-    rc, out = cert_s_client(d, ku_dev)
-    assert not handshake_ok(rc, out), out[-2000:]
-    f = wait_event(d, "session.failed", 5, 0, subject=lambda v: name in v)
-    assert f is not None, tail(d)
-    assert f["reason"] == "certificate keyUsage does not allow digitalSignature" or \
-        "digital" in out.lower() or "key usage" in out.lower(), f["_line"]
+    expect_refused(d, ku_dev, "certificate keyUsage does not allow digitalSignature",
+                   project="acme")
     assert device_row(d, "acme", name) is None
     # A plain recipe leaf still gets in.
     expect_accepted(d, P.leaf(P.acme, cn=P.name("plain")))
@@ -1060,7 +1005,6 @@ TESTS = [
      lambda P: acme_only(P, project_json={"acme": {"auto_provision": False}})),
     (test_ztp_concurrent_first_handshakes, acme_only),
     (test_ztp_first_connections_no_rebuild, acme_only),
-    (test_chain_ca_certs_not_kept, acme_only),
     (test_chain_too_long, acme_only),
     (test_crl_expired_at_import, crl_expired_daemon),
     (test_crl_expires_while_running, crl_soon_daemon),
