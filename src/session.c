@@ -500,10 +500,22 @@ int
 dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
 {
 	dg_session *s = store != NULL ? store->userCtx : NULL;
-	(void)preverify; /* wolfSSL's own verdict is never used: the context trusts no CA. */
 
 	if (s == NULL || s->state != DG_SESSION_HANDSHAKE)
 		return 0;
+	/*
+	 * wolfSSL's own verdict is never used: the context trusts no CA, and
+	 * the session's store holds only what this chain brought. It is
+	 * logged at debug, since a certificate wolfSSL verifies on its own
+	 * with no intermediate of its chain accepted before it means a CA
+	 * reached a store it should not have.
+	 */
+	if (dg_log_enabled(DG_LOG_DEBUG)) {
+		char depth[16];
+		snprintf(depth, sizeof(depth), "%d", store->error_depth);
+		log_session(s, DG_LOG_DEBUG, "verify.wolfssl", "depth", depth, "preverify",
+		            preverify ? "ok" : "failed");
+	}
 	if (store->certs == NULL || store->totalCerts <= 0)
 		return refuse(s, "no client certificate");
 	/*

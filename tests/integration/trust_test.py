@@ -713,6 +713,27 @@ def chain_file(P, name, pems):
     return path
 
 
+def test_chain_ca_certs_not_kept(d, P):
+    """A device with one valid certificate sends self-made CAs along its
+    chain. The handshake is accepted (they are not needed), but none may
+    reach a store other sessions share: on a later handshake, wolfSSL's
+    own verification of a leaf "signed" by one of them must fail (devgate's
+    judge refuses it either way; wolfSSL's verdict is logged at debug as
+    verify.wolfssl). A guard of the invariant: with openssl s_client's
+    chains this wolfSSL build did not keep such CAs even before each
+    handshake got its own throw-away store."""
+    leaf = P.leaf(P.acme, cn=P.name("injector"))
+    pems, key = P.pki.self_made_cas("Injected CA %d" % P.n, 3)
+    expect_accepted(d, leaf, chain=chain_file(P, "inj%d.pem" % P.n, pems))
+    evil = P.pki.leaf_signed_by(pems[1], key, P.name("evil"))
+    mark = len(d.logtext())
+    expect_refused(d, evil, "unknown CA", project="acme")
+    later = d.logtext()[mark:]
+    lines = [l for l in later.splitlines() if "verify.wolfssl" in l]
+    assert lines, "no verify.wolfssl debug line:\n" + later
+    assert not any("preverify=ok" in l for l in lines), "\n".join(lines)
+
+
 def test_chain_too_long(d, P):
     """Leaf + 4 CA certificates: more than the limit (leaf + 3) is refused
     whole, with its own reason and metric."""
@@ -1005,6 +1026,7 @@ TESTS = [
      lambda P: acme_only(P, project_json={"acme": {"auto_provision": False}})),
     (test_ztp_concurrent_first_handshakes, acme_only),
     (test_ztp_first_connections_no_rebuild, acme_only),
+    (test_chain_ca_certs_not_kept, acme_only),
     (test_chain_too_long, acme_only),
     (test_crl_expired_at_import, crl_expired_daemon),
     (test_crl_expires_while_running, crl_soon_daemon),
