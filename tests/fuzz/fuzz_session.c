@@ -27,18 +27,11 @@
  * After each chunk the loop runs once (UV_RUN_NOWAIT) and every peer's
  * socket is drained; what reaches A is read by the client.
  *
- * Known issues, not sent unless DG_FUZZ_KNOWN_ISSUES=1 is set, until they
- * are fixed (tests/fuzz/crashes/README.md has their reproducers):
- *  - a raw datagram whose last record claims more bytes than the
- *    datagram holds makes the session of its address swallow the
- *    datagrams that follow; sent to the listener after a ClientHello, the
- *    next ClientHello, from anyone, is lost;
- *  - a plaintext (epoch 0) handshake or ChangeCipherSpec record in a
- *    datagram the router does not take for a ClientHello, from a live
- *    session's address, makes the server close that session;
- *  - a ClientHello fragment (not the whole message), from any address,
- *    leaves the listener's wolfSSL object waiting for the rest: every
- *    later handshake, from any address, fails.
+ * The corpus keeps the datagrams this target found that broke the
+ * invariant before the fixes of issue 8 (corpus/session/known-*): a record
+ * that claims more bytes than its datagram holds, a plaintext handshake or
+ * ChangeCipherSpec record from a live session's address, a fragment of a
+ * ClientHello.
  *
  * The invariant checked after each input: unless the input legitimately
  * ended it (a close_notify, a replacing handshake), the established
@@ -124,8 +117,7 @@ typedef struct harness {
 	client a, b;
 	uint16_t mid;
 	FILE *transcript;
-	int skip_known; /* Known issues: see tests/fuzz/crashes/README.md. */
-	int verbose;    /* DG_FUZZ_VERBOSE: print what the clients read. */
+	int verbose; /* DG_FUZZ_VERBOSE: print what the clients read. */
 } harness;
 
 static harness *H;
@@ -425,66 +417,6 @@ check_alive(client *c)
 		die("the established session no longer answers a CoAP ping");
 }
 
-/*
- * Returns 1 when `d` does not split into whole DTLS records: a record
- * header that claims more bytes than the datagram still holds, or a
- * partial header at its end.
- */
-static int
-truncated(const uint8_t *d, size_t len)
-{
-	size_t off = 0;
-
-	while (off < len) {
-		if (len - off < 13)
-			return 1;
-		size_t rl = (size_t)d[off + 11] << 8 | d[off + 12];
-		/* A CID record (type 25) has the CID before the length; none is negotiated. */
-		if (rl > len - off - 13)
-			return 1;
-		off += 13 + rl;
-	}
-	return 0;
-}
-
-/*
- * Returns 1 when `d` holds an epoch-0 handshake or ChangeCipherSpec record
- * and is not a ClientHello as the server's router sees it
- * (dg_dtls_is_client_hello).
- */
-static int
-plain_handshake(const uint8_t *d, size_t len)
-{
-	size_t off = 0;
-
-	if (dg_dtls_is_client_hello(d, len))
-		return 0;
-	while (len - off >= 13) {
-		size_t rl = (size_t)d[off + 11] << 8 | d[off + 12];
-		if ((d[off] == 20 || d[off] == 22) && d[off + 3] == 0 && d[off + 4] == 0)
-			return 1;
-		if (rl > len - off - 13)
-			break;
-		off += 13 + rl;
-	}
-	return 0;
-}
-
-/*
- * Returns 1 when the first record of `d` is a ClientHello fragment that
- * is not the whole message (offset > 0, or shorter than its length).
- */
-static int
-fragmented_client_hello(const uint8_t *d, size_t len)
-{
-	if (len < 25 || d[0] != 22 || d[3] != 0 || d[4] != 0 || d[13] != 1)
-		return 0;
-	uint32_t msg_len = (uint32_t)d[14] << 16 | (uint32_t)d[15] << 8 | d[16];
-	uint32_t frag_off = (uint32_t)d[19] << 16 | (uint32_t)d[20] << 8 | d[21];
-	uint32_t frag_len = (uint32_t)d[22] << 16 | (uint32_t)d[23] << 8 | d[24];
-	return frag_off != 0 || frag_len != msg_len;
-}
-
 static int
 rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -616,7 +548,6 @@ setup(void)
 	peer_bind(&H->peers[2], "127.0.0.2");
 	H->a.closed = H->b.closed = 1;
 	H->verbose = getenv("DG_FUZZ_VERBOSE") != NULL;
-	H->skip_known = getenv("DG_FUZZ_KNOWN_ISSUES") == NULL;
 }
 
 int
@@ -656,12 +587,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		peer *from = &H->peers[(flags & 3) == 3 ? 0 : flags & 3];
 		switch ((flags >> 2) & 3) {
 		case 0:
-			if (H->skip_known && plain_handshake(d, len) &&
-			    ((from == H->a.at && !H->a.closed) ||
-			     (from == H->b.at && !H->b.closed)))
-				break;
-			if (H->skip_known && (truncated(d, len) || fragmented_client_hello(d, len)))
-				break;
 			inject(from, d, len);
 			pump();
 			break;
