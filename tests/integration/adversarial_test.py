@@ -382,14 +382,15 @@ def test_session_resumption(d):
 
 def test_overlapping_fragments(d):
     """The ClientKeyExchange in overlapping, out-of-order fragments (one
-    record each, with CCS and Finished, in one datagram). wolfSSL 5.7.2
-    reassembles such fragments wrongly (it reported the identity
-    "dev1v1@ac"); devgate reads the identity's exact bytes from the
-    fragments itself, sees the mismatch and refuses the handshake the way
-    it refuses a wrong key (decrypt_error), with a logged reason. A
-    fragmented ClientHello, which the stateless cookie exchange does not
-    reassemble, is dropped. Either way the listener still answers the next
-    client and the canary keeps every answer."""
+    record each, with CCS and Finished, in one datagram). wolfSSL 5.7.2's
+    DtlsMsgCombineFragBuckets corrupts a message when a fragment that
+    starts lower and overlaps an already-held later one arrives after it
+    (it reported the identity "dev1v1@ac"); devgate reads the identity's
+    exact bytes from the fragments itself, sees the mismatch and refuses
+    the handshake the way it refuses a wrong key (decrypt_error), with a
+    logged reason. A fragmented ClientHello, which the stateless cookie
+    exchange does not reassemble, is dropped. Either way the listener still
+    answers the next client and the canary keeps every answer."""
     c = canary(d)
     s = dc.Session(server(d), "dev1@acme", KEY)
     s.hello()

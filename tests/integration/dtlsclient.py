@@ -227,6 +227,7 @@ class Session:
         self._hs_queue = []       # Reassembled handshake messages not yet taken.
         self._flight = []         # The last flight: [(type, plaintext, epoch)], or bytes.
         self._mid = int.from_bytes(os.urandom(2), "big")
+        self._ch2 = None          # The ClientHello with the cookie, as sent.
         self._early = []          # Epoch-1 records that came before the keys.
 
     # -- addresses and raw I/O --
@@ -417,18 +418,19 @@ class Session:
         raise DTLSError("no HelloVerifyRequest")
 
     def hello_again(self, timeout=None, send=True):
-        """Sends the ClientHello with the cookie (unless `send` is false: a
-        test sent its own) and reads the server's flight: ServerHello, an
-        optional ServerKeyExchange and ServerHelloDone, or for a resumed
-        session ServerHello, CCS and Finished."""
-        msg, _ = self.client_hello(cookie=self.cookie)
-        if send:
+        """Sends the ClientHello with the cookie and reads the server's
+        flight: ServerHello, an optional ServerKeyExchange and
+        ServerHelloDone, or for a resumed session ServerHello, CCS and
+        Finished. With `send` false it only reads: the ClientHello went out
+        already (this client's own, retransmitted, or one a test sent itself
+        in any fragments with the message_seq and body of client_hello())."""
+        if send or self._ch2 is None:
+            self._ch2, _ = self.client_hello(cookie=self.cookie)
             self.msg_seq += 1
-            self.transcript = msg
-            self._flight = [(CT_HANDSHAKE, msg, 0)]
-            self.retransmit()
-        else:
-            self.transcript = msg
+            self._flight = [(CT_HANDSHAKE, self._ch2, 0)]
+            if send:
+                self.retransmit()
+        self.transcript = self._ch2
         (sh,) = self.recv_handshake([HS_SERVER_HELLO], timeout)
         self._server_hello(sh[1])
         self.transcript += hs_message(HS_SERVER_HELLO, sh[1], sh[2])
