@@ -9,6 +9,10 @@ set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 [ $# -gt 0 ] || set -- build
+# Debian's python3 and the python3-cryptography that deps.sh installs, not
+# whatever python3 comes first on PATH (a pyenv one has other modules).
+python=${DG_PYTHON:-/usr/bin/python3}
+[ -x "$python" ] || python=python3
 passed=0
 failed=0
 failures=()
@@ -50,7 +54,7 @@ done
 
 for suite in tests/integration/*_test.py; do
 	it=$(mktemp)
-	python3 "$suite" "$build" | tee "$it"
+	"$python" "$suite" "$build" | tee "$it"
 	rc=${PIPESTATUS[0]}
 	n=$(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$it")
 	f=$(sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$it")

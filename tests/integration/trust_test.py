@@ -823,7 +823,12 @@ def test_session_closed_at_cert_expiry(d, P):
     name = P.name("shortlived")
     leaf = P.pki.device_seconds(P.acme, name, 6)
     with open(leaf.cert, "rb") as f:
-        not_after = cx509.load_pem_x509_certificate(f.read()).not_valid_after_utc.timestamp()
+        cert = cx509.load_pem_x509_certificate(f.read())
+    # Debian 12's python3-cryptography (38) has only the naive-UTC attribute.
+    if hasattr(cert, "not_valid_after_utc"):
+        not_after = cert.not_valid_after_utc.timestamp()
+    else:
+        not_after = cert.not_valid_after.replace(tzinfo=datetime.timezone.utc).timestamp()
     live = live_cert(d, leaf)
     try:
         wait_established(d, name, auth="cert")
