@@ -1070,7 +1070,7 @@ rewatch(dg_server *srv)
 	const char *base = slash != NULL ? slash + 1 : parent;
 	if (*base != '\0' && strlen(base) < sizeof(srv->watches[0]->only)) {
 		char name[256];
-		snprintf(name, sizeof(name), "%s", base);
+		memcpy(name, base, strlen(base) + 1); /* Shorter than `only`, checked above. */
 		if (slash == NULL)
 			snprintf(parent, sizeof(parent), ".");
 		else if (slash == parent)

@@ -1003,7 +1003,7 @@ input_records(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms)
 {
 	dg_dtls_record r;
 	size_t off = 0;
-	int rc, cke = -1;
+	int rc = 0, cke = -1;
 
 	while (s->state != DG_SESSION_CLOSED &&
 	       (rc = dg_dtls_next_record(buf, len, &off, &r)) == 0) {
