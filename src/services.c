@@ -192,7 +192,7 @@ state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
 		if (answer.num == 0)
 			resp->size2 = (uint32_t)len;
 		if (answer.more)
-			dg_session_block2_served(rc->session, rc->now_ms);
+			dg_session_block2_served(rc->session, answer.num, rc->now_ms);
 	}
 out:
 	free(data);

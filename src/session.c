@@ -122,6 +122,7 @@ struct dg_session {
 	uint64_t bucket_ms;
 	/* Until when a Block2 block after the first is part of a transfer under way. */
 	uint64_t block2_until_ms;
+	uint32_t block2_next; /* The Block2 number the rate limit lets through next. */
 };
 
 static void
@@ -737,16 +738,17 @@ continues_transfer(const dg_session *s, const dg_coap_request *req, uint64_t now
 	if (req->block1 >= 0 && s->block1 != NULL &&
 	    dg_block_decode((uint32_t)req->block1, &b) == 0 && b.num > 0)
 		return 1;
-	if (req->block2 >= 0 && now_ms < s->block2_until_ms &&
-	    dg_block_decode((uint32_t)req->block2, &b) == 0 && b.num > 0)
+	if (req->block2 >= 0 && req->code == DG_COAP_GET && now_ms < s->block2_until_ms &&
+	    dg_block_decode((uint32_t)req->block2, &b) == 0 && b.num > 0 && b.num == s->block2_next)
 		return 1;
 	return 0;
 }
 
 void
-dg_session_block2_served(dg_session *s, uint64_t now_ms)
+dg_session_block2_served(dg_session *s, uint32_t num, uint64_t now_ms)
 {
 	s->block2_until_ms = now_ms + DG_COAP_EXCHANGE_LIFETIME_MS;
+	s->block2_next = num + 1;
 }
 
 /* Which service a request is for, for metrics. */
@@ -1331,7 +1333,7 @@ notify(dg_session *s, observer *o, uint64_t now_ms)
 			resp.size2 = (uint32_t)body_len;
 			dg_block2_etag(body, body_len, resp.etag);
 			resp.etag_len = sizeof(resp.etag);
-			dg_session_block2_served(s, now_ms);
+			dg_session_block2_served(s, first.num, now_ms);
 		}
 		resp.body = body;
 		resp.body_len = chunk;

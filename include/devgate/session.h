@@ -194,11 +194,12 @@ struct dg_block1 *dg_session_block1(dg_session *s, const dg_coap_request *req, i
                                     uint64_t now_ms);
 
 /*
- * A GET was answered with a Block2 block that has more after it: the
- * following blocks of the transfer, for EXCHANGE_LIFETIME, are not counted
- * as new requests by the rate limit.
+ * A GET was answered with Block2 block `num`, which has more after it: a
+ * GET for the next block (num + 1), within EXCHANGE_LIFETIME, is not
+ * counted as a new request by the rate limit. Any other request, a repeat
+ * of a block already served included, is counted.
  */
-void dg_session_block2_served(dg_session *s, uint64_t now_ms);
+void dg_session_block2_served(dg_session *s, uint32_t num, uint64_t now_ms);
 
 /* Ends the session's Block1 transfer. */
 void dg_session_block1_end(dg_session *s);

@@ -223,6 +223,47 @@ def test_block1_upload_under_low_rate(d):
     assert len(rows) == 120, len(rows)
 
 
+def test_block2_exemption_not_a_bypass(d):
+    """The Block2 exemption from the rate limit covers only the next block
+    of a GET transfer under way: once one large value was read, a POST with
+    a Block2 option, or the same block asked again and again, is counted."""
+    cli(d, "state", "set", "acme", "dev1", "big", json.dumps("z" * 3000))
+    c = client(d)
+    try:
+        r = c.request(fw.GET, ".d/big")
+        assert r is not None and r.block(fw.OPT_BLOCK2)[1] == 1, r and r.options
+        b2 = [(fw.OPT_BLOCK2, fw.uint_bytes(1 << 4 | 6))]
+        codes = []
+        for i in range(30):
+            m = fw.Msg(fw.CON, fw.POST, c.next_mid(), c.next_token(),
+                       fw.path_options(".s/temp") + [(fw.OPT_CONTENT_FORMAT, JSON)] + b2,
+                       b'{"v":%d}' % i)
+            c.send(m)
+            a = None
+            deadline = time.time() + 5
+            while a is None and time.time() < deadline:
+                a = c.recv(1.0)
+                if a is not None and a.token != m.token:
+                    a = None
+            assert a is not None, i
+            codes.append(a.code_text)
+        assert "4.29" in codes, codes
+        codes = []
+        for _ in range(30):
+            a = c.request(fw.GET, ".d/big", options=b2)
+            assert a is not None
+            codes.append(a.code_text)
+        assert "4.29" in codes, codes
+        # A real transfer, 16-byte blocks, still passes whole at 2/s.
+        time.sleep(1.0)
+        r = c.request(fw.GET, ".d/big", options=[(fw.OPT_BLOCK2, fw.uint_bytes(0))])
+        assert r is not None and r.code_text == "2.05", r and r.code_text
+        data, answers = block2_get(c, ".d/big", first=r)
+        assert len(answers) > 150 and data.decode() == json.dumps("z" * 3000)
+    finally:
+        c.close()
+
+
 # --- 2. replies larger than one record --------------------------------------
 
 def value_of(n, seed="v"):
@@ -428,6 +469,8 @@ TESTS = [
     (test_logs_over_rate_get_204, {}),
     (test_block1_upload_under_low_rate, {"limits": {"device_requests_per_s": 2}}),
     (test_get_large_values_block2, {}),
+    (test_block2_exemption_not_a_bypass, {"limits": {"device_requests_per_s": 2,
+                                                    "device_burst": 4}}),
     (test_observe_large_value, {}),
     (test_state_set_block1, {}),
     (test_state_size_limit, {"limits": {"max_state_bytes": 16384,
