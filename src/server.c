@@ -210,39 +210,47 @@ hs_queue_push(dg_server *srv, uint64_t id)
 	srv->hs_queue[srv->hs_head + srv->hs_len++] = id;
 }
 
-/* The session `id` names if it is a handshake still in its first flight, else NULL. */
+/* The session `id` names if it is still a handshake, else NULL. */
 static dg_session *
-stalled(dg_server *srv, uint64_t id)
+handshaking(dg_server *srv, uint64_t id)
 {
 	dg_map_key key;
 	dg_map_key_u64(&key, id);
 	dg_session *s = dg_map_get(srv->by_id, &key);
-	if (s == NULL || dg_session_get_state(s) != DG_SESSION_HANDSHAKE ||
-	    dg_session_progressed(s))
+	if (s == NULL || dg_session_get_state(s) != DG_SESSION_HANDSHAKE)
 		return NULL;
 	return s;
 }
 
+/* How many queue entries one eviction looks at, at most. */
+#define EVICT_SCAN 64
+
 /*
- * Every handshake slot is taken: the oldest handshake that never got past
- * its first flight gives way to a newcomer. Returns 1 when one was closed.
- * Entries of handshakes that ended or progressed are dropped on the way,
- * and the queue is compacted when most of it is such entries, so each
- * handshake costs O(1) here however many there are.
+ * Every handshake slot is taken: the oldest stalled handshake (see
+ * dg_session_stalled) gives way to a newcomer. Returns 1 when one was
+ * closed. Entries of handshakes that ended are dropped on the way; live
+ * ones that are not stalled go to the back of the queue. At most
+ * EVICT_SCAN entries are looked at, so a ClientHello costs O(1) here
+ * however many handshakes there are.
  */
 static int
 evict_stalled(dg_server *srv)
 {
-	while (srv->hs_len > 0) {
+	uint64_t now = uv_now(srv->loop);
+	for (int i = 0; i < EVICT_SCAN && srv->hs_len > 0; i++) {
 		uint64_t id = srv->hs_queue[srv->hs_head++];
 		srv->hs_len--;
-		dg_session *s = stalled(srv, id);
-		if (s != NULL) {
+		dg_session *s = handshaking(srv, id);
+		if (s == NULL)
+			continue;
+		if (dg_session_stalled(s, now)) {
 			dg_session_close(s, "stalled handshake gave way to a new one", 0);
 			return 1;
 		}
+		hs_queue_push(srv, id);
 	}
-	srv->hs_head = 0;
+	if (srv->hs_len == 0)
+		srv->hs_head = 0;
 	return 0;
 }
 
@@ -255,7 +263,7 @@ hs_queue_compact(dg_server *srv)
 	size_t n = 0;
 	for (size_t i = 0; i < srv->hs_len; i++) {
 		uint64_t id = srv->hs_queue[srv->hs_head + i];
-		if (stalled(srv, id) != NULL)
+		if (handshaking(srv, id) != NULL)
 			srv->hs_queue[n++] = id;
 	}
 	srv->hs_head = 0;

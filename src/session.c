@@ -81,7 +81,11 @@ struct dg_session {
 	char subject[DG_SUBJECT_MAX];
 	const char *refusal; /* Why the handshake was refused, or NULL. */
 	int psk_decoy;       /* The PSK callback refused and answered with a decoy key. */
-	int progressed;  /* The client sent its second flight (Certificate or ClientKeyExchange). */
+	/*
+	 * When the client's second flight first reached the identity callbacks
+	 * (a whole ClientKeyExchange or Certificate, not just a fragment), or 0.
+	 */
+	uint64_t progressed_ms;
 	dg_dtls_cke cke; /* The ClientKeyExchange's psk_identity, as its exact bytes. */
 	/* The smallest epoch-1 record this session's cipher makes, and whether it is a block
 	 * cipher. */
@@ -269,9 +273,27 @@ dg_session_auth(const dg_session *s)
 }
 
 int
-dg_session_progressed(const dg_session *s)
+dg_session_stalled(const dg_session *s, uint64_t now_ms)
 {
-	return s->progressed;
+	if (s->state != DG_SESSION_HANDSHAKE)
+		return 0;
+	uint64_t first_ms = (uint64_t)s->env->cfg->limits.handshake_first_flight_s * 1000;
+	return s->progressed_ms == 0 || now_ms - s->progressed_ms >= first_ms;
+}
+
+/*
+ * The client's second flight reached an identity callback: the handshake
+ * gets its whole timeout. Only wolfSSL's whole, in-order message gets
+ * here, so a fragment of one does not count.
+ */
+static void
+progress(dg_session *s)
+{
+	if (s->progressed_ms != 0)
+		return;
+	s->progressed_ms = s->last_rx_ms != 0 ? s->last_rx_ms : 1;
+	dg_wheel_schedule(s->env->wheel, &s->life,
+	                  s->created_ms + (uint64_t)s->env->cfg->limits.handshake_timeout_s * 1000);
 }
 
 uint64_t
@@ -405,6 +427,7 @@ dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
 
 	if (s == NULL || identity == NULL || max_key_len < DECOY_KEY_LEN)
 		return 0;
+	progress(s);
 	size_t len = strnlen(identity, DG_PSK_MAX_IDENTITY + 1);
 	snprintf(s->identity, sizeof(s->identity), "%.*s", (int)len, identity);
 	/* Made for every identity, so that a known one costs the same time. */
@@ -519,6 +542,7 @@ dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
 	}
 	if (store->certs == NULL || store->totalCerts <= 0)
 		return refuse(s, "no client certificate");
+	progress(s);
 	/*
 	 * The whole chain is judged once, at the first call, whichever
 	 * certificate that call is about; every later call gets the same
@@ -923,14 +947,6 @@ handshake_step(dg_session *s, const dg_dtls_record *r, int flight_has_cke, uint6
 	dg_dtls_handshake hs;
 
 	if (r != NULL && r->epoch == 0 && dg_dtls_handshake_header(r, &hs) == 0) {
-		if ((hs.msg_type == 11 || hs.msg_type == 16) && !s->progressed) {
-			/* The second flight: the handshake gets its whole timeout. */
-			s->progressed = 1;
-			dg_wheel_schedule(
-			        s->env->wheel, &s->life,
-			        s->created_ms +
-			                (uint64_t)s->env->cfg->limits.handshake_timeout_s * 1000);
-		}
 		dg_dtls_cke_add(&s->cke, &hs);
 	}
 	wolfSSL_dtls_get_drop_stats(s->ssl, &mac_before, &replay);

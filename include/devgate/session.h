@@ -138,8 +138,13 @@ int64_t dg_session_device_id(const dg_session *s);
 uint64_t dg_session_id(const dg_session *s);
 /* DG_AUTH_PSK, DG_AUTH_CERT or DG_AUTH_NONE (metrics.h). */
 int dg_session_auth(const dg_session *s);
-/* Returns 1 once the client sent its second handshake flight, else 0. */
-int dg_session_progressed(const dg_session *s);
+/*
+ * Returns 1 when `s` is a handshake that has stalled at `now_ms`: its
+ * client's second flight never reached the identity callbacks, or did so
+ * limits.handshake_first_flight_s ago or more (a handshake that got that
+ * far completes within a round trip). Else 0.
+ */
+int dg_session_stalled(const dg_session *s, uint64_t now_ms);
 
 /* When the session was created (the loop's clock, ms). */
 uint64_t dg_session_created_ms(const dg_session *s);

@@ -253,6 +253,51 @@ def test_half_open_handshakes_per_address(d):
             err or "done", elapsed, stalled)
 
 
+def hold_slot(d, addr, whole):
+    """A handshake from `addr` that does the cookie exchange, then sends a
+    whole ClientKeyExchange (`whole`) or a 1-byte fragment of one, and no
+    Finished. Returns its session."""
+    h = dc.Session(server(d), "dev2@acme", KEY, bind=(addr, 0), timeout=0.5)
+    h.hello()
+    h.hello_again()
+    body = struct.pack("!H", len(h.identity)) + h.identity
+    if whole:
+        msg = dc.hs_message(dc.HS_CLIENT_KEY_EXCHANGE, body, h.msg_seq)
+    else:
+        msg = dc.hs_fragments(dc.HS_CLIENT_KEY_EXCHANGE, body, h.msg_seq, [(0, 1)])[0]
+    h.send_raw(h.make_record(dc.CT_HANDSHAKE, msg, epoch=0))
+    return h
+
+
+def test_progressed_handshakes_give_way(d):
+    """limits.max_handshakes 4, one per source, handshake_first_flight_s 1.
+    A 1-byte fragment of a ClientKeyExchange is not progress: four such
+    handshakes are freed at the first-flight deadline. Four handshakes that
+    sent a whole ClientKeyExchange and then went quiet hold their slots
+    past it only until a newcomer needs one: a client from 127.0.0.77
+    completes its handshake and the oldest gives way. Before the fix a
+    1-byte fragment protected its slot for the whole handshake_timeout_s
+    (30 s) and 127.0.0.77 was refused (alert 40, limits.max_handshakes)."""
+    holders = []
+    try:
+        holders = [hold_slot(d, "127.0.0.%d" % i, False) for i in (11, 12, 13, 14)]
+        assert d.wait_log(r'(session.failed .*reason="handshake timeout".*\n.*){4}', 3), \
+            d.logtext()
+        for h in holders:
+            h.close(notify=False)
+        holders = [hold_slot(d, "127.0.0.%d" % i, True) for i in (21, 22, 23, 24)]
+        time.sleep(1.3)  # Past handshake_first_flight_s.
+        v = dc.Session(server(d), "dev1@acme", KEY, bind=("127.0.0.77", 0), timeout=0.5)
+        v.handshake(tries=3, timeout=0.5)
+        assert answers(v, 1) == 1
+        v.close()
+        assert d.wait_log(r'peer=127.0.0.21:\d+ .*reason="stalled handshake gave way'), \
+            d.logtext()
+    finally:
+        for h in holders:
+            h.close(notify=False)
+
+
 def test_second_handshake_from_live_address(d):
     """5. A ClientHello with a valid cookie from a live session's own address
     and port, then silence: the live session must keep answering its
@@ -535,6 +580,10 @@ TESTS = [
     (test_record_framing, BASE),
     (test_half_open_handshakes_per_address,
      dict(BASE, limits={"max_handshakes": 100, "handshake_timeout_s": 30,
+                       "device_requests_per_s": 1000})),
+    (test_progressed_handshakes_give_way,
+     dict(BASE, limits={"max_handshakes": 4, "max_handshakes_per_source": 1,
+                       "handshake_first_flight_s": 1, "handshake_timeout_s": 30,
                        "device_requests_per_s": 1000})),
     (test_second_handshake_from_live_address, dict(BASE, limits={"handshake_timeout_s": 5, "device_requests_per_s": 1000})),
     (test_psk_identity_enumeration, BASE),
