@@ -82,9 +82,19 @@ class Server:
             self.dtls_port = self.port + 1
         self.proc = subprocess.Popen(pin(0) + args, stdout=self.log, stderr=subprocess.STDOUT,
                                      cwd=self.dir)
-        time.sleep(0.5 if kind == "devgate" else 0.3)
-        if self.proc.poll() is not None:
-            raise RuntimeError("%s exited at start: %s" % (kind, self.logtext()))
+        # Ready when one handshake succeeds (loading many identities takes a while).
+        deadline = time.time() + 60
+        while True:
+            time.sleep(0.2)
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited at start: %s" % (kind, self.logtext()))
+            probe = subprocess.run([os.path.join(build, "bench", "loadgen"), "-p",
+                                    str(self.dtls_port), "-k", KEY, "-m", "hs", "-n", "1",
+                                    "-t", "2"], capture_output=True, timeout=10)
+            if probe.returncode == 0:
+                break
+            if time.time() > deadline:
+                raise RuntimeError("%s never answered a handshake: %s" % (kind, self.logtext()))
 
     def logtext(self):
         with open(os.path.join(self.dir, "server.log"), "rb") as f:
