@@ -29,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BASE_ADDR 0x7f100000u
+#define BASE_ADDR    0x7f100000u
 #define MAX_SESSIONS (1u << 20)
 
 enum st { ST_FREE, ST_HS, ST_UP, ST_DONE, ST_FAIL };
@@ -56,7 +56,8 @@ struct gen {
 	unsigned long sent_bytes;
 };
 
-static double now(void)
+static double
+now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -65,8 +66,9 @@ static double now(void)
 
 static struct gen *G;
 
-static unsigned int psk_cb(SSL *ssl, const char *hint, char *id, unsigned int id_len,
-			   unsigned char *psk, unsigned int psk_len)
+static unsigned int
+psk_cb(SSL *ssl, const char *hint, char *id, unsigned int id_len, unsigned char *psk,
+       unsigned int psk_len)
 {
 	(void)hint;
 	unsigned idx = (unsigned)(uintptr_t)SSL_get_app_data(ssl);
@@ -80,7 +82,8 @@ static unsigned int psk_cb(SSL *ssl, const char *hint, char *id, unsigned int id
 
 /* Sends what OpenSSL wrote for session idx, split on record boundaries into
  * datagrams of at most 1400 bytes, from source 127.16.0.0 + idx. */
-static void flush_out(struct gen *g, unsigned idx)
+static void
+flush_out(struct gen *g, unsigned idx)
 {
 	struct sess *s = &g->s[idx];
 	unsigned char buf[16384];
@@ -129,7 +132,8 @@ static void flush_out(struct gen *g, unsigned idx)
 	}
 }
 
-static int start(struct gen *g, unsigned idx, double t)
+static int
+start(struct gen *g, unsigned idx, double t)
 {
 	struct sess *s = &g->s[idx];
 	s->ssl = SSL_new(g->ctx);
@@ -150,7 +154,8 @@ static int start(struct gen *g, unsigned idx, double t)
 	return 0;
 }
 
-static void finish(struct gen *g, unsigned idx, int ok, int notify)
+static void
+finish(struct gen *g, unsigned idx, int ok, int notify)
 {
 	struct sess *s = &g->s[idx];
 	if (s->ssl) {
@@ -164,13 +169,15 @@ static void finish(struct gen *g, unsigned idx, int ok, int notify)
 	s->st = ok ? ST_DONE : ST_FAIL;
 }
 
-static void add_lat(struct gen *g, double v)
+static void
+add_lat(struct gen *g, double v)
 {
 	if (g->nlat < g->cap_lat)
 		g->lat[g->nlat++] = v;
 }
 
-static void send_req(struct gen *g, unsigned idx, double t)
+static void
+send_req(struct gen *g, unsigned idx, double t)
 {
 	struct sess *s = &g->s[idx];
 	unsigned char m[512];
@@ -212,7 +219,8 @@ static void send_req(struct gen *g, unsigned idx, double t)
 
 /* Feeds one datagram to session idx; returns 1 when a CoAP answer with the
  * expected code arrived, 0 otherwise. */
-static int feed(struct gen *g, unsigned idx, unsigned char *d, int len, double t)
+static int
+feed(struct gen *g, unsigned idx, unsigned char *d, int len, double t)
 {
 	struct sess *s = &g->s[idx];
 	int got = 0;
@@ -258,20 +266,23 @@ static int feed(struct gen *g, unsigned idx, unsigned char *d, int len, double t
 	return got;
 }
 
-static int cmp(const void *a, const void *b)
+static int
+cmp(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
 	return x < y ? -1 : x > y;
 }
 
-static void usage(void)
+static void
+usage(void)
 {
 	fprintf(stderr, "usage: loadgen -p PORT -m hs|get|post|idle -n N [-r R] [-w W] [-i IDFMT] "
-			"[-k KEY] [-C CERT -K KEY] [-u PATH] [-t SECS] [-H SECS]\n");
+	                "[-k KEY] [-C CERT -K KEY] [-u PATH] [-t SECS] [-H SECS]\n");
 	exit(2);
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
 	struct gen g = {0};
 	const char *mode = "hs";
@@ -283,19 +294,44 @@ int main(int argc, char **argv)
 	g.path = ".d";
 	while ((opt = getopt(argc, argv, "p:m:n:r:w:i:k:C:K:u:t:H:")) != -1) {
 		switch (opt) {
-		case 'p': port = atoi(optarg); break;
-		case 'm': mode = optarg; break;
-		case 'n': n = (unsigned)strtoul(optarg, NULL, 10); break;
-		case 'r': reqs = (unsigned)strtoul(optarg, NULL, 10); break;
-		case 'w': window = (unsigned)strtoul(optarg, NULL, 10); break;
-		case 'i': g.idfmt = optarg; break;
-		case 'k': g.key = optarg; break;
-		case 'C': g.cert = optarg; break;
-		case 'K': g.certkey = optarg; break;
-		case 'u': g.path = optarg; break;
-		case 't': tmax = atof(optarg); break;
-		case 'H': hold = atof(optarg); break;
-		default: usage();
+		case 'p':
+			port = atoi(optarg);
+			break;
+		case 'm':
+			mode = optarg;
+			break;
+		case 'n':
+			n = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 'r':
+			reqs = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 'w':
+			window = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 'i':
+			g.idfmt = optarg;
+			break;
+		case 'k':
+			g.key = optarg;
+			break;
+		case 'C':
+			g.cert = optarg;
+			break;
+		case 'K':
+			g.certkey = optarg;
+			break;
+		case 'u':
+			g.path = optarg;
+			break;
+		case 't':
+			tmax = atof(optarg);
+			break;
+		case 'H':
+			hold = atof(optarg);
+			break;
+		default:
+			usage();
 		}
 	}
 	if (!port || n == 0 || n > MAX_SESSIONS || window == 0)
@@ -322,11 +358,12 @@ int main(int argc, char **argv)
 	if (g.cert) {
 		if (SSL_CTX_use_certificate_chain_file(g.ctx, g.cert) != 1 ||
 		    SSL_CTX_use_PrivateKey_file(g.ctx, g.certkey ? g.certkey : g.cert,
-						SSL_FILETYPE_PEM) != 1) {
+		                                SSL_FILETYPE_PEM) != 1) {
 			ERR_print_errors_fp(stderr);
 			return 1;
 		}
-		SSL_CTX_set_cipher_list(g.ctx, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-CCM8");
+		SSL_CTX_set_cipher_list(g.ctx,
+		                        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-CCM8");
 		SSL_CTX_set1_groups_list(g.ctx, "P-256");
 	} else {
 		SSL_CTX_set_cipher_list(g.ctx, "PSK-AES128-CCM8");
@@ -347,8 +384,8 @@ int main(int argc, char **argv)
 	}
 
 	double t0 = now(), deadline = t0 + tmax, t_up = 0;
-	unsigned next = 0, inflight = 0, up = 0, failed = 0, done_req = 0, sent_req = 0,
-		 ok_req = 0, fail_req = 0;
+	unsigned next = 0, inflight = 0, up = 0, failed = 0, done_req = 0, sent_req = 0, ok_req = 0,
+	         fail_req = 0;
 	unsigned rr = 0;
 	/* Phase 1: handshakes, WINDOW at a time. */
 	unsigned long loops = 0;
@@ -390,7 +427,8 @@ int main(int argc, char **argv)
 				if (is_hs)
 					finish(&g, idx, 1, 1);
 				else if (is_idle) {
-					/* The server holds the session; the client state is not needed. */
+					/* The server holds the session; the client state is not
+					 * needed. */
 					SSL_set_quiet_shutdown(g.s[idx].ssl, 1);
 					SSL_free(g.s[idx].ssl);
 					g.s[idx].ssl = NULL;
@@ -511,8 +549,8 @@ int main(int argc, char **argv)
 	}
 	printf("mode=%s sessions=%u requests=%u ok=%u failed=%u secs=%.3f rate=%.1f p50_ms=%.3f "
 	       "p99_ms=%.3f\n",
-	       mode, up, reqs, ok_req, fail_req + (reqs - done_req), rsecs, ok_req / rsecs, p50 * 1e3,
-	       p99 * 1e3);
+	       mode, up, reqs, ok_req, fail_req + (reqs - done_req), rsecs, ok_req / rsecs,
+	       p50 * 1e3, p99 * 1e3);
 	for (unsigned i = 0; i < n; i++)
 		if (g.s[i].ssl)
 			finish(&g, i, 1, 1);
