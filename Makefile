@@ -29,9 +29,9 @@ LIBOBJS  := $(LIBSRCS:%.c=$(BUILD)/%.o)
 UNITS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/check_*.c))
 FUZZERS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps run check units fuzzers asan ubsan check-build clean format fuzz fuzz-build libfuzzers
+.PHONY: all deps run check units fuzzers asan ubsan check-build clean format fuzz fuzz-build libfuzzers bench
 
-all: $(BUILD)/devgate
+all: $(BUILD)/devgate $(BUILD)/bench/loadgen
 
 deps:
 	@scripts/deps.sh
@@ -56,6 +56,17 @@ check: deps
 	fi
 
 units: $(UNITS)
+
+# The load generator (OpenSSL as the DTLS client) and `make bench`: devgate
+# against coap-server-openssl in the same run, a few minutes; not part of
+# `make check`, which runs it once with tiny counts (scripts/run-tests.sh).
+# BENCH_ARGS passes counts, e.g. BENCH_ARGS="--sessions 10000 --idle 100000".
+$(BUILD)/bench/loadgen: bench/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 $(WARN) -D_GNU_SOURCE $(CFLAGS) -o $@ $< -lssl -lcrypto
+
+bench: all
+	python3 bench/run.py $(BUILD) $(BENCH_ARGS)
 fuzzers: $(FUZZERS)
 
 $(BUILD)/libdevgate.a: $(LIBOBJS)

@@ -26,6 +26,7 @@ packages=(
 	libuv1-dev libsqlite3-dev libcjson-dev libcbor-dev libcoap3-dev libsystemd-dev libmicrohttpd-dev
 	libcoap3-bin check openssl dpkg-dev python3 python3-cryptography sqlite3 curl iproute2 systemd
 	procps e2fsprogs clang libclang-rt-14-dev
+	libssl-dev util-linux
 )
 # Not in a Debian 12 minbase, and called by the tests or the unit: procps
 # (/bin/kill for ExecReload, which systemd-analyze verify checks; ps),

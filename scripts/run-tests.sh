@@ -52,6 +52,17 @@ for f in "$build"/fuzz/fuzz_*; do
 	fi
 done
 
+# The benchmark with tiny counts (make bench's runner and load generator,
+# both servers), so it cannot rot: one test.
+if [ -x "$build/bench/loadgen" ] && timeout 120 python3 bench/run.py "$build" --smoke; then
+	echo "ok   bench smoke"
+	passed=$((passed + 1))
+else
+	echo "FAIL bench smoke"
+	failed=$((failed + 1))
+	failures+=("bench($build)")
+fi
+
 for suite in tests/integration/*_test.py; do
 	it=$(mktemp)
 	"$python" "$suite" "$build" | tee "$it"
