@@ -67,6 +67,7 @@ class Server:
             with open(os.path.join(self.dir, "devgate.json"), "w") as f:
                 json.dump({"listen": ["127.0.0.1:%d" % self.port], "database": "var/devgate.db",
                            "projects_dir": "projects", "log": {"level": "warn", "format": "text"},
+                           "metrics_listen": "",
                            "limits": {"max_sessions": max(nids * 2, 1000),
                                       "max_handshakes": 100000,
                                       "idle_timeout_s": 3600}}, f)
@@ -94,6 +95,8 @@ class Server:
             if probe.returncode == 0:
                 break
             if time.time() > deadline:
+                self.proc.kill()
+                self.proc.wait()
                 raise RuntimeError("%s never answered a handshake: %s" % (kind, self.logtext()))
 
     def logtext(self):
