@@ -1008,18 +1008,6 @@ screen_record(const dg_session *s, const dg_dtls_record *r)
 	return NULL;
 }
 
-/* Returns 1 when the datagram carries a ClientKeyExchange record. */
-static int
-has_client_key_exchange(const uint8_t *buf, size_t len)
-{
-	dg_dtls_record r;
-	size_t off = 0;
-	while (dg_dtls_next_record(buf, len, &off, &r) == 0)
-		if (r.epoch == 0 && r.handshake_type == 16)
-			return 1;
-	return 0;
-}
-
 /*
  * Splits a datagram into records with bounds checks and gives wolfSSL one
  * record at a time, so that a bad record costs only itself: a length
@@ -1031,15 +1019,16 @@ input_records(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms)
 {
 	dg_dtls_record r;
 	size_t off = 0;
-	int rc = 0, cke = -1;
+	/* Whether a ClientKeyExchange came before, in this datagram: a flight is in order. */
+	int rc = 0, cke = 0;
 
 	while (s->state != DG_SESSION_CLOSED &&
 	       (rc = dg_dtls_next_record(buf, len, &off, &r)) == 0) {
 		if (s->state == DG_SESSION_PROVISIONING) {
 			hold(s, r.raw, r.raw_len);
 		} else if (s->state == DG_SESSION_HANDSHAKE) {
-			if (cke < 0)
-				cke = has_client_key_exchange(buf, len);
+			if (r.epoch == 0 && r.handshake_type == 16)
+				cke = 1;
 			handshake_step(s, &r, cke, now_ms);
 		} else {
 			const char *why = screen_record(s, &r);
