@@ -23,7 +23,7 @@ DG_CFLAGS := -std=gnu11 $(WARN) -fstack-protector-strong -D_GNU_SOURCE \
 LDLIBS   += $(WOLFSSL)/lib/libwolfssl.a \
             $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
-SRCS     := $(wildcard src/*.c src/services/*.c)
+SRCS     := src/main.c $(wildcard src/*/*.c)
 LIBSRCS  := $(filter-out src/main.c,$(SRCS))
 LIBOBJS  := $(LIBSRCS:%.c=$(BUILD)/%.o)
 UNITS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/check_*.c))
@@ -137,7 +137,7 @@ check-build: all units fuzzers
 tsan-log:
 	@mkdir -p build-tsan
 	$(CC) -std=gnu11 $(WARN) -D_GNU_SOURCE -Iinclude -O1 -g -fsanitize=thread \
-		-o build-tsan/check_log tests/unit/check_log.c src/log.c \
+		-o build-tsan/check_log tests/unit/check_log.c src/ops/log.c \
 		$(shell pkg-config --libs check) -lpthread
 	CK_FORK=no build-tsan/check_log
 

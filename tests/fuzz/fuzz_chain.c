@@ -11,7 +11,7 @@
  * tests/fuzz/make-seeds.py.) The input is a list of DER certificates,
  * each a 2-byte big-endian length and its bytes, the device's leaf first;
  * each is copied into its own allocation, so that a read past one is
- * caught. The chain is judged as src/session.c's verify callback does it
+ * caught. The chain is judged as src/net/session.c's verify callback does it
  * (judge_chain: dg_trust_subject, the O and CN rules, the project of O
  * from the registry, dg_trust_verify against that project's CAs only, and
  * the certificate device's state), from the public functions of trust.c
@@ -46,7 +46,7 @@
 
 #include "fuzz_chain_pki.h"
 
-#define CHAIN_MAX 4 /* What src/session.c's verify callback passes on. */
+#define CHAIN_MAX 4 /* What src/net/session.c's verify callback passes on. */
 #define LIST_MAX  20
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -155,7 +155,7 @@ check_subject(const dg_subject *s)
 }
 
 /*
- * The judgement of src/session.c's judge_chain() for a first connection.
+ * The judgement of src/net/session.c's judge_chain() for a first connection.
  * Returns NULL when accepted (with *proj set), else the reason.
  */
 static const char *

@@ -1,5 +1,5 @@
 /*
- * Tests for src/config.c: defaults, every key's accepted values, every
+ * Tests for src/ops/config.c: defaults, every key's accepted values, every
  * error path with its exact message, path resolution and loading files.
  */
 #include <arpa/inet.h>
