@@ -14,6 +14,8 @@
 #include "devgate/log.h"
 
 #define DG_CONFIG_MAX_LISTEN 16
+/* The most worker loops `workers` may ask for. */
+#define DG_CONFIG_MAX_WORKERS 64
 
 typedef struct dg_listen_addr {
 	struct sockaddr_storage addr; /* AF_INET or AF_INET6, port set. */
@@ -49,6 +51,8 @@ typedef struct dg_config {
 	dg_log_level log_level;   /* Default info. */
 	dg_log_format log_format; /* Default text. */
 	dg_limits limits;
+	/* 0..DG_CONFIG_MAX_WORKERS, default 0: one worker loop per online CPU. */
+	uint32_t workers;
 	dg_listen_addr metrics_listen; /* Default 127.0.0.1:9684. */
 	int metrics_enabled;           /* 0 when metrics_listen is "". */
 } dg_config;

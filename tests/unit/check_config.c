@@ -111,6 +111,7 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(cfg->limits.device_burst, 64);
 	ck_assert_uint_eq(cfg->limits.device_requests_per_s, 20);
 	ck_assert_uint_eq(cfg->limits.max_state_bytes, 65536);
+	ck_assert_uint_eq(cfg->workers, 0);
 	dg_config_free(cfg);
 }
 END_TEST
@@ -339,6 +340,29 @@ START_TEST(test_limits_bad)
 	snprintf(reason, sizeof(reason), "must be an integer %" PRIu32 "..%" PRIu32,
 	         limit_keys[k].min, limit_keys[k].max);
 	parse_fails(json, key, reason);
+}
+END_TEST
+
+/* workers: 0 (one per CPU) up to DG_CONFIG_MAX_WORKERS; anything else is named precisely. */
+START_TEST(test_workers)
+{
+	static const char *const bad[] = {"65", "-1", "1.5", "\"2\"", "true", "null", "[]", "{}"};
+	char json[128];
+	dg_config *cfg;
+
+	for (uint32_t n = 0; n <= DG_CONFIG_MAX_WORKERS; n += 16) {
+		snprintf(json, sizeof(json), "{\"workers\": %" PRIu32 "}", n);
+		cfg = parse_ok(json);
+		ck_assert_uint_eq(cfg->workers, n);
+		dg_config_free(cfg);
+	}
+	cfg = parse_ok("{\"workers\": 2.0}");
+	ck_assert_uint_eq(cfg->workers, 2);
+	dg_config_free(cfg);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(json, sizeof(json), "{\"workers\": %s}", bad[i]);
+		parse_fails(json, "workers", "must be an integer 0..64");
+	}
 }
 END_TEST
 
@@ -856,6 +880,7 @@ config_suite(void)
 	tcase_add_test(tc, test_load_missing);
 	tcase_add_test(tc, test_load_directory);
 	tcase_add_test(tc, test_load_too_large);
+	tcase_add_test(tc, test_workers);
 	tcase_add_test(tc, test_load_malformed);
 	tcase_add_test(tc, test_load_invalid);
 	tcase_add_test(tc, test_load_empty);
