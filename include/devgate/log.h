@@ -55,7 +55,7 @@ void dg_log_kv(dg_log_level level, const char *event, const char *const *kv, int
  * Limits repeated lines of one event (a string literal, compared by
  * content) to 10 a second: returns 1 when a line may be written, 0 when it
  * is suppressed and counted; the count is logged when the next second
- * begins. Loop thread only.
+ * begins. Safe from any thread (the worker loops share one table).
  */
 int dg_log_ratelimit(const char *event, uint64_t now_ms);
 

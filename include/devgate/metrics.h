@@ -33,6 +33,15 @@ void dg_metrics_free(dg_metrics *m);
 /* devgate_sessions{auth}: +1 when a session is established, -1 when it closes. */
 void dg_metrics_sessions_add(dg_metrics *m, int auth, int delta);
 
+/* The most workers devgate_worker_sessions has a gauge for. */
+#define DG_METRICS_MAX_WORKERS 64
+
+/* devgate_worker_sessions{worker} is rendered for workers 0..n-1 (none by default). */
+void dg_metrics_set_workers(dg_metrics *m, int n);
+
+/* devgate_worker_sessions{worker}: +1 when a session is established on it, -1 when it closes. */
+void dg_metrics_worker_sessions_add(dg_metrics *m, int worker, int delta);
+
 /* devgate_handshakes_total{auth,result="ok"|"failed"}. */
 void dg_metrics_handshake(dg_metrics *m, int auth, int ok);
 

@@ -1,6 +1,7 @@
 /*
  * Logging to stderr, one line per event, as text or JSON.
  */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,7 +24,11 @@ static _Atomic int log_format = DG_LOG_TEXT;
 /* stderr is journald's stream: syslog priority prefixes, no timestamps. */
 static _Atomic int log_journal;
 
-/* Repeated-line limiting, used from the loop thread only. */
+/*
+ * Repeated-line limiting, shared by every worker loop: one mutex, taken
+ * only for a line that is about to be rate-limited (handshake failures).
+ */
+static pthread_mutex_t rl_mu = PTHREAD_MUTEX_INITIALIZER;
 #define RL_EVENTS     16
 #define RL_PER_WINDOW 10
 #define RL_WINDOW_MS  1000
@@ -225,8 +230,19 @@ dg_log_kv(dg_log_level level, const char *event, const char *const *kv, int n)
 	emit(level, event, kv, n, NULL);
 }
 
+static int ratelimit_locked(const char *event, uint64_t now_ms);
+
 int
 dg_log_ratelimit(const char *event, uint64_t now_ms)
+{
+	pthread_mutex_lock(&rl_mu);
+	int rc = ratelimit_locked(event, now_ms);
+	pthread_mutex_unlock(&rl_mu);
+	return rc;
+}
+
+static int
+ratelimit_locked(const char *event, uint64_t now_ms)
 {
 	size_t i, slot = RL_EVENTS;
 	for (i = 0; i < RL_EVENTS; i++) {
@@ -243,7 +259,8 @@ dg_log_ratelimit(const char *event, uint64_t now_ms)
 		rl[i].event = event;
 		rl[i].window_ms = now_ms;
 	}
-	if (now_ms - rl[i].window_ms >= RL_WINDOW_MS) {
+	/* Workers' clocks differ by a little: a time before the window is within it. */
+	if (now_ms > rl[i].window_ms && now_ms - rl[i].window_ms >= RL_WINDOW_MS) {
 		if (rl[i].suppressed > 0)
 			dg_log(DG_LOG_WARN, "log.suppressed",
 			       "%lu %s lines suppressed in the last %llu ms", rl[i].suppressed,

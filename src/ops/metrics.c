@@ -67,6 +67,8 @@ typedef struct reason {
 struct dg_metrics {
 	/* Hot path: relaxed atomics, no lock. */
 	_Atomic int64_t sessions[N_SESS_AUTH];
+	_Atomic int64_t worker_sessions[DG_METRICS_MAX_WORKERS];
+	_Atomic int n_workers; /* Workers whose gauge is rendered. */
 	_Atomic uint64_t handshakes[N_AUTH][2];
 	_Atomic uint64_t hs_buckets[N_BUCKETS]; /* Not cumulative; the last is +Inf. */
 	_Atomic uint64_t hs_sum_us;
@@ -284,6 +286,24 @@ dg_metrics_sessions_add(dg_metrics *m, int auth, int delta)
 }
 
 void
+dg_metrics_set_workers(dg_metrics *m, int n)
+{
+	if (n < 0)
+		n = 0;
+	if (n > DG_METRICS_MAX_WORKERS)
+		n = DG_METRICS_MAX_WORKERS;
+	atomic_store_explicit(&m->n_workers, n, memory_order_relaxed);
+}
+
+void
+dg_metrics_worker_sessions_add(dg_metrics *m, int worker, int delta)
+{
+	if (worker < 0 || worker >= DG_METRICS_MAX_WORKERS)
+		return;
+	atomic_fetch_add_explicit(&m->worker_sessions[worker], delta, memory_order_relaxed);
+}
+
+void
 dg_metrics_handshake(dg_metrics *m, int auth, int ok)
 {
 	if (auth < 0 || auth >= N_AUTH)
@@ -495,6 +515,13 @@ dg_metrics_render(dg_metrics *m, const char *version)
 	for (int a = 0; a < N_SESS_AUTH; a++)
 		put(&b, "devgate_sessions{auth=\"%s\"} %" PRId64 "\n", auth_names[a],
 		    atomic_load_explicit(&m->sessions[a], memory_order_relaxed));
+	int n_workers = atomic_load_explicit(&m->n_workers, memory_order_relaxed);
+	if (n_workers > 0)
+		family(&b, "devgate_worker_sessions", "gauge",
+		       "Established DTLS sessions, by the worker loop that holds them.");
+	for (int w = 0; w < n_workers; w++)
+		put(&b, "devgate_worker_sessions{worker=\"%d\"} %" PRId64 "\n", w,
+		    atomic_load_explicit(&m->worker_sessions[w], memory_order_relaxed));
 
 	render_handshakes(m, &b);
 	render_failures(m, &b);
