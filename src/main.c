@@ -34,6 +34,7 @@
 #include "devgate/metrics.h"
 #include "devgate/registry.h"
 #include "devgate/server.h"
+#include "devgate/control.h"
 #include "devgate/store.h"
 
 #define DEVGATE_VERSION "0.1.0"
@@ -195,6 +196,7 @@ cmd_serve(int argc, char **argv)
 	dg_store *store = NULL;
 	dg_registry *reg = NULL;
 	dg_server *srv = NULL;
+	dg_control *ctl = NULL;
 	dg_devcert_paths dev;
 	uv_loop_t loop;
 	char err[512], dbdir[4096];
@@ -280,16 +282,24 @@ cmd_serve(int argc, char **argv)
 		       cfg->metrics_listen.text);
 	}
 	dg_server_set_metrics(srv, metrics);
+	rc = dg_control_new(&loop, srv, store, &ctl);
+	if (rc != 0) {
+		dg_log(DG_LOG_ERROR, "server.error", "cannot start: %s", strerror(-rc));
+		goto out;
+	}
+	dg_control_set_metrics(ctl, metrics);
 	rc = dg_server_start(srv);
 	if (rc != 0) {
 		dg_log(DG_LOG_ERROR, "server.error", "cannot start: %s", uv_strerror(rc));
 		goto out;
 	}
+	dg_control_start(ctl);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	rc = dg_store_flush(store);
 	dg_log(DG_LOG_INFO, "server.stopped", "store flushed%s", rc == 0 ? "" : " with errors");
 	rc = 0;
 out:
+	dg_control_free(ctl);
 	dg_server_free(srv);
 	dg_metrics_free(metrics);
 	if (loop_ready) {

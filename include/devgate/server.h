@@ -1,7 +1,9 @@
 /*
- * The server: one libuv loop, its UDP sockets, the peer and device
- * tables, the timer wheel, signals, and the stateless cookie exchange in
- * front of every session.
+ * The server: N worker loops (listener sockets with SO_REUSEPORT, peer
+ * tables, timer wheels) and what they share: the DTLS context, the
+ * registry snapshot, the admission limits and the device table. It
+ * broadcasts what the control loop decides (a new snapshot, a new
+ * configuration, a state change, stop) to the workers as messages.
  */
 #ifndef DEVGATE_SERVER_H
 #define DEVGATE_SERVER_H
@@ -17,38 +19,72 @@
 #include "devgate/store.h"
 
 typedef struct dg_server dg_server;
+struct dg_metrics;
 
 /*
- * Creates a server on `loop`: makes the DTLS context from the PEM files,
- * binds every listen address of `cfg` and installs its signal handlers.
- * `cfg` and `store` are borrowed for the server's life; `reg` is taken
+ * Creates a server whose control side runs on `loop`: makes the DTLS
+ * context from the PEM files and `cfg->workers` workers (0: one per
+ * online CPU), each binding every listen address of `cfg`. One worker
+ * runs on `loop` itself, without a thread; more run on threads of their
+ * own from dg_server_start(). `cfg` is borrowed until dg_server_set_config
+ * replaces it; `store` is borrowed for the server's life; `reg` is taken
  * over (one reference). Returns 0 and sets *out, or a negative errno with
- * a reason in err.
+ * a reason in err (`reg` is then still the caller's).
  */
 int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registry *reg,
                   const char *cert_pem, const char *key_pem, dg_server **out, char *err,
                   size_t errlen);
 
-/*
- * Starts receiving. The caller then runs the loop; it returns once a
- * SIGTERM or SIGINT has closed every session and handle.
- */
-int dg_server_start(dg_server *srv);
-
 /* Counts into `m` (borrowed; may be NULL). Call before dg_server_start(). */
 void dg_server_set_metrics(dg_server *srv, struct dg_metrics *m);
+
+/* Starts every worker receiving. Returns 0 or a negative errno. */
+int dg_server_start(dg_server *srv);
+
+/* The number of workers. */
+size_t dg_server_workers(const dg_server *srv);
+
+/* The configuration in force (borrowed). */
+const dg_config *dg_server_config(const dg_server *srv);
+
+/*
+ * A new configuration (taken over): limits and log settings follow at
+ * once on every worker. Earlier ones are kept until dg_server_free, since
+ * a worker may still read one.
+ */
+void dg_server_set_config(dg_server *srv, dg_config *cfg);
+
+/* The registry snapshot in force (borrowed). */
+dg_registry *dg_server_registry(const dg_server *srv);
+
+/*
+ * A new snapshot (taken over, one reference), sent to every worker; each
+ * closes its sessions whose credentials the snapshot no longer holds.
+ */
+void dg_server_set_registry(dg_server *srv, dg_registry *reg);
+
+/* The state of `device_id` at `path` changed: the worker that holds its session notifies. */
+void dg_server_state_changed(dg_server *srv, int64_t device_id, const char *path);
+
+/*
+ * Stops every worker: each answers what the store finished, closes its
+ * sessions with close_notify and its handles. Waits for workers on
+ * threads of their own; one on the main loop finishes when that loop
+ * runs. New datagrams are dropped from now on.
+ */
+void dg_server_stop(dg_server *srv);
 
 /*
  * Handles one datagram that arrived on listener `listener_index` (the
  * index of its address in the configuration) from `from`, exactly as if
- * the socket had received it. `data` is borrowed for the call. Used by the
- * socket's receive callback, and by fuzz targets that drive a real server
- * without a network.
+ * worker 0's socket had received it. `data` is borrowed for the call.
+ * For fuzz targets that drive a real server without a network: a server
+ * with one worker (workers: 1), whose loop is the caller's.
  */
 void dg_server_datagram(dg_server *srv, size_t listener_index, const uint8_t *data, size_t len,
                         const struct sockaddr *from);
 
-/* Frees a server whose loop has finished. NULL is a no-op. */
+/* Frees a server whose loops have finished. NULL is a no-op. */
 void dg_server_free(dg_server *srv);
 
 #endif

@@ -499,7 +499,7 @@ setup(void)
 		         "{\"listen\": [\"127.0.0.1:%u\"], \"database\": \"db/devgate.db\",\n"
 		         " \"projects_dir\": \"projects\", \"metrics_listen\": \"\",\n"
 		         " \"log\": {\"level\": \"%s\"},\n"
-		         " \"limits\": {\"device_requests_per_s\": 100000, \"max_body\": 4096}}\n",
+		         " \"workers\": 1,\n \"limits\": {\"device_requests_per_s\": 100000, \"max_body\": 4096}}\n",
 		         free_port(), lvl != NULL ? lvl : "error");
 		snprintf(path, sizeof(path), "%s/devgate.json", H->dir);
 		write_text(path, text);
