@@ -35,6 +35,7 @@ typedef struct dg_worker_shared {
 	dg_devtab *devices;
 	dg_worker **workers; /* All of them, by index. */
 	size_t n_workers;
+	_Atomic uint64_t next_session_id; /* The last session ID given, on any worker. */
 	/* Random for the server's life: refused PSK identities get keys made from it. */
 	uint8_t psk_secret[DG_SESSION_PSK_SECRET_LEN];
 } dg_worker_shared;

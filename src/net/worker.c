@@ -41,7 +41,15 @@ typedef struct prov_req {
 	uint64_t session_id;
 } prov_req;
 
-enum msg_kind { MSG_DATAGRAM = 1, MSG_REGISTRY, MSG_CONFIG, MSG_CLOSE, MSG_STATE, MSG_STOP };
+enum msg_kind {
+	MSG_DATAGRAM = 1,
+	MSG_REGISTRY,
+	MSG_CONFIG,
+	MSG_CLOSE,
+	MSG_STATE,
+	MSG_EVICT, /* Every handshake slot is taken: close a stalled handshake if there is one. */
+	MSG_STOP,
+};
 
 /* A message from another thread. */
 typedef struct msg {
@@ -98,12 +106,19 @@ struct dg_worker {
 	uv_check_t reaper;
 	uint8_t cookie_secret[DG_LISTENER_SECRET_LEN];
 	uint64_t cookie_rotated_ms;
-	uint64_t next_session_id;
+	size_t evict_next; /* The worker asked next to give way, round robin. */
 	uint64_t last_full_warning_ms;
 	uint64_t refused_full; /* ClientHellos dropped at a limit since the last warning. */
 	int stopping;
 	uint8_t rx[RX_BUF_SIZE];
 };
+
+/* Session IDs are unique across workers, in the order sessions were made. */
+static uint64_t
+next_session_id(dg_worker_shared *sh)
+{
+	return atomic_fetch_add_explicit(&sh->next_session_id, 1, memory_order_relaxed) + 1;
+}
 
 static dg_session *admit_cb(void *arg, WOLFSSL *ssl, uv_udp_t *udp, const struct sockaddr *from);
 static void notify_device(dg_worker *w, int64_t device_id, const char *path);
@@ -222,6 +237,29 @@ hs_queue_compact(dg_worker *w)
 	w->hs_len = n;
 }
 
+static msg *msg_new(enum msg_kind kind, size_t extra);
+static int post(dg_worker *w, msg *m);
+
+/*
+ * No handshake here has stalled, but all slots are taken: another worker
+ * (the next, round robin) closes its oldest stalled handshake if it has
+ * one. The newcomer is dropped now; its ClientHello's retransmission
+ * finds the slot.
+ */
+static void
+ask_eviction(dg_worker *w)
+{
+	size_t n = w->sh->n_workers;
+	if (n < 2)
+		return;
+	w->evict_next = (w->evict_next + 1) % n;
+	if (w->evict_next == w->index)
+		w->evict_next = (w->evict_next + 1) % n;
+	msg *m = msg_new(MSG_EVICT, 0);
+	if (m != NULL)
+		post(w->sh->workers[w->evict_next], m);
+}
+
 /*
  * Takes a handshake slot and a session slot for a handshake from `from`
  * (limits shared by every worker). Returns 1 when both were taken.
@@ -233,9 +271,13 @@ admitted(dg_worker *w, const struct sockaddr *from)
 	const char *limit = NULL;
 	int rc = dg_admit_handshake(w->sh->admit, from, lim->max_handshakes_per_source,
 	                            lim->max_handshakes, &limit);
-	if (rc == -EAGAIN && strcmp(limit, "limits.max_handshakes") == 0 && evict_stalled(w))
-		rc = dg_admit_handshake(w->sh->admit, from, lim->max_handshakes_per_source,
-		                        lim->max_handshakes, &limit);
+	if (rc == -EAGAIN && strcmp(limit, "limits.max_handshakes") == 0) {
+		if (evict_stalled(w))
+			rc = dg_admit_handshake(w->sh->admit, from, lim->max_handshakes_per_source,
+			                        lim->max_handshakes, &limit);
+		else
+			ask_eviction(w);
+	}
 	if (rc == 0 && !dg_admit_session(w->sh->admit, lim->max_sessions)) {
 		dg_admit_handshake_end(w->sh->admit, from);
 		limit = "limits.max_sessions";
@@ -269,7 +311,7 @@ admit_cb(void *arg, WOLFSSL *ssl, uv_udp_t *udp, const struct sockaddr *from)
 
 	if (!admitted(w, from))
 		return NULL;
-	if (dg_session_new(&w->env, ++w->next_session_id, ssl, udp, from, w->reg, uv_now(w->loop),
+	if (dg_session_new(&w->env, next_session_id(w->sh), ssl, udp, from, w->reg, uv_now(w->loop),
 	                   &s) != 0) {
 		admitted_undo(w, from);
 		return NULL;
@@ -949,6 +991,9 @@ handle(dg_worker *w, msg *m)
 		if (s != NULL)
 			dg_session_state_changed(s, (const char *)m->data, uv_now(w->loop));
 		break;
+	case MSG_EVICT:
+		evict_stalled(w);
+		break;
 	case MSG_STOP:
 		stop(w);
 		break;
@@ -1043,8 +1088,6 @@ dg_worker_new(dg_worker_shared *sh, size_t index, uv_loop_t *loop, const dg_conf
 	pthread_mutex_init(&w->mu, NULL);
 	dg_wheel_init(&w->wheel, uv_now(w->loop));
 	rotate_cookie_secret(w, uv_now(w->loop));
-	/* Distinct per worker, so that a record naming a session names its worker too. */
-	w->next_session_id = (uint64_t)index << 48;
 	uv_timer_init(w->loop, &w->tick);
 	w->tick.data = w;
 	uv_check_init(w->loop, &w->reaper);
