@@ -475,6 +475,8 @@ on_established(void *owner, dg_session *s)
 
 	w->n_handshakes--;
 	dg_admit_handshake_end(w->sh->admit, dg_session_peer(s));
+	dg_log(DG_LOG_DEBUG, "worker.session", "session %llu of device %lld on worker %zu",
+	       (unsigned long long)dg_session_id(s), (long long)dg_session_device_id(s), w->index);
 	dg_map_key_addr(&key, dg_session_peer(s));
 	if (dg_map_get(w->pending, &key) == s) {
 		dg_map_del(w->pending, &key);
