@@ -36,6 +36,13 @@ typedef struct dg_worker_shared {
 	dg_worker **workers; /* All of them, by index. */
 	size_t n_workers;
 	_Atomic uint64_t next_session_id; /* The last session ID given, on any worker. */
+	/*
+	 * Per worker, published on its every tick: when its oldest stalled
+	 * handshake was made (the loop's clock), 0 for none. Another worker
+	 * that finds every handshake slot taken takes it (swaps in 0) to ask
+	 * that worker to let it give way.
+	 */
+	_Atomic uint64_t stalled_ms[DG_CONFIG_MAX_WORKERS];
 	/* Random for the server's life: refused PSK identities get keys made from it. */
 	uint8_t psk_secret[DG_SESSION_PSK_SECRET_LEN];
 } dg_worker_shared;

@@ -106,7 +106,6 @@ struct dg_worker {
 	uv_check_t reaper;
 	uint8_t cookie_secret[DG_LISTENER_SECRET_LEN];
 	uint64_t cookie_rotated_ms;
-	size_t evict_next; /* The worker asked next to give way, round robin. */
 	uint64_t last_full_warning_ms;
 	uint64_t refused_full; /* ClientHellos dropped at a limit since the last warning. */
 	int stopping;
@@ -241,23 +240,56 @@ static msg *msg_new(enum msg_kind kind, size_t extra);
 static int post(dg_worker *w, msg *m);
 
 /*
- * No handshake here has stalled, but all slots are taken: another worker
- * (the next, round robin) closes its oldest stalled handshake if it has
- * one. The newcomer is dropped now; its ClientHello's retransmission
- * finds the slot.
+ * When this worker's oldest stalled handshake was made, or 0 when none of
+ * the first EVICT_SCAN in its queue has stalled (what evict_stalled()
+ * would close).
  */
-static void
-ask_eviction(dg_worker *w)
+static uint64_t
+oldest_stalled(dg_worker *w, uint64_t now)
 {
-	size_t n = w->sh->n_workers;
-	if (n < 2)
-		return;
-	w->evict_next = (w->evict_next + 1) % n;
-	if (w->evict_next == w->index)
-		w->evict_next = (w->evict_next + 1) % n;
+	for (size_t i = 0; i < EVICT_SCAN && i < w->hs_len; i++) {
+		dg_session *s = handshaking(w, w->hs_queue[w->hs_head + i]);
+		if (s != NULL && dg_session_stalled(s, now)) {
+			uint64_t t = dg_session_created_ms(s);
+			return t != 0 ? t : 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Every handshake slot is taken, on all workers together: the oldest
+ * stalled handshake gives way, wherever it is. Here, it is closed at
+ * once. On another worker (as it published on its last tick), that
+ * worker is asked to close it, and the newcomer takes a slot over the
+ * limit meanwhile: each published stalled handshake pays for one such
+ * slot only (it is taken by swapping in 0), so the excess is at most one
+ * per worker and lasts until the message is handled. Returns 1 when a
+ * slot was freed here (ask again), 2 when the newcomer may go over, 0 when
+ * nothing stalled.
+ */
+static int
+give_way(dg_worker *w)
+{
+	dg_worker_shared *sh = w->sh;
+	uint64_t mine = oldest_stalled(w, uv_now(w->loop)), theirs = 0;
+	size_t k = w->index;
+
+	for (size_t i = 0; i < sh->n_workers; i++) {
+		uint64_t t = i == w->index ? 0 : atomic_load(&sh->stalled_ms[i]);
+		if (t != 0 && (theirs == 0 || t < theirs)) {
+			theirs = t;
+			k = i;
+		}
+	}
+	if (mine != 0 && (theirs == 0 || mine <= theirs))
+		return evict_stalled(w);
+	if (theirs == 0 || !atomic_compare_exchange_strong(&sh->stalled_ms[k], &theirs, 0))
+		return 0;
 	msg *m = msg_new(MSG_EVICT, 0);
-	if (m != NULL)
-		post(w->sh->workers[w->evict_next], m);
+	if (m == NULL || post(sh->workers[k], m) != 0)
+		return 0;
+	return 2;
 }
 
 /*
@@ -272,11 +304,10 @@ admitted(dg_worker *w, const struct sockaddr *from)
 	int rc = dg_admit_handshake(w->sh->admit, from, lim->max_handshakes_per_source,
 	                            lim->max_handshakes, &limit);
 	if (rc == -EAGAIN && strcmp(limit, "limits.max_handshakes") == 0) {
-		if (evict_stalled(w))
+		int how = give_way(w);
+		if (how != 0)
 			rc = dg_admit_handshake(w->sh->admit, from, lim->max_handshakes_per_source,
-			                        lim->max_handshakes, &limit);
-		else
-			ask_eviction(w);
+			                        how == 2 ? UINT32_MAX : lim->max_handshakes, &limit);
 	}
 	if (rc == 0 && !dg_admit_session(w->sh->admit, lim->max_sessions)) {
 		dg_admit_handshake_end(w->sh->admit, from);
@@ -1043,6 +1074,8 @@ tick_cb(uv_timer_t *t)
 	uint64_t now = uv_now(w->loop);
 
 	dg_wheel_advance(&w->wheel, now, fire_cb, w);
+	if (w->sh->n_workers > 1)
+		atomic_store(&w->sh->stalled_ms[w->index], oldest_stalled(w, now));
 	if (now - w->cookie_rotated_ms >= COOKIE_ROTATE_MS)
 		rotate_cookie_secret(w, now);
 }
