@@ -130,6 +130,7 @@ typedef struct dg_changes {
 	int64_t last_id;  /* Out: the last id read (after_id when none). */
 	dg_change_item *items;
 	size_t n;
+	void *owner; /* The submitter's, for the completion; not touched here. */
 } dg_changes;
 
 /*

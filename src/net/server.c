@@ -87,6 +87,9 @@ struct dg_server {
 	dg_deferred *done_head; /* Deferred replies whose commit finished. */
 	uv_timer_t changes_poll;
 	int64_t changes_seen;
+	/* The CLI's state changes, read on the store's reader thread (store part). */
+	dg_changes *changes_done; /* Filled by the reader thread, drained on the loop. */
+	int changes_inflight;
 	uv_timer_t debounce;
 	uv_timer_t serial_poll;
 	watch *watches[MAX_WATCHES];
@@ -629,16 +632,19 @@ on_provision(void *owner, dg_session *s, int64_t project_id, const char *cert_id
 	}
 }
 
-/* A commit changed a device's state: its session notifies its observers. */
+/*
+ * A commit changed a device's state: its session notifies its observers,
+ * from `doc`, the document after the change.
+ */
 static void
-state_changed(void *owner, int64_t device_id, const char *path)
+state_changed(void *owner, int64_t device_id, const char *path, const char *doc)
 {
 	dg_server *srv = owner;
 	dg_map_key key;
 	dg_map_key_u64(&key, (uint64_t)device_id);
 	dg_session *s = dg_map_get(srv->devices, &key);
 	if (s != NULL)
-		dg_session_state_changed(s, path, uv_now(srv->loop));
+		dg_session_state_changed(s, path, doc, uv_now(srv->loop));
 }
 
 static int
@@ -667,7 +673,9 @@ on_submit(void *owner, dg_deferred *d)
 {
 	dg_server *srv = owner;
 	d->owner = srv;
-	return dg_store_job(srv->store, job_run, job_done, d);
+	/* A read goes to the store's reader thread; its completion comes back the same way. */
+	return d->read ? dg_store_read(srv->store, job_run, job_done, d)
+	               : dg_store_job(srv->store, job_run, job_done, d);
 }
 
 /* Answers the deferred requests whose commits finished, oldest first, then notifies. */
@@ -685,34 +693,74 @@ drain_deferred(dg_server *srv, dg_deferred *list)
 		dg_deferred *next = rev->next;
 		dg_map_key key;
 		int64_t dev = -1;
-		char *path = NULL;
+		char *path = NULL, *doc = NULL;
 		dg_map_key_u64(&key, rev->session_id);
 		if (rev->rc == 0 && rev->notify_device >= 0 &&
 		    (rev->changed == NULL || *rev->changed)) {
 			dev = rev->notify_device;
 			path = rev->notify_path;
 			rev->notify_path = NULL;
+			if (rev->notify_doc != NULL) {
+				doc = *rev->notify_doc;
+				*rev->notify_doc = NULL;
+			}
 		}
 		dg_session_deferred_done(dg_map_get(srv->by_id, &key), rev, uv_now(srv->loop));
 		if (dev >= 0)
-			state_changed(srv, dev, path != NULL ? path : "");
+			state_changed(srv, dev, path != NULL ? path : "", doc);
 		free(path);
+		free(doc);
 		rev = next;
 	}
 }
 
+/* Runs on the reader thread: hand the CLI's changes, with their documents, to the loop. */
 static void
-changes_cb(void *arg, int64_t device_id, const char *path)
+changes_read_done(void *arg, int rc)
 {
-	state_changed(arg, device_id, path);
+	dg_changes *c = arg;
+	dg_server *srv = (dg_server *)c->owner;
+	if (rc != 0) {
+		dg_data_changes_clear(c);
+		c->last_id = c->after_id;
+	}
+	pthread_mutex_lock(&srv->prov_mu);
+	srv->changes_done = c;
+	pthread_mutex_unlock(&srv->prov_mu);
+	uv_async_send(&srv->prov_async);
 }
 
-/* The CLI changed some state: notify the observers of it. */
+/* The CLI's changes were read: notify the observers of them. */
+static void
+changes_drain(dg_server *srv, dg_changes *c)
+{
+	if (c == NULL)
+		return;
+	srv->changes_inflight = 0;
+	srv->changes_seen = c->last_id;
+	for (size_t i = 0; i < c->n; i++)
+		state_changed(srv, c->items[i].device_id, c->items[i].path, c->items[i].doc);
+	dg_data_changes_clear(c);
+	free(c);
+}
+
+/* The CLI may have changed some state: read its changes off the loop, one read at a time. */
 static void
 changes_poll_cb(uv_timer_t *t)
 {
 	dg_server *srv = t->data;
-	srv->changes_seen = dg_data_changes_since(srv->store, srv->changes_seen, changes_cb, srv);
+	if (srv->changes_inflight || srv->stopping)
+		return;
+	dg_changes *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return;
+	c->after_id = srv->changes_seen;
+	c->owner = srv;
+	if (dg_store_read(srv->store, dg_data_changes_read, changes_read_done, c) != 0) {
+		free(c);
+		return;
+	}
+	srv->changes_inflight = 1;
 }
 
 static void
@@ -727,8 +775,11 @@ prov_async_cb(uv_async_t *h)
 	srv->prov_head = NULL;
 	done = srv->done_head;
 	srv->done_head = NULL;
+	dg_changes *changes = srv->changes_done;
+	srv->changes_done = NULL;
 	pthread_mutex_unlock(&srv->prov_mu);
 	drain_deferred(srv, done);
+	changes_drain(srv, changes);
 	/* The list was built newest first; answer in arrival order. */
 	while (list != NULL) {
 		prov_done *next = list->next;
@@ -1330,6 +1381,10 @@ dg_server_free(dg_server *srv)
 		dg_deferred *next = srv->done_head->next;
 		dg_deferred_free(srv->done_head);
 		srv->done_head = next;
+	}
+	if (srv->changes_done != NULL) {
+		dg_data_changes_clear(srv->changes_done);
+		free(srv->changes_done);
 	}
 	pthread_mutex_destroy(&srv->prov_mu);
 	dg_registry_unref(srv->reg);
