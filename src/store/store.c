@@ -574,7 +574,7 @@ apply_list(dg_store *st, writer *w, store_op *list, int force)
 		int rc = 0;
 		store_op *done = apply_txn(st, w, &list, force, &n, &rc);
 		if (rc != 0)
-			log_errorx("store: write transaction failed: %s", sqlite3_errmsg(w->db));
+			log_errorx("store: write transaction failed: %s", strerror(-rc));
 		ack_ops(done);
 		pthread_mutex_lock(&st->mu);
 		if (rc != 0 && st->write_error == 0)
@@ -608,7 +608,7 @@ touch_sweep(dg_store *st, writer *w, int force)
 	int rc = 0;
 	apply_txn(st, w, &none, force, &n, &rc);
 	if (rc != 0)
-		log_errorx("store: last_seen update failed: %s", sqlite3_errmsg(w->db));
+		log_errorx("store: last_seen update failed: %s", strerror(-rc));
 }
 
 static void
