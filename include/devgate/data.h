@@ -28,6 +28,12 @@ typedef struct dg_state_change {
 	 * it was fails with -EFBIG and changes nothing.
 	 */
 	size_t max_bytes;
+	/*
+	 * Out, once applied: the whole document as stored after the change
+	 * (JSON text, "" when there is none), owned; the notifications of the
+	 * change are made from it, with no read.
+	 */
+	char *doc_after;
 } dg_state_change;
 
 /*
@@ -37,7 +43,7 @@ typedef struct dg_state_change {
  */
 int dg_data_state_apply(sqlite3 *db, void *arg);
 
-/* Frees a change's path and value (not the struct). */
+/* Frees a change's path, value and doc_after (not the struct). */
 void dg_data_state_change_clear(dg_state_change *c);
 
 /*
@@ -98,6 +104,44 @@ int64_t dg_data_changes_max(dg_store *st);
 int64_t dg_data_changes_since(dg_store *st, int64_t after_id,
                               void (*cb)(void *arg, int64_t device_id, const char *path),
                               void *arg);
+
+/* A read of one device's state document, for dg_store_read(). */
+typedef struct dg_state_read {
+	int64_t device_id;
+	char *doc; /* Out: the stored JSON text, "" when there is none; owned. */
+} dg_state_read;
+
+/*
+ * A `run` function for dg_store_read() (any connection): reads the state
+ * document of r->device_id into r->doc. Returns 0 or a negative errno.
+ */
+int dg_data_state_read(sqlite3 *db, void *arg);
+
+/* One change of the state_changes table, with the document as it is now. */
+typedef struct dg_change_item {
+	int64_t device_id;
+	char *path; /* Owned. */
+	char *doc;  /* JSON text, "" when none; owned. */
+} dg_change_item;
+
+/* The changes after `after_id`, for dg_data_changes_read(). */
+typedef struct dg_changes {
+	int64_t after_id; /* In. */
+	int64_t last_id;  /* Out: the last id read (after_id when none). */
+	dg_change_item *items;
+	size_t n;
+	void *owner; /* The submitter's, for the completion; not touched here. */
+} dg_changes;
+
+/*
+ * A `run` function for dg_store_read(): reads up to 1000 changes after
+ * c->after_id (those a CLI recorded) and, for each, its device's document
+ * as it is now. Returns 0 or a negative errno.
+ */
+int dg_data_changes_read(sqlite3 *db, void *arg);
+
+/* Frees the items of `c` (not the struct). */
+void dg_data_changes_clear(dg_changes *c);
 
 /* Finds a device's id by project slug and name. Returns 0, -ENOENT, or a negative errno. */
 int dg_data_device_id(dg_store *st, const char *slug, const char *name, int64_t *id);

@@ -63,8 +63,13 @@ dg_registry *dg_server_registry(const dg_server *srv);
  */
 void dg_server_set_registry(dg_server *srv, dg_registry *reg);
 
-/* The state of `device_id` at `path` changed: the worker that holds its session notifies. */
-void dg_server_state_changed(dg_server *srv, int64_t device_id, const char *path);
+/*
+ * The state of `device_id` at `path` changed to `doc` (the whole document
+ * after the change, JSON text; copied): the worker that holds its session
+ * notifies. Safe from any thread.
+ */
+void dg_server_state_changed(dg_server *srv, int64_t device_id, const char *path,
+                             const char *doc);
 
 /*
  * Stops every worker: each answers what the store finished, closes its

@@ -55,6 +55,16 @@ typedef struct dg_deferred {
 	int64_t notify_device; /* >= 0: a state change to notify observers of. */
 	char *notify_path;
 	int *changed;             /* Points into arg: did the state change. */
+	/* Points into arg: the document after the change (JSON text), for the notifications. */
+	char **notify_doc;
+	int read; /* 1: a read, run on the store's reader thread; 0: a write, on the writer. */
+	/*
+	 * When set, makes the reply of a job that succeeded, on the loop with
+	 * the session live: fills `resp`, whose body buffer holds body_cap
+	 * bytes (what fits in one message). Else the reply is code_ok alone.
+	 */
+	void (*reply)(dg_session *s, struct dg_deferred *d, dg_coap_response *resp,
+	              uint64_t now_ms);
 	int rc;                   /* Set on the writer thread. */
 	int service;              /* For metrics: enum dg_metrics_service. */
 	void *owner;              /* The server, for the completion. */
@@ -79,8 +89,11 @@ typedef struct dg_session_env {
 	void (*provision)(void *owner, dg_session *s, int64_t project_id, const char *cert_id);
 	/* Queue a deferred request's job; the owner calls dg_session_deferred_done() later. */
 	int (*submit)(void *owner, dg_deferred *d);
-	/* A commit changed the state of `device_id` at `path`: notify its observers. */
-	void (*state_changed)(void *owner, int64_t device_id, const char *path);
+	/*
+	 * A commit changed the state of `device_id` at `path`, leaving the
+	 * document `doc` (JSON text): notify its observers.
+	 */
+	void (*state_changed)(void *owner, int64_t device_id, const char *path, const char *doc);
 	/* A handshake of `s` was refused for `reason`; for counting. */
 	void (*refused)(void *owner, dg_session *s, const char *reason);
 	struct dg_metrics *metrics; /* Or NULL. */
@@ -188,8 +201,13 @@ int64_t dg_session_observe(dg_session *s, const dg_coap_request *req, const char
 /* Ends the observation with this token (Observe=1, or RST). */
 void dg_session_unobserve(dg_session *s, const uint8_t *token, size_t token_len);
 
-/* The state at `path` of this session's device changed: notify what overlaps. */
-void dg_session_state_changed(dg_session *s, const char *path, uint64_t now_ms);
+/*
+ * The state at `path` of this session's device changed and `doc` (JSON
+ * text, "" when there is none; borrowed) is its whole document now: notify
+ * the observations that overlap, from `doc` (the session keeps a copy while
+ * notifications are due, so it never reads the store).
+ */
+void dg_session_state_changed(dg_session *s, const char *path, const char *doc, uint64_t now_ms);
 
 /*
  * The session's Block1 transfer for a request with this token, made when

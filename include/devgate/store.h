@@ -106,14 +106,17 @@ void dg_store_set_max_queue(dg_store *st, uint64_t max_queue);
 
 /*
  * Queues an update of a device's last_seen to `ts_ms`. Never blocks on
- * the disk; the writer thread commits queued writes in batches. Returns 0,
+ * the disk; the writer coalesces them, writing at most one per device per
+ * minute (see dg_store_set_touch_interval()) and the last one at a flush or
+ * a close. Returns 0,
  * or -ENOMEM, or -EAGAIN when the queue is full, or -EPIPE when the store
  * has no writer.
  */
 int dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms);
 
 /*
- * Waits until every write queued before this call is committed. For
+ * Waits until every write and read queued before this call has finished
+ * (its callback returned) and every coalesced last_seen is written. For
  * tests and shutdown. Returns 0 or the first error the writer met.
  */
 int dg_store_flush(dg_store *st);
@@ -251,18 +254,56 @@ int dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_
                              void (*done)(void *arg, const dg_provision_result *res), void *arg);
 
 typedef struct sqlite3 sqlite3;
+struct sqlite3_stmt;
 
 /*
- * Queues a job for the writer thread: `run` is called there with the
- * writer's connection inside a transaction (BEGIN IMMEDIATE; COMMIT when run
- * returns 0, ROLLBACK otherwise), then `done` with the outcome, on the
- * writer thread too. `done` is called only after the commit is on disk, so
- * whatever it acknowledges survives a crash. Returns 0, -EPIPE without a
- * writer, -EAGAIN when the queue is full, or -ENOMEM (neither callback is
- * called then).
+ * Queues a job for the writer thread. The writer applies what is queued in
+ * group commits: one transaction (BEGIN IMMEDIATE ... COMMIT) holds a batch
+ * of jobs, at most a few thousand or about 10 ms of work, and each job runs
+ * in a SAVEPOINT of its own, so `run` (called there with the writer's
+ * connection) that returns nonzero has what it did rolled back and fails
+ * alone. `done` is called on the writer thread with run's result only after
+ * the batch's COMMIT is on disk, so whatever it acknowledges survives a
+ * crash; when the COMMIT fails, every job of the batch gets its error.
+ * Returns 0, -EPIPE without a writer (or once the store closes), -EAGAIN
+ * when the queue is full, or -ENOMEM (neither callback is called then).
  */
 int dg_store_job(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void *arg, int rc),
                  void *arg);
+
+/*
+ * Queues a read for the reader thread, which has its own connection: `run`
+ * is called there (no transaction is open: each statement reads the last
+ * commit), then `done` with its result, on the reader thread too. Reads
+ * never wait for the writer's fsync, and a worker loop that submits them
+ * never waits for SQLite. The queue has the bound of the write queue.
+ * Returns 0, -EPIPE without a reader (a store opened without
+ * DG_STORE_WRITER, or closing), -EAGAIN when full, or -ENOMEM (neither
+ * callback is called then).
+ */
+int dg_store_read(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void *arg, int rc),
+                  void *arg);
+
+/*
+ * The statement cache of a connection: returns a prepared statement for
+ * `sql` on `db` (the same text gets the same statement again, prepared once
+ * per connection), or NULL with the error in sqlite3_errmsg(db). The
+ * statement belongs to the connection (closing the store finalizes it):
+ * never finalize it; hand it back with dg_store_stmt_done() once stepped.
+ * For the thread that owns `db`, as SQLite connections are.
+ */
+struct sqlite3_stmt *dg_store_stmt(sqlite3 *db, const char *sql);
+
+/* Resets a cached statement and clears its bindings. NULL is a no-op. */
+void dg_store_stmt_done(struct sqlite3_stmt *s);
+
+/*
+ * last_seen is coalesced: the writer writes a device's value at once when it
+ * has not written one for `interval_ms` (default 60000), else keeps the
+ * largest value and writes it when the interval has passed, or at a flush
+ * or a close, whichever comes first. For tests.
+ */
+void dg_store_set_touch_interval(dg_store *st, unsigned interval_ms);
 
 /* As dg_store_job(), run now on the caller's connection (for the CLI). Returns run's result. */
 int dg_store_run(dg_store *st, int (*run)(sqlite3 *db, void *arg), void *arg);

@@ -95,8 +95,12 @@ int dg_worker_set_config(dg_worker *w, const dg_config *cfg);
 /* Close session `session_id` if it is still there, with close_notify. `reason` is copied. */
 int dg_worker_close_session(dg_worker *w, uint64_t session_id, const char *reason);
 
-/* The state of `device_id` at `path` changed: its session here notifies its observers. */
-int dg_worker_state_changed(dg_worker *w, int64_t device_id, const char *path);
+/*
+ * The state of `device_id` at `path` changed to `doc` (JSON text of the
+ * whole document after the change, or NULL; copied): its session here
+ * notifies its observers.
+ */
+int dg_worker_state_changed(dg_worker *w, int64_t device_id, const char *path, const char *doc);
 
 /*
  * Stop: answer what the store finished, wait for what it has queued
@@ -110,7 +114,8 @@ int dg_worker_stop(dg_worker *w);
  * thread: finds the worker that holds it (the device table) and sends it
  * a message; does nothing when it has no session.
  */
-void dg_worker_route_state(dg_worker_shared *sh, int64_t device_id, const char *path);
+void dg_worker_route_state(dg_worker_shared *sh, int64_t device_id, const char *path,
+                           const char *doc);
 
 /* Waits for a worker on its own thread to end; a no-op for one on the main loop. */
 void dg_worker_join(dg_worker *w);

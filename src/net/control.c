@@ -2,6 +2,7 @@
  * The control loop: signals, reload, watches, polls and the watchdog.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,13 @@ struct dg_control {
 	dg_metrics *metrics; /* Borrowed, or NULL. */
 	uv_timer_t watchdog;
 	uv_timer_t changes_poll;
-	int64_t changes_seen;
+	/*
+	 * The CLI's state changes are read on the store's reader thread, one
+	 * read at a time: changes_inflight is set here and cleared by the
+	 * reader's completion, which also advances changes_seen.
+	 */
+	_Atomic int64_t changes_seen;
+	atomic_int changes_inflight;
 	uv_timer_t debounce;
 	uv_timer_t serial_poll;
 	watch *watches[MAX_WATCHES];
@@ -289,19 +296,44 @@ serial_poll_cb(uv_timer_t *t)
 		reload(c, 0, "store changed", 1);
 }
 
+/*
+ * Runs on the store's reader thread once the CLI's changes are read: each
+ * goes, with the document as it is now, to the worker that holds the
+ * device (a message; routing is safe from any thread).
+ */
 static void
-changes_cb(void *arg, int64_t device_id, const char *path)
+changes_read_done(void *arg, int rc)
 {
-	dg_control *c = arg;
-	dg_server_state_changed(c->srv, device_id, path);
+	dg_changes *ch = arg;
+	dg_control *c = ch->owner;
+	if (rc == 0) {
+		for (size_t i = 0; i < ch->n; i++)
+			dg_server_state_changed(c->srv, ch->items[i].device_id, ch->items[i].path,
+			                        ch->items[i].doc);
+		atomic_store(&c->changes_seen, ch->last_id);
+	}
+	dg_data_changes_clear(ch);
+	free(ch);
+	atomic_store(&c->changes_inflight, 0);
 }
 
-/* The CLI changed some state: the workers that hold those devices notify their observers. */
+/* The CLI may have changed some state: read its changes off the loop, one read at a time. */
 static void
 changes_poll_cb(uv_timer_t *t)
 {
 	dg_control *c = t->data;
-	c->changes_seen = dg_data_changes_since(c->store, c->changes_seen, changes_cb, c);
+	if (c->stopping || atomic_load(&c->changes_inflight))
+		return;
+	dg_changes *ch = calloc(1, sizeof(*ch));
+	if (ch == NULL)
+		return;
+	ch->after_id = atomic_load(&c->changes_seen);
+	ch->owner = c;
+	atomic_store(&c->changes_inflight, 1);
+	if (dg_store_read(c->store, dg_data_changes_read, changes_read_done, ch) != 0) {
+		atomic_store(&c->changes_inflight, 0);
+		free(ch);
+	}
 }
 
 /* systemd's watchdog: a ping from the loop at half the interval proves the loop turns. */

@@ -179,9 +179,9 @@ dg_server_set_registry(dg_server *srv, dg_registry *reg)
 }
 
 void
-dg_server_state_changed(dg_server *srv, int64_t device_id, const char *path)
+dg_server_state_changed(dg_server *srv, int64_t device_id, const char *path, const char *doc)
 {
-	dg_worker_route_state(&srv->sh, device_id, path);
+	dg_worker_route_state(&srv->sh, device_id, path, doc);
 }
 
 void

@@ -106,6 +106,7 @@ struct dg_session {
 	size_t n_obs;
 	size_t cap_obs; /* Entries allocated in obs: the limit may change under a live session. */
 	uint32_t obs_seq;
+	char *notify_doc; /* The state document to notify from, while notifications are due. */
 	dg_wheel_entry notify_rtx;
 	uint8_t *inflight; /* The CON notification as sent, or NULL. */
 	size_t inflight_len;
@@ -229,6 +230,7 @@ dg_session_free(dg_session *s)
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
 	free(s->obs);
 	free(s->inflight);
+	free(s->notify_doc);
 	dg_block1_free(s->block1);
 	if (s->ssl != NULL)
 		wolfSSL_free(s->ssl);
@@ -1214,12 +1216,23 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 {
 	if (s != NULL && s->state == DG_SESSION_ESTABLISHED) {
 		dg_coap_response resp;
-		uint8_t out[PLAIN_MAX];
+		uint8_t out[PLAIN_MAX], body[PLAIN_MAX];
 		size_t outlen = 0;
 		dg_coap_response_init(&resp);
 		resp.code = d->rc == 0        ? d->code_ok
 		            : d->rc == -EFBIG ? DG_COAP_REQUEST_TOO_LARGE
 		                              : DG_COAP_INTERNAL_ERROR;
+		if (d->rc == 0 && d->reply != NULL) {
+			/* The service makes the reply (a read's 2.05 and its body). */
+			size_t max = max_message(s);
+			resp.body = body;
+			resp.body_cap = max > 64 ? max - 64 : 16;
+			d->reply(s, d, &resp, now_ms);
+			if (resp.code >> 5 < 2 || resp.code >> 5 > 5 || resp.body_len > resp.body_cap) {
+				dg_coap_response_init(&resp);
+				resp.code = DG_COAP_INTERNAL_ERROR;
+			}
+		}
 		if (d->rc == -EFBIG) {
 			/* The write would make the state document larger than allowed. */
 			static char msg[] = "state document over limits.max_state_bytes";
@@ -1231,8 +1244,8 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 		if (s->env->metrics != NULL)
 			dg_metrics_coap_request(s->env->metrics, d->service, resp.code >> 5);
 		if (d->rc != 0 && d->rc != -EFBIG)
-			log_session(s, DG_LOG_ERROR, "store.write_failed", "error",
-			            strerror(-d->rc), NULL, NULL);
+			log_session(s, DG_LOG_ERROR, d->read ? "store.read_failed" : "store.write_failed",
+			            "error", strerror(-d->rc), NULL, NULL);
 		if (dg_coap_reply(s->coap, d->type, d->mid, d->token, d->token_len, &resp, now_ms,
 		                  out, sizeof(out), &outlen) == 0)
 			send_plain(s, out, outlen);
@@ -1305,8 +1318,13 @@ notify(dg_session *s, observer *o, uint64_t now_ms)
 	dg_coap_response resp;
 
 	o->dirty = 0;
-	if (dg_data_state_get(s->env->store, s->device_id, &doc) != 0)
+	if (s->notify_doc == NULL)
 		return;
+	if (s->notify_doc[0] != '\0') {
+		doc = cJSON_Parse(s->notify_doc);
+		if (doc == NULL)
+			return;
+	}
 	const cJSON *v = dg_state_get(doc, path, n);
 	dg_coap_response_init(&resp);
 	resp.code = DG_COAP_CONTENT;
@@ -1382,17 +1400,32 @@ send_next_notification(dg_session *s, uint64_t now_ms)
 			return;
 		}
 	}
+	/* Nothing is due: the document is not needed any more. */
+	free(s->notify_doc);
+	s->notify_doc = NULL;
 }
 
 void
-dg_session_state_changed(dg_session *s, const char *path, uint64_t now_ms)
+dg_session_state_changed(dg_session *s, const char *path, const char *doc, uint64_t now_ms)
 {
 	dg_path_seg changed[32], observed[32];
 	size_t n_chg = dg_state_path_parse(path, changed, 32);
+	int any = 0;
 	for (size_t i = 0; i < s->n_obs; i++) {
 		size_t n_obs = dg_state_path_parse(s->obs[i].path, observed, 32);
-		if (dg_state_path_overlaps(observed, n_obs, changed, n_chg))
+		if (dg_state_path_overlaps(observed, n_obs, changed, n_chg)) {
 			s->obs[i].dirty = 1;
+			any = 1;
+		}
+	}
+	if (!any)
+		return;
+	if (doc != NULL) {
+		char *copy = strdup(doc);
+		if (copy != NULL) {
+			free(s->notify_doc);
+			s->notify_doc = copy;
+		}
 	}
 	send_next_notification(s, now_ms);
 }

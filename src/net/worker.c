@@ -62,6 +62,7 @@ typedef struct msg {
 	size_t listener;      /* MSG_DATAGRAM */
 	struct sockaddr_storage from;
 	size_t len;
+	size_t doc_off; /* MSG_STATE: where the document after the change starts in data, or 0. */
 	uint8_t data[]; /* MSG_DATAGRAM: the datagram; MSG_CLOSE, MSG_STATE: a string. */
 } msg;
 
@@ -120,7 +121,7 @@ next_session_id(dg_worker_shared *sh)
 }
 
 static dg_session *admit_cb(void *arg, WOLFSSL *ssl, uv_udp_t *udp, const struct sockaddr *from);
-static void notify_device(dg_worker *w, int64_t device_id, const char *path);
+static void notify_device(dg_worker *w, int64_t device_id, const char *path, const char *doc);
 
 static void
 drop(dg_worker *w, const char *reason)
@@ -657,9 +658,9 @@ on_provision(void *owner, dg_session *s, int64_t project_id, const char *cert_id
 }
 
 static void
-state_changed(void *owner, int64_t device_id, const char *path)
+state_changed(void *owner, int64_t device_id, const char *path, const char *doc)
 {
-	notify_device(owner, device_id, path);
+	notify_device(owner, device_id, path, doc);
 }
 
 static int
@@ -688,7 +689,9 @@ on_submit(void *owner, dg_deferred *d)
 {
 	dg_worker *w = owner;
 	d->owner = w; /* The job comes back to the worker that submitted it. */
-	return dg_store_job(w->sh->store, job_run, job_done, d);
+	/* A read goes to the store's reader thread; its completion comes back the same way. */
+	return d->read ? dg_store_read(w->sh->store, job_run, job_done, d)
+	               : dg_store_job(w->sh->store, job_run, job_done, d);
 }
 
 /* Answers the deferred requests whose commits finished, oldest first, then notifies. */
@@ -705,17 +708,22 @@ drain_deferred(dg_worker *w, dg_deferred *list)
 	while (rev != NULL) {
 		dg_deferred *next = rev->next;
 		int64_t dev = -1;
-		char *path = NULL;
+		char *path = NULL, *doc = NULL;
 		if (rev->rc == 0 && rev->notify_device >= 0 &&
 		    (rev->changed == NULL || *rev->changed)) {
 			dev = rev->notify_device;
 			path = rev->notify_path;
 			rev->notify_path = NULL;
+			if (rev->notify_doc != NULL) {
+				doc = *rev->notify_doc;
+				*rev->notify_doc = NULL;
+			}
 		}
 		dg_session_deferred_done(by_id(w, rev->session_id), rev, uv_now(w->loop));
 		if (dev >= 0)
-			notify_device(w, dev, path != NULL ? path : "");
+			notify_device(w, dev, path != NULL ? path : "", doc);
 		free(path);
+		free(doc);
 		rev = next;
 	}
 }
@@ -839,11 +847,18 @@ dg_worker_close_session(dg_worker *w, uint64_t session_id, const char *reason)
 }
 
 int
-dg_worker_state_changed(dg_worker *w, int64_t device_id, const char *path)
+dg_worker_state_changed(dg_worker *w, int64_t device_id, const char *path, const char *doc)
 {
-	msg *m = msg_text(MSG_STATE, path);
+	size_t np = path != NULL ? strlen(path) : 0, nd = doc != NULL ? strlen(doc) : 0;
+	msg *m = msg_new(MSG_STATE, np + 1 + (doc != NULL ? nd + 1 : 0));
 	if (m == NULL)
 		return -ENOMEM;
+	if (np > 0)
+		memcpy(m->data, path, np);
+	if (doc != NULL) {
+		m->doc_off = np + 1;
+		memcpy(m->data + m->doc_off, doc, nd);
+	}
 	m->device_id = device_id;
 	return post(w, m);
 }
@@ -856,24 +871,24 @@ dg_worker_stop(dg_worker *w)
 }
 
 void
-dg_worker_route_state(dg_worker_shared *sh, int64_t device_id, const char *path)
+dg_worker_route_state(dg_worker_shared *sh, int64_t device_id, const char *path, const char *doc)
 {
 	dg_devtab_owner o;
 	if (dg_devtab_lookup(sh->devices, device_id, &o) == 0 && o.worker < sh->n_workers)
-		dg_worker_state_changed(sh->workers[o.worker], device_id, path);
+		dg_worker_state_changed(sh->workers[o.worker], device_id, path, doc);
 }
 
 /* Notifies the observers of `device_id`: here when its session is here, else through its worker. */
 static void
-notify_device(dg_worker *w, int64_t device_id, const char *path)
+notify_device(dg_worker *w, int64_t device_id, const char *path, const char *doc)
 {
 	dg_map_key key;
 	dg_map_key_u64(&key, (uint64_t)device_id);
 	dg_session *s = dg_map_get(w->devices, &key);
 	if (s != NULL)
-		dg_session_state_changed(s, path, uv_now(w->loop));
+		dg_session_state_changed(s, path, doc, uv_now(w->loop));
 	else
-		dg_worker_route_state(w->sh, device_id, path);
+		dg_worker_route_state(w->sh, device_id, path, doc);
 }
 
 typedef struct collect {
@@ -1022,7 +1037,10 @@ handle(dg_worker *w, msg *m)
 		dg_map_key_u64(&key, (uint64_t)m->device_id);
 		s = dg_map_get(w->devices, &key);
 		if (s != NULL)
-			dg_session_state_changed(s, (const char *)m->data, uv_now(w->loop));
+			dg_session_state_changed(
+			        s, (const char *)m->data,
+			        m->doc_off != 0 ? (const char *)m->data + m->doc_off : NULL,
+			        uv_now(w->loop));
 		break;
 	case MSG_EVICT:
 		evict_stalled(w);

@@ -118,24 +118,115 @@ encode_alloc(int fmt, const cJSON *v, uint8_t **out, size_t *len)
 	return -ENOBUFS;
 }
 
+/* A state GET waiting for its read on the store's reader thread. */
+typedef struct state_get_job {
+	dg_state_read read;
+	char path[PATH_TEXT_MAX];
+	int fmt;
+	int64_t block2;
+	int observe; /* 1: register an observation with the request's token. */
+} state_get_job;
+
+static int
+state_get_run(sqlite3 *db, void *arg)
+{
+	state_get_job *j = arg;
+	return dg_data_state_read(db, &j->read);
+}
+
+static void
+free_get(void *arg)
+{
+	state_get_job *j = arg;
+	free(j->read.doc);
+	free(j);
+}
+
+/*
+ * The reply of a GET once its document is read (on the loop): the value at
+ * the path, cut into a Block2 block when it does not fit, with the
+ * observation registered.
+ */
+static void
+state_get_reply(dg_session *s, dg_deferred *d, dg_coap_response *resp, uint64_t now_ms)
+{
+	state_get_job *j = d->arg;
+	dg_path_seg segs[32];
+	size_t n = dg_state_path_parse(j->path, segs, 32);
+	cJSON *doc = NULL;
+	uint8_t *data = NULL;
+	size_t len = 0, offset = 0, chunk = 0;
+	dg_block_opt answer;
+
+	if (j->read.doc != NULL && j->read.doc[0] != '\0') {
+		doc = cJSON_Parse(j->read.doc);
+		if (doc == NULL) {
+			resp->code = DG_COAP_INTERNAL_ERROR;
+			return;
+		}
+	}
+	const cJSON *v = dg_state_get(doc, segs, n);
+	if (v != NULL && encode_alloc(j->fmt, v, &data, &len) != 0) {
+		cJSON_Delete(doc);
+		dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR, "value cannot be encoded");
+		return;
+	}
+	int blockwise = dg_block2_slice(len, resp->body_cap, j->block2, &answer, &offset, &chunk);
+	if (blockwise < 0) {
+		dg_coap_set_text(
+		        resp, blockwise == -ERANGE ? DG_COAP_BAD_OPTION : DG_COAP_INTERNAL_ERROR,
+		        blockwise == -ERANGE ? "block out of range" : "no room for a block");
+		goto out;
+	}
+	if (j->observe) {
+		dg_coap_request req;
+		memset(&req, 0, sizeof(req));
+		memcpy(req.token, d->token, d->token_len);
+		req.token_len = d->token_len;
+		int64_t seq = dg_session_observe(s, &req, j->path, j->fmt);
+		if (seq < 0) {
+			dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE,
+			                 "too many observations");
+			goto out;
+		}
+		resp->observe = seq;
+	}
+	resp->code = DG_COAP_CONTENT;
+	if (v != NULL) {
+		resp->content_format = j->fmt;
+		if (chunk > 0)
+			memcpy(resp->body, data + offset, chunk);
+		resp->body_len = chunk;
+	}
+	if (blockwise) {
+		resp->block2 = dg_block_encode(&answer);
+		dg_block2_etag(data, len, resp->etag);
+		resp->etag_len = sizeof(resp->etag);
+		if (answer.num == 0)
+			resp->size2 = (uint32_t)len;
+		if (answer.more)
+			dg_session_block2_served(s, answer.num, now_ms);
+	}
+out:
+	free(data);
+	cJSON_Delete(doc);
+}
+
 /*
  * GET: the value at the path in the format Accept asks for; Observe
- * registers. What does not fit in one message is served with Block2
- * (RFC 7959): every block is cut from the document as it is when the block
- * is asked for, with an ETag of the whole representation so that a client
- * sees a change between blocks, and Size2 on the first.
+ * registers. The document is read on the store's reader thread (never on
+ * the loop) and the reply made by state_get_reply() once it is there. What
+ * does not fit in one message is served with Block2 (RFC 7959): every
+ * block is cut from the document as it is when the block is asked for,
+ * with an ETag of the whole representation so that a client sees a change
+ * between blocks, and Size2 on the first.
  */
 static void
 state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
           dg_coap_response *resp)
 {
 	int fmt = req->accept < 0 ? DG_COAP_FMT_JSON : req->accept;
-	dg_path_seg segs[32];
-	size_t n = dg_state_path_parse(path, segs, 32);
-	cJSON *doc = NULL;
-	uint8_t *data = NULL;
-	size_t len = 0, offset = 0, chunk = 0;
-	dg_block_opt want, answer;
+	dg_block_opt want;
 	int later_block = 0;
 
 	if (fmt != DG_COAP_FMT_JSON && fmt != DG_COAP_FMT_CBOR) {
@@ -152,51 +243,24 @@ state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
 	}
 	if (req->observe == 1)
 		dg_session_unobserve(rc->session, req->token, req->token_len);
-	if (dg_data_state_get(dg_session_store(rc->session), rc->device_id, &doc) != 0) {
+	state_get_job *j = calloc(1, sizeof(*j));
+	if (j == NULL) {
 		resp->code = DG_COAP_INTERNAL_ERROR;
 		return;
 	}
-	const cJSON *v = dg_state_get(doc, segs, n);
-	if (v != NULL && encode_alloc(fmt, v, &data, &len) != 0) {
-		cJSON_Delete(doc);
-		dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR, "value cannot be encoded");
+	j->read.device_id = rc->device_id;
+	snprintf(j->path, sizeof(j->path), "%s", path);
+	j->fmt = fmt;
+	j->block2 = req->block2;
+	j->observe = req->observe == 0 && !later_block;
+	dg_deferred *d = deferred_new(DG_COAP_CONTENT, state_get_run, j, free_get);
+	if (d == NULL) {
+		resp->code = DG_COAP_INTERNAL_ERROR;
 		return;
 	}
-	int blockwise = dg_block2_slice(len, resp->body_cap, req->block2, &answer, &offset, &chunk);
-	if (blockwise < 0) {
-		dg_coap_set_text(
-		        resp, blockwise == -ERANGE ? DG_COAP_BAD_OPTION : DG_COAP_INTERNAL_ERROR,
-		        blockwise == -ERANGE ? "block out of range" : "no room for a block");
-		goto out;
-	}
-	if (req->observe == 0 && !later_block) {
-		int64_t seq = dg_session_observe(rc->session, req, path, fmt);
-		if (seq < 0) {
-			dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE,
-			                 "too many observations");
-			goto out;
-		}
-		resp->observe = seq;
-	}
-	resp->code = DG_COAP_CONTENT;
-	if (v != NULL) {
-		resp->content_format = fmt;
-		if (chunk > 0)
-			memcpy(resp->body, data + offset, chunk);
-		resp->body_len = chunk;
-	}
-	if (blockwise) {
-		resp->block2 = dg_block_encode(&answer);
-		dg_block2_etag(data, len, resp->etag);
-		resp->etag_len = sizeof(resp->etag);
-		if (answer.num == 0)
-			resp->size2 = (uint32_t)len;
-		if (answer.more)
-			dg_session_block2_served(rc->session, answer.num, rc->now_ms);
-	}
-out:
-	free(data);
-	cJSON_Delete(doc);
+	d->read = 1;
+	d->reply = state_get_reply;
+	dg_session_defer(rc->session, req, resp, d);
 }
 
 /*
@@ -307,6 +371,7 @@ dg_svc_state(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respons
 	d->notify_device = rc->device_id;
 	d->notify_path = strdup(path);
 	d->changed = &c->changed;
+	d->notify_doc = &c->doc_after;
 	dg_session_defer(rc->session, req, resp, d);
 out:
 	if (assembled)

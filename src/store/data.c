@@ -48,13 +48,13 @@ doc_text(const cJSON *doc)
 static int
 read_doc(sqlite3 *db, int64_t device_id, cJSON **doc, size_t *text_len)
 {
-	sqlite3_stmt *s = NULL;
-	int rc = sqlite3_prepare_v2(db, "SELECT doc FROM state WHERE device_id = ?1", -1, &s, NULL);
+	sqlite3_stmt *s = dg_store_stmt(db, "SELECT doc FROM state WHERE device_id = ?1");
+	int rc;
 	*doc = NULL;
 	if (text_len != NULL)
 		*text_len = 0;
-	if (rc != SQLITE_OK)
-		return dg_store_errno(rc);
+	if (s == NULL)
+		return dg_store_errno(sqlite3_errcode(db));
 	sqlite3_bind_int64(s, 1, device_id);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
@@ -73,7 +73,7 @@ read_doc(sqlite3 *db, int64_t device_id, cJSON **doc, size_t *text_len)
 	} else {
 		rc = rc == SQLITE_DONE ? 0 : dg_store_errno(rc);
 	}
-	sqlite3_finalize(s);
+	dg_store_stmt_done(s);
 	return rc;
 }
 
@@ -87,9 +87,20 @@ void
 dg_data_state_change_clear(dg_state_change *c)
 {
 	free(c->path);
+	free(c->doc_after);
 	cJSON_Delete(c->value);
 	c->path = NULL;
+	c->doc_after = NULL;
 	c->value = NULL;
+}
+
+/* Runs a cached statement to completion and hands it back. */
+static int
+step_cached(sqlite3_stmt *s)
+{
+	int rc = step_done(s);
+	dg_store_stmt_done(s);
+	return rc;
 }
 
 int
@@ -104,6 +115,8 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 	size_t old_len = 0;
 	int rc;
 
+	free(c->doc_after);
+	c->doc_after = NULL;
 	rc = read_doc(db, c->device_id, &doc, &old_len);
 	if (rc != 0)
 		return rc;
@@ -120,7 +133,7 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 	if (!c->changed)
 		goto out;
 	if (doc == NULL) {
-		rc = sqlite3_prepare_v2(db, "DELETE FROM state WHERE device_id = ?1", -1, &s, NULL);
+		s = dg_store_stmt(db, "DELETE FROM state WHERE device_id = ?1");
 	} else {
 		text = doc_text(doc);
 		if (text == NULL) {
@@ -134,15 +147,13 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 			rc = -EFBIG;
 			goto out;
 		}
-		rc = sqlite3_prepare_v2(
-		        db,
-		        "INSERT INTO state (device_id, doc, updated_at) VALUES (?1, ?2,"
-		        " ?3) ON CONFLICT (device_id) DO UPDATE SET doc = excluded.doc,"
-		        " updated_at = excluded.updated_at",
-		        -1, &s, NULL);
+		s = dg_store_stmt(db, "INSERT INTO state (device_id, doc, updated_at) VALUES (?1, ?2,"
+		                      " ?3) ON CONFLICT (device_id) DO UPDATE SET doc = excluded.doc,"
+		                      " updated_at = excluded.updated_at");
 	}
-	if (rc != SQLITE_OK) {
-		rc = dg_store_errno(rc);
+	if (s == NULL) {
+		rc = dg_store_errno(sqlite3_errcode(db));
+		rc = rc != 0 ? rc : -EIO;
 		goto out;
 	}
 	sqlite3_bind_int64(s, 1, c->device_id);
@@ -150,25 +161,18 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 		sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 3, dg_now_ms());
 	}
-	rc = step_done(s);
-	sqlite3_finalize(s);
-	s = NULL;
+	rc = step_cached(s);
 	if (rc == 0 && c->record) {
-		rc = sqlite3_prepare_v2(
-		        db,
-		        "INSERT INTO state_changes (device_id, path, at) VALUES (?1, ?2,"
-		        " ?3)",
-		        -1, &s, NULL);
-		if (rc != SQLITE_OK) {
-			rc = dg_store_errno(rc);
+		s = dg_store_stmt(db, "INSERT INTO state_changes (device_id, path, at) VALUES (?1, ?2,"
+		                      " ?3)");
+		if (s == NULL) {
+			rc = -EIO;
 			goto out;
 		}
 		sqlite3_bind_int64(s, 1, c->device_id);
 		sqlite3_bind_text(s, 2, c->path != NULL ? c->path : "", -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 3, dg_now_ms());
-		rc = step_done(s);
-		sqlite3_finalize(s);
-		s = NULL;
+		rc = step_cached(s);
 		/* Changes are read within a second; an hour of them is plenty to keep. */
 		if (rc == 0 &&
 		    sqlite3_exec(db,
@@ -177,8 +181,14 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 		                 NULL, NULL, NULL) != SQLITE_OK)
 			rc = -EIO;
 	}
+	if (rc == 0) {
+		/* The document as stored, for the notifications of this change. */
+		c->doc_after = text != NULL ? text : strdup("");
+		text = NULL;
+		if (c->doc_after == NULL)
+			rc = -ENOMEM;
+	}
 out:
-	sqlite3_finalize(s);
 	free(text);
 	cJSON_Delete(doc);
 	return rc;
@@ -201,14 +211,11 @@ int
 dg_data_stream_append(sqlite3 *db, void *arg)
 {
 	dg_stream_batch *b = arg;
-	sqlite3_stmt *s = NULL;
-	int rc =
-	        sqlite3_prepare_v2(db,
-	                           "INSERT INTO stream (device_id, path, ts, value) VALUES (?1, ?2,"
-	                           " ?3, ?4)",
-	                           -1, &s, NULL);
-	if (rc != SQLITE_OK)
-		return dg_store_errno(rc);
+	sqlite3_stmt *s = dg_store_stmt(db, "INSERT INTO stream (device_id, path, ts, value) VALUES"
+	                                    " (?1, ?2, ?3, ?4)");
+	int rc = 0;
+	if (s == NULL)
+		return -EIO;
 	for (size_t i = 0; i < b->n && rc == 0; i++) {
 		sqlite3_bind_int64(s, 1, b->device_id);
 		sqlite3_bind_text(s, 2, b->path, -1, SQLITE_STATIC);
@@ -217,7 +224,7 @@ dg_data_stream_append(sqlite3 *db, void *arg)
 		rc = step_done(s);
 		sqlite3_reset(s);
 	}
-	sqlite3_finalize(s);
+	dg_store_stmt_done(s);
 	return rc;
 }
 
@@ -237,23 +244,17 @@ int
 dg_data_logs_append(sqlite3 *db, void *arg)
 {
 	dg_log_entry *e = arg;
-	sqlite3_stmt *s = NULL;
-	int rc = sqlite3_prepare_v2(
-	        db,
-	        "INSERT INTO logs (device_id, ts, level, module, msg, extra) VALUES"
-	        " (?1, ?2, ?3, ?4, ?5, ?6)",
-	        -1, &s, NULL);
-	if (rc != SQLITE_OK)
-		return dg_store_errno(rc);
+	sqlite3_stmt *s = dg_store_stmt(db, "INSERT INTO logs (device_id, ts, level, module, msg,"
+	                                    " extra) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+	if (s == NULL)
+		return -EIO;
 	sqlite3_bind_int64(s, 1, e->device_id);
 	sqlite3_bind_int64(s, 2, e->ts);
 	sqlite3_bind_text(s, 3, e->level, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 4, e->module, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 5, e->msg, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 6, e->extra, -1, SQLITE_STATIC);
-	rc = step_done(s);
-	sqlite3_finalize(s);
-	return rc;
+	return step_cached(s);
 }
 
 int
@@ -378,4 +379,91 @@ dg_data_device_id(dg_store *st, const char *slug, const char *name, int64_t *id)
 	}
 	sqlite3_finalize(s);
 	return rc;
+}
+
+int
+dg_data_state_read(sqlite3 *db, void *arg)
+{
+	dg_state_read *r = arg;
+	sqlite3_stmt *s = dg_store_stmt(db, "SELECT doc FROM state WHERE device_id = ?1");
+	int rc;
+
+	free(r->doc);
+	r->doc = NULL;
+	if (s == NULL)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, r->device_id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+		const char *text = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
+		r->doc = strdup(text != NULL ? text : "");
+		rc = r->doc != NULL ? 0 : -ENOMEM;
+	} else {
+		rc = dg_store_errno(rc);
+	}
+	dg_store_stmt_done(s);
+	return rc;
+}
+
+void
+dg_data_changes_clear(dg_changes *c)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		free(c->items[i].path);
+		free(c->items[i].doc);
+	}
+	free(c->items);
+	c->items = NULL;
+	c->n = 0;
+}
+
+int
+dg_data_changes_read(sqlite3 *db, void *arg)
+{
+	dg_changes *c = arg;
+	sqlite3_stmt *s = dg_store_stmt(db, "SELECT id, device_id, path FROM state_changes"
+	                                    " WHERE id > ?1 ORDER BY id LIMIT 1000");
+	size_t cap = 0;
+	int rc;
+
+	dg_data_changes_clear(c);
+	c->last_id = c->after_id;
+	if (s == NULL)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, c->after_id);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (c->n == cap) {
+			size_t ncap = cap ? cap * 2 : 8;
+			dg_change_item *g = realloc(c->items, ncap * sizeof(*g));
+			if (g == NULL) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			c->items = g;
+			cap = ncap;
+		}
+		const char *path = (const char *)sqlite3_column_text(s, 2);
+		dg_change_item *it = &c->items[c->n];
+		it->device_id = sqlite3_column_int64(s, 1);
+		it->path = strdup(path != NULL ? path : "");
+		it->doc = NULL;
+		if (it->path == NULL) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		c->n++;
+		c->last_id = sqlite3_column_int64(s, 0);
+	}
+	dg_store_stmt_done(s);
+	if (rc != SQLITE_DONE)
+		return rc == SQLITE_NOMEM ? -ENOMEM : dg_store_errno(rc);
+	/* Each change goes with the document as it is now, so the loop reads nothing. */
+	for (size_t i = 0; i < c->n; i++) {
+		dg_state_read r = {.device_id = c->items[i].device_id};
+		rc = dg_data_state_read(db, &r);
+		if (rc != 0)
+			return rc;
+		c->items[i].doc = r.doc;
+	}
+	return 0;
 }

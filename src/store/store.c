@@ -18,40 +18,87 @@
 #include <sqlite3.h>
 
 #include "devgate/log.h"
+#include "devgate/map.h"
 #include "devgate/store.h"
 
 #include "schema.inc"
+
+/*
+ * Group commit. The writer takes what is queued and applies it in
+ * transactions of at most BATCH_MAX_OPS operations or BATCH_MAX_US of work,
+ * each job in a SAVEPOINT of its own (a job that fails rolls back to it
+ * alone); every callback of a transaction runs after its one COMMIT (with
+ * the COMMIT's error, for all of them, when it fails). One fsync then
+ * acknowledges a whole batch.
+ */
+#define BATCH_MAX_OPS 2048
+#define BATCH_MAX_US  10000
+
+/* last_seen is written at most once per device per this many ms (and at a flush). */
+#define DG_STORE_TOUCH_INTERVAL_MS 60000
+/* How often the writer looks for coalesced last_seen values that are due. */
+#define TOUCH_SWEEP_MS 1000
 
 enum op_kind { OP_TOUCH = 1, OP_PROVISION = 2, OP_JOB = 3 };
 
 typedef struct store_op {
 	struct store_op *next;
 	enum op_kind kind;
+	int rc;            /* The outcome, known after the transaction ends. */
 	int64_t device_id; /* OP_TOUCH */
 	int64_t ts_ms;
 	int64_t project_id; /* OP_PROVISION */
 	char *cert_id;
+	dg_provision_result *res;
 	void (*done)(void *arg, const dg_provision_result *res);
 	void *arg;
-	int (*run)(sqlite3 *db, void *arg); /* OP_JOB */
+	int (*run)(sqlite3 *db, void *arg); /* OP_JOB, and reads */
 	void (*job_done)(void *arg, int rc);
 } store_op;
 
-static void provision_on(sqlite3 *db, int64_t project_id, const char *cert_id,
-                         dg_provision_result *res);
+/* A FIFO of ops with its counters; guarded by the store's mutex. */
+typedef struct op_queue {
+	store_op *head, *tail;
+	uint64_t queued;   /* Ops queued so far. */
+	uint64_t finished; /* Ops committed (or failed) so far. */
+} op_queue;
+
+/* One device's coalesced last_seen; the writer thread's alone. */
+typedef struct touch_ent {
+	int64_t device_id;
+	int64_t pending;    /* The largest value not written yet, or -1. */
+	int64_t written_at; /* CLOCK_MONOTONIC ms of the last write, or INT64_MIN. */
+	int in_txn;         /* Written in the open transaction. */
+	int dirty;          /* Listed in the writer's dirty array. */
+} touch_ent;
+
+/* What the writer thread keeps between batches. */
+typedef struct writer {
+	sqlite3 *db;
+	sqlite3_stmt *touch;
+	dg_map *touches;    /* device_id -> touch_ent */
+	touch_ent **dirty;  /* Touched in the open transaction. */
+	size_t n_dirty, cap_dirty;
+	int64_t last_sweep; /* CLOCK_MONOTONIC ms. */
+} writer;
+
+static int provision_in(sqlite3 *db, int64_t project_id, const char *cert_id,
+                        dg_provision_result *res);
 
 struct dg_store {
 	sqlite3 *db;
 	sqlite3 *wdb; /* The writer's connection, or NULL. */
-	pthread_t writer;
-	int has_writer;
+	sqlite3 *rdb; /* The reader's connection, or NULL. */
+	pthread_t writer, reader;
+	int has_writer, has_reader;
 	pthread_mutex_t mu;
-	pthread_cond_t cv;      /* Signals the writer: work or stop. */
-	pthread_cond_t done_cv; /* Signals flushers: a batch committed. */
-	store_op *head, *tail;
-	uint64_t queued;    /* Ops queued so far. */
-	uint64_t committed; /* Ops committed (or failed) so far. */
-	uint64_t max_queue; /* Ops queued and not committed, at most. */
+	pthread_cond_t cv;      /* Signals the writer: work, a flush or stop. */
+	pthread_cond_t rcv;     /* Signals the reader: work or stop. */
+	pthread_cond_t done_cv; /* Signals flushers: a transaction or reads finished. */
+	op_queue w, r;
+	uint64_t max_queue; /* Ops queued and not finished, at most, per queue. */
+	uint64_t flush_req, flush_done; /* Flushes asked for, and served. */
+	int64_t touch_interval_ms;
 	int stopping;
 	int write_error;
 };
@@ -235,104 +282,435 @@ migrate(sqlite3 *db, char *err, size_t errlen)
 	return 0;
 }
 
+static int64_t
+mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+sqlite3_stmt *
+dg_store_stmt(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *s = NULL;
+
+	/*
+	 * The connection's statements are the cache: a handful per connection,
+	 * so a walk over them costs less than one prepare. A statement in use
+	 * (stepped and not reset) is skipped, so a nested use gets its own.
+	 */
+	while ((s = sqlite3_next_stmt(db, s)) != NULL) {
+		const char *text = sqlite3_sql(s);
+		if (text != NULL && !sqlite3_stmt_busy(s) && strcmp(text, sql) == 0)
+			return s;
+	}
+	if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK) {
+		sqlite3_finalize(s);
+		return NULL;
+	}
+	return s;
+}
+
+void
+dg_store_stmt_done(sqlite3_stmt *s)
+{
+	if (s == NULL)
+		return;
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+}
+
+/* Finalizes every statement of `db` (the cache included) and closes it. NULL is a no-op. */
+static void
+close_conn(sqlite3 *db)
+{
+	sqlite3_stmt *s;
+	if (db == NULL)
+		return;
+	while ((s = sqlite3_next_stmt(db, NULL)) != NULL)
+		sqlite3_finalize(s);
+	sqlite3_close(db);
+}
+
+/* Runs one cached, parameterless statement (a SAVEPOINT, a BEGIN). */
+static int
+exec_cached(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *s = dg_store_stmt(db, sql);
+	if (s == NULL)
+		return sqlite_errno(sqlite3_errcode(db)) != 0 ? sqlite_errno(sqlite3_errcode(db))
+		                                              : -EIO;
+	int rc = sqlite3_step(s);
+	dg_store_stmt_done(s);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sqlite_errno(rc);
+}
+
 /*
- * Applies one batch of queued operations: the touches of a run between
- * provisionings commit together; each provisioning is its own transaction
- * and reports back through its callback.
+ * Runs fn inside a SAVEPOINT of the open transaction: when it fails, what
+ * it did is rolled back and the rest of the transaction stands. Returns
+ * fn's result, or the savepoint's error.
  */
 static int
-apply_batch(sqlite3 *db, sqlite3_stmt *touch, store_op *ops)
+in_savepoint(sqlite3 *db, int (*fn)(sqlite3 *db, void *arg), void *arg)
 {
-	int rc = 0, in_txn = 0;
+	int rc = exec_cached(db, "SAVEPOINT job");
+	if (rc != 0)
+		return rc;
+	rc = fn(db, arg);
+	if (sqlite3_get_autocommit(db))
+		return rc != 0 ? rc : -EIO; /* An error SQLite met ended the whole transaction. */
+	if (rc != 0)
+		exec_cached(db, "ROLLBACK TO job");
+	int r = exec_cached(db, "RELEASE job");
+	return rc != 0 ? rc : r;
+}
 
-	for (store_op *op = ops; op != NULL; op = op->next) {
+static int
+provision_fn(sqlite3 *db, void *arg)
+{
+	store_op *op = arg;
+	return provision_in(db, op->project_id, op->cert_id, op->res);
+}
+
+/* Notes a last_seen value; it is written when due (at most once per interval per device). */
+static void
+touch_note(writer *w, int64_t device_id, int64_t ts_ms)
+{
+	dg_map_key key;
+	dg_map_key_u64(&key, (uint64_t)device_id);
+	touch_ent *e = dg_map_get(w->touches, &key);
+	if (e == NULL) {
+		e = calloc(1, sizeof(*e));
+		if (e == NULL || dg_map_put(w->touches, &key, e, NULL) != 0) {
+			free(e);
+			log_errorx("store: out of memory; a last_seen update is lost");
+			return;
+		}
+		e->device_id = device_id;
+		e->pending = -1;
+		e->written_at = INT64_MIN;
+	}
+	if (ts_ms > e->pending)
+		e->pending = ts_ms;
+	if (!e->dirty) {
+		if (w->n_dirty == w->cap_dirty) {
+			size_t cap = w->cap_dirty ? w->cap_dirty * 2 : 64;
+			touch_ent **d = realloc(w->dirty, cap * sizeof(*d));
+			if (d == NULL)
+				return; /* It stays pending; the sweep writes it. */
+			w->dirty = d;
+			w->cap_dirty = cap;
+		}
+		w->dirty[w->n_dirty++] = e;
+		e->dirty = 1;
+	}
+}
+
+/* Writes entry e's pending value in the open transaction. */
+static int
+touch_write(writer *w, touch_ent *e)
+{
+	if (w->touch == NULL)
+		return -EIO;
+	sqlite3_bind_int64(w->touch, 1, e->pending);
+	sqlite3_bind_int64(w->touch, 2, e->device_id);
+	int rc = sqlite3_step(w->touch);
+	sqlite3_reset(w->touch);
+	if (rc != SQLITE_DONE)
+		return sqlite_errno(rc);
+	e->in_txn = 1;
+	return 0;
+}
+
+static int
+touch_due(const dg_store *st, const touch_ent *e, int64_t now_ms)
+{
+	return e->pending >= 0 && (e->written_at == INT64_MIN ||
+	                           now_ms - e->written_at >= st->touch_interval_ms);
+}
+
+/* Writes the due values among the entries touched in this transaction. */
+static int
+touch_write_dirty(dg_store *st, writer *w, int force)
+{
+	int64_t now = mono_us() / 1000;
+	for (size_t i = 0; i < w->n_dirty; i++) {
+		touch_ent *e = w->dirty[i];
+		if (force ? e->pending >= 0 : touch_due(st, e, now)) {
+			int rc = touch_write(w, e);
+			if (rc != 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The transaction ended: the values it wrote are written (committed) or
+ * pending again (it failed). Costs O(entries touched in it).
+ */
+static void
+touch_end_txn(writer *w, int committed)
+{
+	int64_t now = mono_us() / 1000;
+	for (size_t i = 0; i < w->n_dirty; i++) {
+		touch_ent *e = w->dirty[i];
+		if (e->in_txn && committed) {
+			e->pending = -1;
+			e->written_at = now;
+		}
+		e->in_txn = 0;
+		e->dirty = 0;
+	}
+	w->n_dirty = 0;
+}
+
+typedef struct sweep_ctx {
+	dg_store *st;
+	writer *w;
+	int force;
+	int64_t now;
+	touch_ent **gone;
+	size_t n_gone, cap_gone;
+} sweep_ctx;
+
+static void
+sweep_one(void *v, void *arg)
+{
+	touch_ent *e = v;
+	sweep_ctx *c = arg;
+	if (e->in_txn)
+		return;
+	if (c->force ? e->pending >= 0 : touch_due(c->st, e, c->now)) {
+		touch_note(c->w, e->device_id, e->pending);
+		return;
+	}
+	/* Idle for a whole interval: forget it (its next touch is written at once). */
+	if (e->pending < 0 && c->now - e->written_at >= c->st->touch_interval_ms &&
+	    c->n_gone < c->cap_gone)
+		c->gone[c->n_gone++] = e;
+}
+
+/* Calls the callbacks of a finished transaction, in queue order, and frees its ops. */
+static void
+ack_ops(store_op *op)
+{
+	while (op != NULL) {
+		store_op *next = op->next;
 		if (op->kind == OP_JOB) {
-			if (in_txn) {
-				int c = exec_sql(db, "COMMIT", NULL, 0);
-				rc = rc != 0 ? rc : c;
-				in_txn = 0;
+			op->job_done(op->arg, op->rc);
+		} else if (op->kind == OP_PROVISION) {
+			if (op->rc != 0) {
+				memset(op->res, 0, sizeof(*op->res));
+				op->res->rc = op->rc;
 			}
-			int r = exec_sql(db, "BEGIN IMMEDIATE", NULL, 0);
-			if (r == 0) {
-				r = end_txn(db, op->run(db, op->arg));
-			}
-			op->job_done(op->arg, r);
-			continue;
+			op->done(op->arg, op->res);
 		}
-		if (op->kind == OP_PROVISION) {
-			if (in_txn) {
-				int c = exec_sql(db, "COMMIT", NULL, 0);
-				rc = rc != 0 ? rc : c;
-				in_txn = 0;
-			}
-			dg_provision_result res;
-			provision_on(db, op->project_id, op->cert_id, &res);
-			op->done(op->arg, &res);
-			continue;
-		}
-		if (!in_txn) {
-			int b = exec_sql(db, "BEGIN IMMEDIATE", NULL, 0);
-			if (b != 0) {
-				rc = b;
-				continue;
-			}
-			in_txn = 1;
-		}
-		sqlite3_bind_int64(touch, 1, op->ts_ms);
-		sqlite3_bind_int64(touch, 2, op->device_id);
-		int st = sqlite3_step(touch);
-		sqlite3_reset(touch);
-		if (st != SQLITE_DONE)
-			rc = sqlite_errno(st);
+		free(op->res);
+		free(op->cert_id);
+		free(op);
+		op = next;
 	}
-	if (in_txn) {
-		int c = exec_sql(db, "COMMIT", NULL, 0);
-		rc = rc != 0 ? rc : c;
+}
+
+/*
+ * Applies ops from the head of *list in one transaction, as many as fit in
+ * BATCH_MAX_OPS and BATCH_MAX_US of work, and settles the outcome of each.
+ * The ops applied are cut off *list (which keeps the rest) and returned,
+ * with their count in *n; the caller acknowledges them.
+ */
+static store_op *
+apply_txn(dg_store *st, writer *w, store_op **list, int force, uint64_t *n, int *txn_rc)
+{
+	sqlite3 *db = w->db;
+	store_op *first = *list, *last = NULL;
+	int64_t t0 = mono_us();
+	int rc = exec_cached(db, "BEGIN IMMEDIATE");
+
+	*n = 0;
+	for (store_op *op = first; op != NULL; op = op->next) {
+		last = op;
+		(*n)++;
+		if (rc != 0) {
+			op->rc = rc;
+		} else if (op->kind == OP_JOB) {
+			op->rc = in_savepoint(db, op->run, op->arg);
+		} else if (op->kind == OP_PROVISION) {
+			op->rc = in_savepoint(db, provision_fn, op);
+		} else {
+			op->rc = 0;
+			touch_note(w, op->device_id, op->ts_ms);
+		}
+		/* An error that ended the transaction (I/O, disk full) fails all of it. */
+		if (rc == 0 && sqlite3_get_autocommit(db))
+			rc = op->rc != 0 ? op->rc : -EIO;
+		if (*n >= BATCH_MAX_OPS || mono_us() - t0 >= BATCH_MAX_US)
+			break;
 	}
-	return rc;
+	if (last != NULL) {
+		*list = last->next;
+		last->next = NULL;
+	} else {
+		*list = NULL;
+	}
+	if (rc == 0)
+		rc = touch_write_dirty(st, w, force && *list == NULL);
+	if (rc == 0)
+		rc = exec_cached(db, "COMMIT");
+	if (rc != 0) {
+		if (!sqlite3_get_autocommit(db))
+			exec_cached(db, "ROLLBACK");
+		for (store_op *op = first; op != NULL && last != NULL; op = op->next)
+			op->rc = rc;
+	}
+	touch_end_txn(w, rc == 0);
+	*txn_rc = rc;
+	return last != NULL ? first : NULL;
+}
+
+/* Applies a list in transactions of bounded size, acknowledging each after its COMMIT. */
+static void
+apply_list(dg_store *st, writer *w, store_op *list, int force)
+{
+	while (list != NULL) {
+		uint64_t n = 0;
+		int rc = 0;
+		store_op *done = apply_txn(st, w, &list, force, &n, &rc);
+		if (rc != 0)
+			log_errorx("store: write transaction failed: %s", strerror(-rc));
+		ack_ops(done);
+		pthread_mutex_lock(&st->mu);
+		if (rc != 0 && st->write_error == 0)
+			st->write_error = rc;
+		st->w.finished += n;
+		pthread_cond_broadcast(&st->done_cv);
+		pthread_mutex_unlock(&st->mu);
+	}
+}
+
+/* Writes the coalesced last_seen values that are due (all of them when forced). */
+static void
+touch_sweep(dg_store *st, writer *w, int force)
+{
+	sweep_ctx c = {.st = st, .w = w, .force = force, .now = mono_us() / 1000};
+	touch_ent *gone[256];
+
+	c.gone = gone;
+	c.cap_gone = sizeof(gone) / sizeof(gone[0]);
+	w->last_sweep = c.now;
+	dg_map_each(w->touches, sweep_one, &c);
+	for (size_t i = 0; i < c.n_gone; i++) {
+		dg_map_key key;
+		dg_map_key_u64(&key, (uint64_t)c.gone[i]->device_id);
+		free(dg_map_del(w->touches, &key));
+	}
+	if (w->n_dirty == 0)
+		return;
+	store_op *none = NULL;
+	uint64_t n = 0;
+	int rc = 0;
+	apply_txn(st, w, &none, force, &n, &rc);
+	if (rc != 0)
+		log_errorx("store: last_seen update failed: %s", strerror(-rc));
+}
+
+static void
+free_touch(void *v, void *arg)
+{
+	(void)arg;
+	free(v);
+}
+
+static void
+deadline_in(struct timespec *until, unsigned ms)
+{
+	clock_gettime(CLOCK_REALTIME, until);
+	until->tv_sec += ms / 1000;
+	until->tv_nsec += (long)(ms % 1000) * 1000000;
+	if (until->tv_nsec >= 1000000000) {
+		until->tv_sec++;
+		until->tv_nsec -= 1000000000;
+	}
 }
 
 static void *
 writer_main(void *arg)
 {
 	dg_store *st = arg;
-	sqlite3_stmt *touch = NULL;
+	writer w = {.db = st->wdb};
 
-	if (sqlite3_prepare_v2(st->wdb,
-	                       "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?1)"
-	                       " WHERE id = ?2",
-	                       -1, &touch, NULL) != SQLITE_OK) {
+	if (dg_map_new(&w.touches) != 0)
+		log_errorx("store: out of memory for the writer");
+	w.touch = dg_store_stmt(st->wdb,
+	                        "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?1)"
+	                        " WHERE id = ?2");
+	if (w.touch == NULL)
 		log_errorx("store: cannot prepare writer statement: %s", sqlite3_errmsg(st->wdb));
-	}
+	w.last_sweep = mono_us() / 1000;
 	pthread_mutex_lock(&st->mu);
 	for (;;) {
-		while (st->head == NULL && !st->stopping)
-			pthread_cond_wait(&st->cv, &st->mu);
-		if (st->head == NULL && st->stopping)
-			break;
-		store_op *batch = st->head;
-		uint64_t upto = st->queued;
-		st->head = st->tail = NULL;
+		if (st->w.head == NULL && !st->stopping && st->flush_req == st->flush_done) {
+			struct timespec until;
+			deadline_in(&until, TOUCH_SWEEP_MS);
+			pthread_cond_timedwait(&st->cv, &st->mu, &until);
+		}
+		store_op *list = st->w.head;
+		st->w.head = st->w.tail = NULL;
+		uint64_t flush_req = st->flush_req;
+		int force = st->stopping || flush_req != st->flush_done;
+		int stop = st->stopping && list == NULL;
 		pthread_mutex_unlock(&st->mu);
 
-		int rc = touch != NULL ? apply_batch(st->wdb, touch, batch) : -EIO;
-		if (rc != 0)
-			log_errorx("store: write batch failed: %s", sqlite3_errmsg(st->wdb));
-		while (batch != NULL) {
-			store_op *next = batch->next;
-			free(batch->cert_id);
-			free(batch);
-			batch = next;
+		if (w.touches != NULL) {
+			apply_list(st, &w, list, force);
+			if (force || mono_us() / 1000 - w.last_sweep >= TOUCH_SWEEP_MS)
+				touch_sweep(st, &w, force);
 		}
 
 		pthread_mutex_lock(&st->mu);
-		if (rc != 0 && st->write_error == 0)
-			st->write_error = rc;
-		st->committed = upto;
+		if (force && st->w.head == NULL) {
+			st->flush_done = flush_req;
+			pthread_cond_broadcast(&st->done_cv);
+		}
+		if (stop)
+			break;
+	}
+	pthread_mutex_unlock(&st->mu);
+	if (w.touches != NULL)
+		dg_map_each(w.touches, free_touch, NULL);
+	dg_map_free(w.touches);
+	free(w.dirty);
+	return NULL;
+}
+
+static void *
+reader_main(void *arg)
+{
+	dg_store *st = arg;
+
+	pthread_mutex_lock(&st->mu);
+	for (;;) {
+		while (st->r.head == NULL && !st->stopping)
+			pthread_cond_wait(&st->rcv, &st->mu);
+		if (st->r.head == NULL && st->stopping)
+			break;
+		store_op *list = st->r.head;
+		st->r.head = st->r.tail = NULL;
+		pthread_mutex_unlock(&st->mu);
+		uint64_t n = 0;
+		while (list != NULL) {
+			store_op *next = list->next;
+			list->job_done(list->arg, list->run(st->rdb, list->arg));
+			free(list);
+			list = next;
+			n++;
+		}
+		pthread_mutex_lock(&st->mu);
+		st->r.finished += n;
 		pthread_cond_broadcast(&st->done_cv);
 	}
 	pthread_mutex_unlock(&st->mu);
-	sqlite3_finalize(touch);
 	return NULL;
 }
 
@@ -350,8 +728,10 @@ dg_store_open(const char *path, int flags, dg_store **out, char *err, size_t err
 	}
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);
+	pthread_cond_init(&st->rcv, NULL);
 	pthread_cond_init(&st->done_cv, NULL);
 	st->max_queue = DG_STORE_DEFAULT_MAX_QUEUE;
+	st->touch_interval_ms = DG_STORE_TOUCH_INTERVAL_MS;
 
 	/* Every error names the file: `why` is the reason, err gets "<path>: <why>". */
 	rc = mkdir_parents(path);
@@ -379,6 +759,8 @@ dg_store_open(const char *path, int flags, dg_store **out, char *err, size_t err
 		goto out;
 	if (flags & DG_STORE_WRITER) {
 		rc = open_conn(path, &st->wdb, why, sizeof(why));
+		if (rc == 0)
+			rc = open_conn(path, &st->rdb, why, sizeof(why));
 		if (rc != 0)
 			goto out;
 		rc = -pthread_create(&st->writer, NULL, writer_main, st);
@@ -387,6 +769,12 @@ dg_store_open(const char *path, int flags, dg_store **out, char *err, size_t err
 			goto out;
 		}
 		st->has_writer = 1;
+		rc = -pthread_create(&st->reader, NULL, reader_main, st);
+		if (rc != 0) {
+			snprintf(why, sizeof(why), "cannot start reader thread: %s", strerror(-rc));
+			goto out;
+		}
+		st->has_reader = 1;
 	}
 	*out = st;
 	st = NULL;
@@ -402,16 +790,20 @@ dg_store_close(dg_store *st)
 {
 	if (st == NULL)
 		return;
-	if (st->has_writer) {
-		pthread_mutex_lock(&st->mu);
-		st->stopping = 1;
-		pthread_cond_signal(&st->cv);
-		pthread_mutex_unlock(&st->mu);
+	pthread_mutex_lock(&st->mu);
+	st->stopping = 1;
+	pthread_cond_signal(&st->cv);
+	pthread_cond_signal(&st->rcv);
+	pthread_mutex_unlock(&st->mu);
+	if (st->has_writer)
 		pthread_join(st->writer, NULL);
-	}
-	sqlite3_close(st->wdb);
-	sqlite3_close(st->db);
+	if (st->has_reader)
+		pthread_join(st->reader, NULL);
+	close_conn(st->rdb);
+	close_conn(st->wdb);
+	close_conn(st->db);
 	pthread_cond_destroy(&st->cv);
+	pthread_cond_destroy(&st->rcv);
 	pthread_cond_destroy(&st->done_cv);
 	pthread_mutex_destroy(&st->mu);
 	free(st);
@@ -431,27 +823,37 @@ dg_store_set_max_queue(dg_store *st, uint64_t max_queue)
 	pthread_mutex_unlock(&st->mu);
 }
 
-/*
- * Queues one op, or frees it and returns -EAGAIN when max_queue ops are
- * already waiting for their commit (the batch being written included).
- */
-static int
-enqueue(dg_store *st, store_op *op)
+void
+dg_store_set_touch_interval(dg_store *st, unsigned interval_ms)
 {
 	pthread_mutex_lock(&st->mu);
-	if (st->queued - st->committed >= st->max_queue) {
+	st->touch_interval_ms = interval_ms;
+	pthread_mutex_unlock(&st->mu);
+}
+
+/*
+ * Queues one op on q, or frees it and returns -EAGAIN when max_queue ops
+ * are already waiting there (the batch being applied included).
+ */
+static int
+enqueue(dg_store *st, op_queue *q, pthread_cond_t *cv, store_op *op)
+{
+	pthread_mutex_lock(&st->mu);
+	if (st->stopping || q->queued - q->finished >= st->max_queue) {
+		int stopping = st->stopping;
 		pthread_mutex_unlock(&st->mu);
+		free(op->res);
 		free(op->cert_id);
 		free(op);
-		return -EAGAIN;
+		return stopping ? -EPIPE : -EAGAIN;
 	}
-	if (st->tail != NULL)
-		st->tail->next = op;
+	if (q->tail != NULL)
+		q->tail->next = op;
 	else
-		st->head = op;
-	st->tail = op;
-	st->queued++;
-	pthread_cond_signal(&st->cv);
+		q->head = op;
+	q->tail = op;
+	q->queued++;
+	pthread_cond_signal(cv);
 	pthread_mutex_unlock(&st->mu);
 	return 0;
 }
@@ -469,7 +871,7 @@ dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms)
 	op->kind = OP_TOUCH;
 	op->device_id = device_id;
 	op->ts_ms = ts_ms;
-	return enqueue(st, op);
+	return enqueue(st, &st->w, &st->cv, op);
 }
 
 int
@@ -487,7 +889,25 @@ dg_store_job(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void
 	op->run = run;
 	op->job_done = done;
 	op->arg = arg;
-	return enqueue(st, op);
+	return enqueue(st, &st->w, &st->cv, op);
+}
+
+int
+dg_store_read(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void *arg, int rc),
+              void *arg)
+{
+	store_op *op;
+
+	if (!st->has_reader)
+		return -EPIPE;
+	op = calloc(1, sizeof(*op));
+	if (op == NULL)
+		return -ENOMEM;
+	op->kind = OP_JOB;
+	op->run = run;
+	op->job_done = done;
+	op->arg = arg;
+	return enqueue(st, &st->r, &st->rcv, op);
 }
 
 int
@@ -523,7 +943,10 @@ dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_id,
 	if (op == NULL)
 		return -ENOMEM;
 	op->cert_id = strdup(cert_id);
-	if (op->cert_id == NULL) {
+	op->res = calloc(1, sizeof(*op->res));
+	if (op->cert_id == NULL || op->res == NULL) {
+		free(op->res);
+		free(op->cert_id);
 		free(op);
 		return -ENOMEM;
 	}
@@ -531,38 +954,38 @@ dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_id,
 	op->project_id = project_id;
 	op->done = done;
 	op->arg = arg;
-	return enqueue(st, op);
+	return enqueue(st, &st->w, &st->cv, op);
 }
 
 uint64_t
 dg_store_queue_depth(dg_store *st)
 {
 	pthread_mutex_lock(&st->mu);
-	uint64_t n = st->queued - st->committed;
+	uint64_t n = st->w.queued - st->w.finished;
 	pthread_mutex_unlock(&st->mu);
 	return n;
 }
 
-int
-dg_store_flush_timeout(dg_store *st, unsigned timeout_ms)
+/*
+ * Waits until the writes and reads queued before the call finished and the
+ * coalesced last_seen values are written; until `until` when not NULL.
+ */
+static int
+flush_until(dg_store *st, const struct timespec *until)
 {
-	struct timespec until;
 	int rc = 0;
 
 	if (!st->has_writer)
 		return 0;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
 	pthread_mutex_lock(&st->mu);
-	uint64_t target = st->queued;
-	while (st->committed < target && rc == 0)
-		if (pthread_cond_timedwait(&st->done_cv, &st->mu, &until) == ETIMEDOUT)
+	uint64_t wt = st->w.queued, rt = st->r.queued, ticket = ++st->flush_req;
+	pthread_cond_signal(&st->cv);
+	while ((st->w.finished < wt || st->r.finished < rt || st->flush_done < ticket) && rc == 0) {
+		if (until == NULL)
+			pthread_cond_wait(&st->done_cv, &st->mu);
+		else if (pthread_cond_timedwait(&st->done_cv, &st->mu, until) == ETIMEDOUT)
 			rc = -ETIMEDOUT;
+	}
 	if (rc == 0)
 		rc = st->write_error;
 	pthread_mutex_unlock(&st->mu);
@@ -570,18 +993,17 @@ dg_store_flush_timeout(dg_store *st, unsigned timeout_ms)
 }
 
 int
+dg_store_flush_timeout(dg_store *st, unsigned timeout_ms)
+{
+	struct timespec until;
+	deadline_in(&until, timeout_ms);
+	return flush_until(st, &until);
+}
+
+int
 dg_store_flush(dg_store *st)
 {
-	int rc;
-	if (!st->has_writer)
-		return 0;
-	pthread_mutex_lock(&st->mu);
-	uint64_t target = st->queued;
-	while (st->committed < target)
-		pthread_cond_wait(&st->done_cv, &st->mu);
-	rc = st->write_error;
-	pthread_mutex_unlock(&st->mu);
-	return rc;
+	return flush_until(st, NULL);
 }
 
 /* Runs one prepared statement to completion with text/int bindings done by the caller. */
@@ -1247,17 +1669,14 @@ find_device(sqlite3 *db, const char *where, int64_t pid, const char *text, int64
  * such as a block, which bumps the serial itself), and until then a second
  * connection of the certificate is provisioned again, which finds this row.
  */
-static void
-provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result *res)
+static int
+provision_in(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result *res)
 {
 	sqlite3_stmt *s = NULL;
 	int64_t id = 0;
 	int rc;
 
 	memset(res, 0, sizeof(*res));
-	rc = exec_sql(db, "BEGIN IMMEDIATE", NULL, 0);
-	if (rc != 0)
-		goto done;
 	rc = find_device(db, "certificate_id = ?2", pid, cert_id, &id, res->name, sizeof(res->name),
 	                 &res->blocked);
 	if (rc == 1)
@@ -1320,23 +1739,37 @@ provision_on(sqlite3 *db, int64_t pid, const char *cert_id, dg_provision_result 
 	goto fail;
 found:
 	sqlite3_finalize(s);
-	s = NULL;
-	rc = exec_sql(db, "COMMIT", NULL, 0);
-	if (rc != 0)
-		goto fail;
 	res->device_id = id;
 	res->rc = 0;
-	return;
+	return 0;
 fail:
 	sqlite3_finalize(s);
-	exec_sql(db, "ROLLBACK", NULL, 0);
-done:
 	res->rc = rc != 0 ? rc : -EIO;
 	res->created = res->attached = 0;
+	return res->rc;
+}
+
+/* As provision_fn() for dg_store_run(). */
+typedef struct prov_call {
+	int64_t project_id;
+	const char *cert_id;
+	dg_provision_result *res;
+} prov_call;
+
+static int
+prov_call_run(sqlite3 *db, void *arg)
+{
+	prov_call *c = arg;
+	return provision_in(db, c->project_id, c->cert_id, c->res);
 }
 
 void
 dg_store_provision(dg_store *st, int64_t project_id, const char *cert_id, dg_provision_result *res)
 {
-	provision_on(st->db, project_id, cert_id, res);
+	prov_call c = {project_id, cert_id, res};
+	int rc = dg_store_run(st, prov_call_run, &c);
+	if (rc != 0) {
+		memset(res, 0, sizeof(*res));
+		res->rc = rc;
+	}
 }

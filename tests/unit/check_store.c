@@ -808,6 +808,312 @@ START_TEST(test_write_queue_bound)
 }
 END_TEST
 
+/* --- group commit, the statement cache, coalesced last_seen, the reader --- */
+
+/* One job of a group-commit test: inserts its number into gc, or fails after doing so. */
+typedef struct gc_job {
+	int n;
+	int fail;     /* Return -EINVAL after the insert. */
+	int orphan;   /* Insert a row that breaks a deferred foreign key (COMMIT fails). */
+	int done;     /* Calls of done. */
+	int rc;       /* What done got. */
+	int seen_all; /* In done: rows of the batch visible to another connection. */
+	int total;    /* Rows the batch commits, for seen_all. */
+} gc_job;
+
+static int
+gc_run(sqlite3 *db, void *arg)
+{
+	gc_job *j = arg;
+	char q[128];
+	snprintf(q, sizeof(q), "INSERT INTO gc (n) VALUES (%d)", j->n);
+	if (sqlite3_exec(db, q, NULL, NULL, NULL) != SQLITE_OK)
+		return -EIO;
+	if (j->orphan && sqlite3_exec(db, "INSERT INTO gc_child (p) VALUES (999999)", NULL, NULL,
+	                              NULL) != SQLITE_OK)
+		return -EIO;
+	return j->fail ? -EINVAL : 0;
+}
+
+static void
+count_only(void *arg, int rc)
+{
+	gc_job *j = arg;
+	(void)rc;
+	__atomic_add_fetch(&j->done, 1, __ATOMIC_SEQ_CST);
+}
+
+static void
+gc_done(void *arg, int rc)
+{
+	gc_job *j = arg;
+	j->done++;
+	j->rc = rc;
+	/* Another connection sees only what is committed: the whole batch, already. */
+	j->seen_all = (int)sql1("SELECT COUNT(*) FROM gc");
+}
+
+static void
+make_gc_tables(void)
+{
+	sql1("CREATE TABLE gc (n INTEGER)");
+	sql1("CREATE TABLE gc_child (p INTEGER REFERENCES devices(id) DEFERRABLE INITIALLY "
+	     "DEFERRED)");
+}
+
+START_TEST(test_group_commit_savepoints)
+{
+	dg_store *st = open_store(DG_STORE_WRITER);
+	gate g = {0};
+	gc_job j[6];
+	char c;
+
+	make_gc_tables();
+	ck_assert_int_eq(pipe(g.fds), 0);
+	ck_assert_int_eq(pipe(g.started), 0);
+	/* Hold the writer, so that the six jobs queue up and make one batch. */
+	ck_assert_int_eq(dg_store_job(st, gate_run, count_done, &g), 0);
+	ck_assert_int_eq(read(g.started[0], &c, 1), 1);
+	for (int i = 0; i < 6; i++) {
+		j[i] = (gc_job){.n = i, .fail = i == 2};
+		ck_assert_int_eq(dg_store_job(st, gc_run, gc_done, &j[i]), 0);
+	}
+	ck_assert_int_eq(write(g.fds[1], "g", 1), 1);
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	/* The failing job rolled back to its savepoint alone; the others committed. */
+	ck_assert_int_eq(sql1("SELECT COUNT(*) FROM gc"), 5);
+	ck_assert_int_eq(sql1("SELECT COUNT(*) FROM gc WHERE n = 2"), 0);
+	for (int i = 0; i < 6; i++) {
+		ck_assert_int_eq(j[i].done, 1);
+		ck_assert_int_eq(j[i].rc, i == 2 ? -EINVAL : 0);
+		/* Acknowledged after the one COMMIT: even the first saw the last job's row. */
+		ck_assert_int_eq(j[i].seen_all, 5);
+	}
+	dg_store_close(st);
+	close(g.fds[0]);
+	close(g.fds[1]);
+	close(g.started[0]);
+	close(g.started[1]);
+}
+END_TEST
+
+START_TEST(test_group_commit_failed_commit)
+{
+	dg_store *st = open_store(DG_STORE_WRITER);
+	gate g = {0};
+	gc_job j[4];
+	char c;
+
+	make_gc_tables();
+	ck_assert_int_eq(pipe(g.fds), 0);
+	ck_assert_int_eq(pipe(g.started), 0);
+	ck_assert_int_eq(dg_store_job(st, gate_run, count_done, &g), 0);
+	ck_assert_int_eq(read(g.started[0], &c, 1), 1);
+	/* Job 1 breaks a deferred foreign key: its savepoint is released, the COMMIT fails. */
+	for (int i = 0; i < 4; i++) {
+		j[i] = (gc_job){.n = i, .orphan = i == 1};
+		ck_assert_int_eq(dg_store_job(st, gc_run, gc_done, &j[i]), 0);
+	}
+	ck_assert_int_eq(write(g.fds[1], "g", 1), 1);
+	ck_assert_int_ne(dg_store_flush(st), 0);
+	ck_assert_int_eq(sql1("SELECT COUNT(*) FROM gc"), 0);
+	for (int i = 0; i < 4; i++) {
+		ck_assert_int_eq(j[i].done, 1);
+		ck_assert_int_eq(j[i].rc, -EEXIST); /* SQLITE_CONSTRAINT, for every job. */
+		ck_assert_int_eq(j[i].seen_all, 0);
+	}
+	/* The writer goes on: the next batch commits. */
+	gc_job k = {.n = 9};
+	ck_assert_int_eq(dg_store_job(st, gc_run, gc_done, &k), 0);
+	dg_store_flush(st);
+	ck_assert_int_eq(k.done, 1);
+	ck_assert_int_eq(k.rc, 0);
+	ck_assert_int_eq(sql1("SELECT COUNT(*) FROM gc"), 1);
+	dg_store_close(st);
+	close(g.fds[0]);
+	close(g.fds[1]);
+	close(g.started[0]);
+	close(g.started[1]);
+}
+END_TEST
+
+START_TEST(test_group_commit_many)
+{
+	/* More jobs than one transaction takes: all committed and acknowledged once. */
+	dg_store *st = open_store(DG_STORE_WRITER);
+	enum { N = 5000 };
+	gc_job *j = calloc(N, sizeof(*j));
+
+	ck_assert_ptr_nonnull(j);
+	make_gc_tables();
+	dg_store_set_max_queue(st, N);
+	for (int i = 0; i < N; i++) {
+		j[i].n = i;
+		ck_assert_int_eq(dg_store_job(st, gc_run, count_only, &j[i]), 0);
+	}
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	ck_assert_int_eq(sql1("SELECT COUNT(*) FROM gc"), N);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(j[i].done, 1);
+	dg_store_close(st);
+	free(j);
+}
+END_TEST
+
+START_TEST(test_stmt_cache)
+{
+	dg_store *st = open_store(0);
+	sqlite3 *db = dg_store_reader(st);
+	const char *q = "SELECT id FROM projects WHERE slug = ?1";
+
+	ck_assert_int_eq(dg_store_ensure_project(st, "acme"), 0);
+	sqlite3_stmt *a = dg_store_stmt(db, q);
+	ck_assert_ptr_nonnull(a);
+	sqlite3_bind_text(a, 1, "acme", -1, SQLITE_STATIC);
+	ck_assert_int_eq(sqlite3_step(a), SQLITE_ROW);
+	/* In use (stepped, not handed back): a nested use gets a statement of its own. */
+	sqlite3_stmt *b = dg_store_stmt(db, q);
+	ck_assert_ptr_nonnull(b);
+	ck_assert_ptr_ne(a, b);
+	dg_store_stmt_done(b);
+	dg_store_stmt_done(a);
+	/* Handed back: the same text gets one of those again, bindings cleared. */
+	sqlite3_stmt *again = dg_store_stmt(db, q);
+	ck_assert(again == a || again == b);
+	a = again;
+	ck_assert_int_eq(sqlite3_step(a), SQLITE_DONE); /* NULL slug: no row. */
+	dg_store_stmt_done(a);
+	/* Another text, another statement; a bad one is NULL. */
+	sqlite3_stmt *c = dg_store_stmt(db, "SELECT 1");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_ne(c, a);
+	ck_assert_ptr_null(dg_store_stmt(db, "SELEKT nothing"));
+	/* The jobs of data.c reuse theirs: a thousand state reads prepare one statement. */
+	int before = 0, after = 0;
+	for (sqlite3_stmt *s = NULL; (s = sqlite3_next_stmt(db, s)) != NULL;)
+		before++;
+	for (int i = 0; i < 1000; i++) {
+		dg_state_read r = {.device_id = 1};
+		ck_assert_int_eq(dg_data_state_read(db, &r), 0);
+		ck_assert_str_eq(r.doc, "");
+		free(r.doc);
+	}
+	for (sqlite3_stmt *s = NULL; (s = sqlite3_next_stmt(db, s)) != NULL;)
+		after++;
+	ck_assert_int_eq(after, before + 1);
+	/* Closing finalizes what the cache holds. */
+	dg_store_close(st);
+}
+END_TEST
+
+/* Waits until the writer has applied what was queued, without forcing coalesced values out. */
+static void
+writer_sync(dg_store *st)
+{
+	gc_job j = {0};
+	ck_assert_int_eq(dg_store_job(st, nop_run, count_only, &j), 0);
+	for (int i = 0; i < 400 && __atomic_load_n(&j.done, __ATOMIC_SEQ_CST) == 0; i++)
+		usleep(5000);
+	ck_assert_int_eq(__atomic_load_n(&j.done, __ATOMIC_SEQ_CST), 1);
+}
+
+START_TEST(test_touch_coalesced)
+{
+	dg_store *st = open_store(DG_STORE_WRITER);
+	dg_psk_entry e[] = {E("a@acme", "a", "k")};
+	walk w;
+	int64_t id;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", e, 1), 0);
+	walk_dev(st, &w);
+	id = w.dev[0].id;
+	/* The first value of a device is written at once. */
+	ck_assert_int_eq(dg_store_touch_device(st, id, 100), 0);
+	writer_sync(st);
+	ck_assert_int_eq(sql1("SELECT last_seen FROM devices WHERE name = 'a'"), 100);
+	/* Within the interval (default a minute) the next ones wait, coalesced. */
+	for (int i = 1; i <= 50; i++)
+		ck_assert_int_eq(dg_store_touch_device(st, id, 100 + i), 0);
+	writer_sync(st);
+	ck_assert_int_eq(sql1("SELECT last_seen FROM devices WHERE name = 'a'"), 100);
+	/* A flush writes the last one. */
+	ck_assert_int_eq(dg_store_flush(st), 0);
+	ck_assert_int_eq(sql1("SELECT last_seen FROM devices WHERE name = 'a'"), 150);
+	/* With a short interval, a waiting value is written by the sweep, without a flush. */
+	dg_store_set_touch_interval(st, 200);
+	usleep(250000);
+	ck_assert_int_eq(dg_store_touch_device(st, id, 200), 0);
+	ck_assert_int_eq(dg_store_touch_device(st, id, 300), 0);
+	writer_sync(st);
+	long long v = sql1("SELECT last_seen FROM devices WHERE name = 'a'");
+	ck_assert(v == 200 || v == 300);
+	for (int i = 0; i < 60 && v != 300; i++) {
+		usleep(50000);
+		v = sql1("SELECT last_seen FROM devices WHERE name = 'a'");
+	}
+	ck_assert_int_eq(v, 300);
+	/* A value waiting at close is written by the close. */
+	dg_store_set_touch_interval(st, 60000);
+	ck_assert_int_eq(dg_store_touch_device(st, id, 400), 0);
+	ck_assert_int_eq(dg_store_touch_device(st, id, 500), 0);
+	dg_store_close(st);
+	ck_assert_int_eq(sql1("SELECT last_seen FROM devices WHERE name = 'a'"), 500);
+}
+END_TEST
+
+typedef struct read_ctx {
+	dg_state_read r;
+	pthread_t thread;
+	int done;
+	int rc;
+} read_ctx;
+
+static int
+read_run(sqlite3 *db, void *arg)
+{
+	read_ctx *c = arg;
+	c->thread = pthread_self();
+	return dg_data_state_read(db, &c->r);
+}
+
+static void
+read_done(void *arg, int rc)
+{
+	read_ctx *c = arg;
+	c->rc = rc;
+	__atomic_store_n(&c->done, 1, __ATOMIC_SEQ_CST);
+}
+
+START_TEST(test_reader_thread)
+{
+	dg_store *st = open_store(DG_STORE_WRITER);
+	dg_psk_entry e[] = {E("a@acme", "a", "k")};
+	dg_state_change ch = {.path = strdup("t"), .value = cJSON_CreateNumber(21)};
+	read_ctx c = {0};
+	walk w;
+
+	ck_assert_int_eq(dg_store_sync_psk(st, "acme", e, 1), 0);
+	walk_dev(st, &w);
+	ch.device_id = c.r.device_id = w.dev[0].id;
+	ck_assert_int_eq(dg_store_run(st, dg_data_state_apply, &ch), 0);
+	/* The writer's job hands back the document it stored. */
+	ck_assert_str_eq(ch.doc_after, "{\"t\":21}");
+	dg_data_state_change_clear(&ch);
+	ck_assert_int_eq(dg_store_read(st, read_run, read_done, &c), 0);
+	ck_assert_int_eq(dg_store_flush(st), 0); /* Waits for the reads too. */
+	ck_assert_int_eq(c.done, 1);
+	ck_assert_int_eq(c.rc, 0);
+	ck_assert(!pthread_equal(c.thread, pthread_self()));
+	ck_assert_str_eq(c.r.doc, "{\"t\":21}");
+	free(c.r.doc);
+	dg_store_close(st);
+	/* Without a writer there is no reader either. */
+	st = open_store(0);
+	ck_assert_int_eq(dg_store_read(st, read_run, read_done, &c), -EPIPE);
+	dg_store_close(st);
+}
+END_TEST
+
 START_TEST(test_now_ms)
 {
 	int64_t a = dg_now_ms(), b;
@@ -1722,6 +2028,12 @@ store_suite(void)
 	tcase_add_test(tc, test_touch_from_threads);
 	tcase_add_test(tc, test_write_queue_bound);
 	tcase_add_test(tc, test_now_ms);
+	tcase_add_test(tc, test_group_commit_savepoints);
+	tcase_add_test(tc, test_group_commit_failed_commit);
+	tcase_add_test(tc, test_group_commit_many);
+	tcase_add_test(tc, test_stmt_cache);
+	tcase_add_test(tc, test_touch_coalesced);
+	tcase_add_test(tc, test_reader_thread);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("admin");
