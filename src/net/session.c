@@ -89,6 +89,7 @@ struct dg_session {
 	dg_wheel_entry rtx;    /* DTLS handshake retransmission. */
 	dg_wheel_entry life;   /* Handshake timeout, then idle timeout. */
 	dg_wheel_entry expiry; /* The certificate's notAfter (certificate sessions). */
+	dg_wheel_entry dedup;  /* When the CoAP layer's first cached exchange expires. */
 	uint64_t created_ms;
 	uint64_t last_rx_ms;
 	char peer_text[64];
@@ -193,6 +194,8 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->life.tag = DG_TIMER_SESSION_LIFE;
 	dg_wheel_entry_init(&s->expiry);
 	s->expiry.tag = DG_TIMER_SESSION_CERT;
+	dg_wheel_entry_init(&s->dedup);
+	s->dedup.tag = DG_TIMER_SESSION_DEDUP;
 	dg_wheel_entry_init(&s->notify_rtx);
 	dg_wheel_entry_init(&s->block_expiry);
 	s->notify_rtx.tag = DG_TIMER_SESSION_NOTIFY;
@@ -243,6 +246,7 @@ dg_session_free(dg_session *s)
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	dg_wheel_cancel(s->env->wheel, &s->life);
 	dg_wheel_cancel(s->env->wheel, &s->expiry);
+	dg_wheel_cancel(s->env->wheel, &s->dedup);
 	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
 	free(s->obs);
@@ -892,6 +896,21 @@ max_message(const dg_session *s)
 	return (size_t)n < PLAIN_MAX ? (size_t)n : PLAIN_MAX;
 }
 
+/*
+ * Arms the expiry of what the CoAP layer caches for duplicates, when it is
+ * not armed already: entries are added in time order, so the armed one is
+ * never later than the first to expire (an early firing looks again).
+ */
+static void
+arm_dedup(dg_session *s, uint64_t now_ms)
+{
+	if (dg_wheel_pending(&s->dedup))
+		return;
+	uint64_t next = dg_coap_expire(s->coap, now_ms);
+	if (next != 0)
+		dg_wheel_schedule(s->env->wheel, &s->dedup, next);
+}
+
 static void
 handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 {
@@ -911,6 +930,7 @@ handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 	}
 	int in = dg_coap_input(s->coap, msg, len, now_ms, limit_then_route, &rc, out,
 	                       max_message(s), &outlen);
+	arm_dedup(s, now_ms);
 	/* Requests the message layer refused by itself are answered requests too. */
 	if (dg_coap_refused(s->coap) != 0 && s->env->metrics != NULL)
 		dg_metrics_coap_request(s->env->metrics, DG_SVC_OTHER,
@@ -1163,6 +1183,7 @@ dg_session_close(dg_session *s, const char *reason, int notify)
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	dg_wheel_cancel(s->env->wheel, &s->life);
 	dg_wheel_cancel(s->env->wheel, &s->expiry);
+	dg_wheel_cancel(s->env->wheel, &s->dedup);
 	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
 	free_handshake(s);
@@ -1174,6 +1195,13 @@ dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 {
 	if (e->tag == DG_TIMER_SESSION_NOTIFY) {
 		notify_timeout(dg_container_of(e, dg_session, notify_rtx), now_ms);
+		return;
+	}
+	if (e->tag == DG_TIMER_SESSION_DEDUP) {
+		dg_session *s = dg_container_of(e, dg_session, dedup);
+		uint64_t next = dg_coap_expire(s->coap, now_ms);
+		if (next != 0 && s->state == DG_SESSION_ESTABLISHED)
+			dg_wheel_schedule(s->env->wheel, &s->dedup, next);
 		return;
 	}
 	if (e->tag == DG_TIMER_SESSION_BLOCK) {
@@ -1289,6 +1317,7 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 		if (dg_coap_reply(s->coap, d->type, d->mid, d->token, d->token_len, &resp, now_ms,
 		                  out, sizeof(out), &outlen) == 0)
 			send_plain(s, out, outlen);
+		arm_dedup(s, now_ms);
 	}
 	dg_deferred_free(d);
 }
