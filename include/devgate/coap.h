@@ -183,6 +183,20 @@ void dg_coap_response_init(dg_coap_response *resp);
  */
 uint8_t dg_coap_refused(const dg_coap *c);
 
+/*
+ * Frees what duplicate detection keeps past its lifetime at `now_ms`: the
+ * reply of a CON after EXCHANGE_LIFETIME, the ID of a NON after
+ * NON_LIFETIME. Returns when the next entry it keeps expires, or 0 when it
+ * keeps none, so that the caller arms one timer for it. It looks at
+ * DG_COAP_DEDUP_SLOTS entries of each kind, whatever else the session holds.
+ * dg_coap_input() and dg_coap_reply() may add an entry; call this after
+ * them to learn when the first one expires.
+ */
+uint64_t dg_coap_expire(dg_coap *c, uint64_t now_ms);
+
+/* The bytes of cached replies this message layer holds now (for tests and accounting). */
+size_t dg_coap_kept_bytes(const dg_coap *c);
+
 /* Returns a fresh message ID for a message this side originates. */
 uint16_t dg_coap_next_mid(dg_coap *c);
 

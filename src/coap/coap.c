@@ -9,7 +9,9 @@
  * Duplicate detection keeps two small rings per session: the last
  * DG_COAP_DEDUP_SLOTS confirmable requests with the bytes of their
  * piggybacked replies, and the message IDs of the last non-confirmable
- * requests.
+ * requests. An entry lives for its lifetime (EXCHANGE_LIFETIME for a CON,
+ * NON_LIFETIME for a NON) and no longer: dg_coap_expire() frees what has
+ * passed it, so an idle session keeps no reply.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -59,10 +61,9 @@ enum {
 };
 
 typedef struct con_entry {
+	uint8_t *reply; /* The piggybacked reply as sent, malloc'ed to its length; or NULL. */
 	uint64_t at_ms;
-	uint8_t *reply; /* The piggybacked reply as sent; malloc'ed. */
-	size_t len;
-	size_t cap;
+	uint16_t len;
 	uint16_t mid;
 	uint8_t used;
 } con_entry;
@@ -138,10 +139,60 @@ dg_coap_next_mid(dg_coap *c)
 	return c->next_mid++;
 }
 
+/* Frees a CON entry's reply and marks it unused. */
+static void
+con_forget(con_entry *e)
+{
+	free(e->reply);
+	e->reply = NULL;
+	e->len = 0;
+	e->used = 0;
+}
+
 static int
 expired(uint64_t at_ms, uint64_t now_ms, uint64_t lifetime_ms)
 {
 	return now_ms >= at_ms && now_ms - at_ms >= lifetime_ms;
+}
+
+/* The earlier of `next` and `at`, where 0 is "none". */
+static uint64_t
+earliest(uint64_t next, uint64_t at)
+{
+	return next == 0 || at < next ? at : next;
+}
+
+uint64_t
+dg_coap_expire(dg_coap *c, uint64_t now_ms)
+{
+	uint64_t next = 0;
+	size_t i;
+
+	for (i = 0; i < DG_COAP_DEDUP_SLOTS; i++) {
+		con_entry *e = &c->con[i];
+		non_entry *n = &c->non[i];
+		if (e->used && expired(e->at_ms, now_ms, DG_COAP_EXCHANGE_LIFETIME_MS))
+			con_forget(e);
+		else if (e->used)
+			next = earliest(next, e->at_ms + DG_COAP_EXCHANGE_LIFETIME_MS);
+		if (n->used && expired(n->at_ms, now_ms, NON_LIFETIME_MS))
+			n->used = 0;
+		else if (n->used)
+			next = earliest(next, n->at_ms + NON_LIFETIME_MS);
+	}
+	/* A clock that went back makes no deadline in the past. */
+	return next != 0 && next <= now_ms ? now_ms + 1 : next;
+}
+
+size_t
+dg_coap_kept_bytes(const dg_coap *c)
+{
+	size_t n = 0, i;
+
+	for (i = 0; i < DG_COAP_DEDUP_SLOTS; i++)
+		if (c->con[i].reply != NULL)
+			n += c->con[i].len;
+	return n;
 }
 
 static con_entry *
@@ -154,6 +205,7 @@ con_find(dg_coap *c, uint16_t mid)
 			return &c->con[i];
 	return NULL;
 }
+
 
 /*
  * Remembers the reply to CON `mid`. A failed allocation only costs the
@@ -170,17 +222,17 @@ con_remember(dg_coap *c, uint16_t mid, uint64_t now_ms, const uint8_t *reply, si
 		e = &c->con[c->con_next];
 		c->con_next = (c->con_next + 1) % DG_COAP_DEDUP_SLOTS;
 	}
-	e->used = 0;
-	if (len > 0 && e->cap < len) {
-		p = realloc(e->reply, len);
+	con_forget(e);
+	if (len > UINT16_MAX)
+		return;
+	if (len > 0) {
+		p = malloc(len);
 		if (p == NULL)
 			return;
+		memcpy(p, reply, len);
 		e->reply = p;
-		e->cap = len;
 	}
-	if (len > 0)
-		memcpy(e->reply, reply, len);
-	e->len = len;
+	e->len = (uint16_t)len;
 	e->mid = mid;
 	e->at_ms = now_ms;
 	e->used = 1;

@@ -56,6 +56,28 @@ typedef struct held {
 	size_t len;
 } held;
 
+/*
+ * What a session needs only while its handshake is under way (and while
+ * its first connection's device is being made). It is allocated with the
+ * session and freed when the session is established or closed, so that an
+ * established session keeps nothing of its handshake.
+ */
+typedef struct handshake {
+	const char *refusal; /* Why the handshake was refused, or NULL. */
+	int psk_decoy;       /* The PSK callback refused and answered with a decoy key. */
+	int cert_checked;    /* The chain was judged (refusal says how). */
+	/*
+	 * When the client's second flight first reached the identity callbacks
+	 * (a whole ClientKeyExchange or Certificate, not just a fragment), or 0.
+	 */
+	uint64_t progressed_ms;
+	dg_dtls_cke cke; /* The ClientKeyExchange's psk_identity, as its exact bytes. */
+	char subject[DG_SUBJECT_MAX];         /* The device certificate's, for the log. */
+	char reason_buf[DG_SUBJECT_MAX + 96]; /* A refusal that names something (an issuer). */
+	held held[HELD_MAX];
+	size_t n_held;
+} handshake;
+
 struct dg_session {
 	uint64_t id;
 	dg_session_state state;
@@ -67,6 +89,7 @@ struct dg_session {
 	dg_wheel_entry rtx;    /* DTLS handshake retransmission. */
 	dg_wheel_entry life;   /* Handshake timeout, then idle timeout. */
 	dg_wheel_entry expiry; /* The certificate's notAfter (certificate sessions). */
+	dg_wheel_entry dedup;  /* When the CoAP layer's first cached exchange expires. */
 	uint64_t created_ms;
 	uint64_t last_rx_ms;
 	char peer_text[64];
@@ -78,28 +101,17 @@ struct dg_session {
 	char project[DG_SLUG_MAX + 1];
 	char device[160];
 	char identity[DG_PSK_MAX_IDENTITY + 1]; /* PSK identity, or certificate ID. */
-	char subject[DG_SUBJECT_MAX];
-	const char *refusal; /* Why the handshake was refused, or NULL. */
-	int psk_decoy;       /* The PSK callback refused and answered with a decoy key. */
-	/*
-	 * When the client's second flight first reached the identity callbacks
-	 * (a whole ClientKeyExchange or Certificate, not just a fragment), or 0.
-	 */
-	uint64_t progressed_ms;
-	dg_dtls_cke cke; /* The ClientKeyExchange's psk_identity, as its exact bytes. */
+	handshake *hs; /* Until the session is established; NULL after. */
+	char *why_buf; /* A revalidation refusal that names something; malloc'ed. */
 	/* The smallest epoch-1 record this session's cipher makes, and whether it is a block
 	 * cipher. */
 	size_t min_record;
 	int block_cipher;
-	char reason_buf[DG_SUBJECT_MAX + 96]; /* A refusal that names something (an issuer). */
-	int64_t cert_not_after_ms;            /* Wall clock: the chain's earliest notAfter. */
+	int64_t cert_not_after_ms; /* Wall clock: the chain's earliest notAfter. */
 	uint64_t trust_hash; /* Of the project's CAs and CRLs the chain was verified with. */
-	int cert_checked;    /* The chain was judged (refusal says how). */
 	uint8_t *chain[CHAIN_MAX];
 	size_t chain_len[CHAIN_MAX];
 	size_t n_chain;
-	held held[HELD_MAX];
-	size_t n_held;
 
 	/* Observations (RFC 7641) and the one notification in flight. */
 	observer *obs;
@@ -152,13 +164,16 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	dg_session *s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
-	if (dg_coap_new(&s->coap) != 0) {
+	s->hs = calloc(1, sizeof(*s->hs));
+	if (s->hs == NULL || dg_coap_new(&s->coap) != 0) {
+		free(s->hs);
 		free(s);
 		return -ENOMEM;
 	}
 	/* No certificate the device sends may reach a store other sessions share. */
 	if (dg_dtls_isolate_verify(ssl) != 0) {
 		dg_coap_free(s->coap);
+		free(s->hs);
 		free(s);
 		return -ENOMEM;
 	}
@@ -180,6 +195,8 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->life.tag = DG_TIMER_SESSION_LIFE;
 	dg_wheel_entry_init(&s->expiry);
 	s->expiry.tag = DG_TIMER_SESSION_CERT;
+	dg_wheel_entry_init(&s->dedup);
+	s->dedup.tag = DG_TIMER_SESSION_DEDUP;
 	dg_wheel_entry_init(&s->notify_rtx);
 	dg_wheel_entry_init(&s->block_expiry);
 	s->notify_rtx.tag = DG_TIMER_SESSION_NOTIFY;
@@ -203,12 +220,16 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	return 0;
 }
 
+/* Frees what only the handshake needed, the datagrams it held included. */
 static void
-drop_held(dg_session *s)
+free_handshake(dg_session *s)
 {
-	for (size_t i = 0; i < s->n_held; i++)
-		free(s->held[i].data);
-	s->n_held = 0;
+	if (s->hs == NULL)
+		return;
+	for (size_t i = 0; i < s->hs->n_held; i++)
+		free(s->hs->held[i].data);
+	free(s->hs);
+	s->hs = NULL;
 }
 
 void
@@ -226,6 +247,7 @@ dg_session_free(dg_session *s)
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	dg_wheel_cancel(s->env->wheel, &s->life);
 	dg_wheel_cancel(s->env->wheel, &s->expiry);
+	dg_wheel_cancel(s->env->wheel, &s->dedup);
 	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
 	free(s->obs);
@@ -238,7 +260,8 @@ dg_session_free(dg_session *s)
 	dg_registry_unref(s->reg);
 	for (size_t i = 0; i < s->n_chain; i++)
 		free(s->chain[i]);
-	drop_held(s);
+	free_handshake(s);
+	free(s->why_buf);
 	free(s);
 }
 
@@ -277,10 +300,10 @@ dg_session_auth(const dg_session *s)
 int
 dg_session_stalled(const dg_session *s, uint64_t now_ms)
 {
-	if (s->state != DG_SESSION_HANDSHAKE)
+	if (s->state != DG_SESSION_HANDSHAKE || s->hs == NULL)
 		return 0;
 	uint64_t first_ms = (uint64_t)s->env->cfg->limits.handshake_first_flight_s * 1000;
-	return s->progressed_ms == 0 || now_ms - s->progressed_ms >= first_ms;
+	return s->hs->progressed_ms == 0 || now_ms - s->hs->progressed_ms >= first_ms;
 }
 
 /*
@@ -291,9 +314,9 @@ dg_session_stalled(const dg_session *s, uint64_t now_ms)
 static void
 progress(dg_session *s)
 {
-	if (s->progressed_ms != 0)
+	if (s->hs == NULL || s->hs->progressed_ms != 0)
 		return;
-	s->progressed_ms = s->last_rx_ms != 0 ? s->last_rx_ms : 1;
+	s->hs->progressed_ms = s->last_rx_ms != 0 ? s->last_rx_ms : 1;
 	dg_wheel_schedule(s->env->wheel, &s->life,
 	                  s->created_ms + (uint64_t)s->env->cfg->limits.handshake_timeout_s * 1000);
 }
@@ -343,8 +366,8 @@ log_session(const dg_session *s, dg_log_level level, const char *event, const ch
 static int
 refuse(dg_session *s, const char *reason)
 {
-	if (s->refusal == NULL)
-		s->refusal = reason;
+	if (s->hs != NULL && s->hs->refusal == NULL)
+		s->hs->refusal = reason;
 	return 0;
 }
 
@@ -397,7 +420,7 @@ judge_psk(dg_session *s, const char *identity, size_t len, const dg_psk_cred **o
 	 */
 	const uint8_t *wire;
 	size_t wire_len;
-	if (dg_dtls_cke_identity(&s->cke, &wire, &wire_len) != 0 || wire_len != len ||
+	if (dg_dtls_cke_identity(&s->hs->cke, &wire, &wire_len) != 0 || wire_len != len ||
 	    memcmp(wire, identity, len) != 0)
 		return "PSK identity not as sent (a NUL inside, or fragments that disagree)";
 	if (!printable(wire, wire_len))
@@ -427,7 +450,7 @@ dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
 	const dg_psk_cred *c = NULL;
 	unsigned char decoy[DECOY_KEY_LEN];
 
-	if (s == NULL || identity == NULL || max_key_len < DECOY_KEY_LEN)
+	if (s == NULL || s->hs == NULL || identity == NULL || max_key_len < DECOY_KEY_LEN)
 		return 0;
 	progress(s);
 	size_t len = strnlen(identity, DG_PSK_MAX_IDENTITY + 1);
@@ -444,7 +467,7 @@ dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
 		 * and the log gives this reason.
 		 */
 		refuse(s, why);
-		s->psk_decoy = 1;
+		s->hs->psk_decoy = 1;
 		memcpy(key, decoy, DECOY_KEY_LEN);
 		explicit_bzero(decoy, sizeof(decoy));
 		return DECOY_KEY_LEN;
@@ -463,11 +486,13 @@ dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
  * Judges a device certificate chain for session `s` against its snapshot:
  * the subject rules, then the chain against the CAs of the project its O
  * names, and only that project's. Returns NULL when it is accepted (and
- * fills in the session's identity) or the reason it is not.
+ * fills in the session's identity) or the reason it is not, which may be
+ * written in `reason` (`cap` bytes). The subject is copied into `subject`
+ * (DG_SUBJECT_MAX bytes) unless it is NULL.
  */
 static const char *
 judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const size_t *lens,
-            size_t n, int keep_identity)
+            size_t n, int keep_identity, char *subject, char *reason, size_t cap)
 {
 	dg_subject subj;
 	const dg_project *p;
@@ -475,7 +500,8 @@ judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const 
 
 	if (n == 0 || dg_trust_subject(certs[0], lens[0], &subj) != 0)
 		return "malformed certificate";
-	snprintf(s->subject, sizeof(s->subject), "%s", subj.text);
+	if (subject != NULL)
+		snprintf(subject, DG_SUBJECT_MAX, "%s", subj.text);
 	if (subj.n_org == 0)
 		return "no organization (O) in subject";
 	if (subj.n_org > 1)
@@ -497,8 +523,8 @@ judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const 
 	if (!keep_identity || p->trust_hash != s->trust_hash) {
 		if (dg_trust_verify_at(p->trust, (const uint8_t *const *)certs, lens, n,
 		                       dg_now_ms(), &v) != DG_TRUST_OK) {
-			snprintf(s->reason_buf, sizeof(s->reason_buf), "%s", v.reason);
-			return s->reason_buf;
+			snprintf(reason, cap, "%s", v.reason);
+			return reason;
 		}
 		s->trust_hash = p->trust_hash;
 		s->cert_not_after_ms = v.not_after_ms;
@@ -527,7 +553,7 @@ dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
 {
 	dg_session *s = store != NULL ? store->userCtx : NULL;
 
-	if (s == NULL || s->state != DG_SESSION_HANDSHAKE)
+	if (s == NULL || s->state != DG_SESSION_HANDSHAKE || s->hs == NULL)
 		return 0;
 	/*
 	 * wolfSSL's own verdict is never used: the context trusts no CA, and
@@ -551,11 +577,11 @@ dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
 	 * verdict. So wolfSSL only keeps an intermediate it would cache when
 	 * the chain it came in was accepted.
 	 */
-	if (!s->cert_checked) {
+	if (!s->hs->cert_checked) {
 		/* One more than may be kept: a longer chain is refused, not cut short. */
 		uint8_t *certs[CHAIN_MAX + 1];
 		size_t lens[CHAIN_MAX + 1], n = 0;
-		s->cert_checked = 1;
+		s->hs->cert_checked = 1;
 		for (int i = 0; i < store->totalCerts && n < CHAIN_MAX + 1; i++) {
 			certs[n] = malloc(store->certs[i].length);
 			if (certs[n] == NULL)
@@ -564,7 +590,9 @@ dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
 			lens[n++] = store->certs[i].length;
 		}
 		const char *why =
-		        n > 0 ? judge_chain(s, s->reg, certs, lens, n, 0) : "out of memory";
+		        n > 0 ? judge_chain(s, s->reg, certs, lens, n, 0, s->hs->subject,
+		                            s->hs->reason_buf, sizeof(s->hs->reason_buf))
+		              : "out of memory";
 		if (why == NULL && n > CHAIN_MAX)
 			why = "certificate chain too long"; /* Unreachable: the judge refuses it. */
 		if (why != NULL) {
@@ -577,7 +605,7 @@ dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
 			s->n_chain = n;
 		}
 	}
-	return s->refusal == NULL && s->auth == AUTH_CERT;
+	return s->hs->refusal == NULL && s->auth == AUTH_CERT;
 }
 
 static void
@@ -589,9 +617,9 @@ handshake_failed(dg_session *s, const char *reason)
 	/* A hostile peer cannot flood the log: repeated failures are counted, not written. */
 	if (!dg_log_ratelimit("session.failed", s->last_rx_ms))
 		;
-	else if (s->subject[0] != '\0')
+	else if (s->hs != NULL && s->hs->subject[0] != '\0')
 		log_session(s, DG_LOG_WARN, "session.failed", "reason", reason, "subject",
-		            s->subject);
+		            s->hs->subject);
 	else
 		log_session(s, DG_LOG_WARN, "session.failed", "reason", reason,
 		            claimed != NULL ? "identity" : NULL, claimed);
@@ -628,6 +656,18 @@ established(dg_session *s, uint64_t now_ms)
 {
 	s->state = DG_SESSION_ESTABLISHED;
 	s->last_rx_ms = now_ms;
+	/*
+	 * An established session keeps nothing of its handshake: not ours,
+	 * and not wolfSSL's secrets and randoms (its Arrays, 5.4 KB), which
+	 * the record layer never reads again. wolfSSL keeps its last flight
+	 * and handshake hashes for a client that missed that flight, until
+	 * the client's first application record; a client that sends none
+	 * has had the handshake timeout to retransmit, and then they go too.
+	 */
+	free_handshake(s);
+	wolfSSL_FreeArrays(s->ssl);
+	dg_wheel_schedule(s->env->wheel, &s->rtx,
+	                  now_ms + (uint64_t)s->env->cfg->limits.handshake_timeout_s * 1000);
 	/*
 	 * The record of an empty plaintext is the shortest this cipher makes;
 	 * a block cipher pads, so one byte more makes a record no longer.
@@ -695,12 +735,15 @@ dg_session_provisioned(dg_session *s, const dg_provision_result *res, uint64_t n
 	if (res->created || res->attached)
 		log_session(s, DG_LOG_INFO, "device.provisioned", "certificate_id", s->identity,
 		            "how", res->created ? "created" : "attached");
-	established(s, now_ms);
-	/* What arrived while the device was being made, in order. */
+	/* What arrived while the device was being made, taken before established() frees it. */
 	held h[HELD_MAX];
-	size_t n = s->n_held;
-	memcpy(h, s->held, n * sizeof(*h));
-	s->n_held = 0;
+	size_t n = s->hs != NULL ? s->hs->n_held : 0;
+	if (n > 0)
+		memcpy(h, s->hs->held, n * sizeof(*h));
+	if (s->hs != NULL)
+		s->hs->n_held = 0;
+	established(s, now_ms);
+	/* Then it is read, in order. */
 	for (size_t i = 0; i < n; i++) {
 		if (s->state == DG_SESSION_ESTABLISHED)
 			input_records(s, h[i].data, h[i].len, now_ms);
@@ -855,6 +898,21 @@ max_message(const dg_session *s)
 	return (size_t)n < PLAIN_MAX ? (size_t)n : PLAIN_MAX;
 }
 
+/*
+ * Arms the expiry of what the CoAP layer caches for duplicates, when it is
+ * not armed already: entries are added in time order, so the armed one is
+ * never later than the first to expire (an early firing looks again).
+ */
+static void
+arm_dedup(dg_session *s, uint64_t now_ms)
+{
+	if (dg_wheel_pending(&s->dedup))
+		return;
+	uint64_t next = dg_coap_expire(s->coap, now_ms);
+	if (next != 0)
+		dg_wheel_schedule(s->env->wheel, &s->dedup, next);
+}
+
 static void
 handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 {
@@ -874,6 +932,7 @@ handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 	}
 	int in = dg_coap_input(s->coap, msg, len, now_ms, limit_then_route, &rc, out,
 	                       max_message(s), &outlen);
+	arm_dedup(s, now_ms);
 	/* Requests the message layer refused by itself are answered requests too. */
 	if (dg_coap_refused(s->coap) != 0 && s->env->metrics != NULL)
 		dg_metrics_coap_request(s->env->metrics, DG_SVC_OTHER,
@@ -919,14 +978,14 @@ read_records(dg_session *s, uint64_t now_ms)
 static void
 hold(dg_session *s, const uint8_t *buf, size_t len)
 {
-	if (buf == NULL || len == 0 || s->n_held == HELD_MAX)
+	if (buf == NULL || len == 0 || s->hs == NULL || s->hs->n_held == HELD_MAX)
 		return;
 	uint8_t *copy = malloc(len);
 	if (copy == NULL)
 		return;
 	memcpy(copy, buf, len);
-	s->held[s->n_held].data = copy;
-	s->held[s->n_held++].len = len;
+	s->hs->held[s->hs->n_held].data = copy;
+	s->hs->held[s->hs->n_held++].len = len;
 }
 
 static void
@@ -949,7 +1008,7 @@ handshake_step(dg_session *s, const dg_dtls_record *r, int flight_has_cke, uint6
 	dg_dtls_handshake hs;
 
 	if (r != NULL && r->epoch == 0 && dg_dtls_handshake_header(r, &hs) == 0) {
-		dg_dtls_cke_add(&s->cke, &hs);
+		dg_dtls_cke_add(&s->hs->cke, &hs);
 	}
 	wolfSSL_dtls_get_drop_stats(s->ssl, &mac_before, &replay);
 	if (r != NULL) {
@@ -967,20 +1026,20 @@ handshake_step(dg_session *s, const dg_dtls_record *r, int flight_has_cke, uint6
 	if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE) {
 		wolfSSL_dtls_get_drop_stats(s->ssl, &mac_after, &replay);
 		if (mac_after > mac_before && r != NULL && r->epoch == 1 && r->content_type == 22 &&
-		    flight_has_cke && (s->auth == AUTH_PSK || s->psk_decoy)) {
+		    flight_has_cke && (s->auth == AUTH_PSK || s->hs->psk_decoy)) {
 			/*
 			 * The client's Finished, sent with its ClientKeyExchange,
 			 * did not decrypt under the key we hold for its identity
 			 * (or the decoy of a refused one).
 			 */
 			dg_dtls_send_fatal_alert(&s->io, 51 /* decrypt_error */);
-			handshake_failed(s, s->refusal != NULL ? s->refusal : "wrong key");
+			handshake_failed(s, s->hs->refusal != NULL ? s->hs->refusal : "wrong key");
 			return;
 		}
 		schedule_rtx(s, now_ms);
 		return;
 	}
-	const char *why = s->refusal;
+	const char *why = s->hs->refusal;
 	if (why == NULL && (err == NO_PEER_CERT || err == -NO_PEER_CERT))
 		why = "no client certificate";
 	/* wolfSSL's own parser refused the certificate before our judge saw it. */
@@ -1083,7 +1142,15 @@ dg_session_revalidate(dg_session *s, dg_registry *reg)
 			why = "device blocked";
 	} else if (s->auth == AUTH_CERT) {
 		int64_t not_after = s->cert_not_after_ms;
-		const char *j = judge_chain(s, reg, s->chain, s->chain_len, s->n_chain, 1);
+		char reason[DG_SUBJECT_MAX + 96];
+		const char *j = judge_chain(s, reg, s->chain, s->chain_len, s->n_chain, 1, NULL,
+		                            reason, sizeof(reason));
+		if (j == reason) {
+			/* It names something: kept with the session, for the caller's log line. */
+			free(s->why_buf);
+			s->why_buf = strdup(reason);
+			j = s->why_buf != NULL ? s->why_buf : "certificate refused";
+		}
 		/* Verified again against new trust: the chain's path, so its notAfter, may differ.
 		 */
 		if (j == NULL && s->cert_not_after_ms != not_after &&
@@ -1118,9 +1185,10 @@ dg_session_close(dg_session *s, const char *reason, int notify)
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	dg_wheel_cancel(s->env->wheel, &s->life);
 	dg_wheel_cancel(s->env->wheel, &s->expiry);
+	dg_wheel_cancel(s->env->wheel, &s->dedup);
 	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
-	drop_held(s);
+	free_handshake(s);
 	s->env->closed(s->env->owner, s, was_established);
 }
 
@@ -1129,6 +1197,13 @@ dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 {
 	if (e->tag == DG_TIMER_SESSION_NOTIFY) {
 		notify_timeout(dg_container_of(e, dg_session, notify_rtx), now_ms);
+		return;
+	}
+	if (e->tag == DG_TIMER_SESSION_DEDUP) {
+		dg_session *s = dg_container_of(e, dg_session, dedup);
+		uint64_t next = dg_coap_expire(s->coap, now_ms);
+		if (next != 0 && s->state == DG_SESSION_ESTABLISHED)
+			dg_wheel_schedule(s->env->wheel, &s->dedup, next);
 		return;
 	}
 	if (e->tag == DG_TIMER_SESSION_BLOCK) {
@@ -1149,6 +1224,11 @@ dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 	}
 	if (e->tag == DG_TIMER_SESSION_RTX) {
 		dg_session *s = dg_container_of(e, dg_session, rtx);
+		if (s->state == DG_SESSION_ESTABLISHED) {
+			/* Nobody retransmits the last flight now: wolfSSL's copy of it goes. */
+			wolfSSL_FreeHandshakeResources(s->ssl);
+			return;
+		}
 		if (s->state != DG_SESSION_HANDSHAKE)
 			return;
 		if (wolfSSL_dtls_got_timeout(s->ssl) != WOLFSSL_SUCCESS) {
@@ -1160,7 +1240,8 @@ dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 	}
 	dg_session *s = dg_container_of(e, dg_session, life);
 	if (s->state == DG_SESSION_HANDSHAKE || s->state == DG_SESSION_PROVISIONING) {
-		handshake_failed(s, s->refusal != NULL ? s->refusal : "handshake timeout");
+		handshake_failed(s, s->hs != NULL && s->hs->refusal != NULL ? s->hs->refusal
+		                                                            : "handshake timeout");
 		return;
 	}
 	uint64_t idle_ms = (uint64_t)s->env->cfg->limits.idle_timeout_s * 1000;
@@ -1249,6 +1330,7 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 		if (dg_coap_reply(s->coap, d->type, d->mid, d->token, d->token_len, &resp, now_ms,
 		                  out, sizeof(out), &outlen) == 0)
 			send_plain(s, out, outlen);
+		arm_dedup(s, now_ms);
 	}
 	dg_deferred_free(d);
 }

@@ -216,6 +216,32 @@ START_TEST(dedup_ring_evicts_oldest)
 }
 END_TEST
 
+/* A cached reply is freed once EXCHANGE_LIFETIME has passed, and no sooner. */
+START_TEST(dedup_reply_freed_after_lifetime)
+{
+	ck_assert_uint_eq(dg_coap_expire(c, T0), 0); /* Nothing kept: no timer. */
+	h.body = "kept for its duplicates";
+	FEED(T0, 0x42, 0x02, 0x22, 0x22, 0x01, 0x02, 0xb1, 'x', 0xff, 'p');
+	size_t first_len = outlen;
+	ck_assert_uint_eq(dg_coap_kept_bytes(c), first_len);
+	FEED(T0 + 1000, 0x50, 0x02, 0x44, 0x44, 0xb1, 'x');
+	/* The NON's ID goes first, after NON_LIFETIME (145 s), then the CON's reply. */
+	ck_assert_uint_eq(dg_coap_expire(c, T0 + 1), T0 + 1000 + 145000);
+	ck_assert_uint_eq(dg_coap_expire(c, T0 + 1000 + 145000), T0 + DG_COAP_EXCHANGE_LIFETIME_MS);
+	ck_assert_uint_eq(dg_coap_expire(c, T0 + DG_COAP_EXCHANGE_LIFETIME_MS - 1),
+	                  T0 + DG_COAP_EXCHANGE_LIFETIME_MS);
+	ck_assert_uint_eq(dg_coap_kept_bytes(c), first_len);
+	ck_assert_uint_eq(dg_coap_expire(c, T0 + DG_COAP_EXCHANGE_LIFETIME_MS), 0);
+	ck_assert_uint_eq(dg_coap_kept_bytes(c), 0);
+	/* The same message ID is a new request now. */
+	h.body = "new";
+	FEED(T0 + DG_COAP_EXCHANGE_LIFETIME_MS, 0x42, 0x02, 0x22, 0x22, 0x01, 0x02, 0xb1, 'x', 0xff,
+	     'p');
+	ck_assert_int_eq(h.calls, 3);
+	ck_assert_uint_gt(dg_coap_kept_bytes(c), 0);
+}
+END_TEST
+
 START_TEST(duplicate_non_dropped)
 {
 	FEED(T0, 0x50, 0x02, 0x44, 0x44, 0xb1, 'x');
@@ -771,6 +797,7 @@ coap_suite(void)
 	tcase_add_test(tc, same_mid_after_lifetime_is_new);
 	tcase_add_test(tc, dedup_ring_evicts_oldest);
 	tcase_add_test(tc, duplicate_non_dropped);
+	tcase_add_test(tc, dedup_reply_freed_after_lifetime);
 	tcase_add_test(tc, ping_gets_rst);
 	tcase_add_test(tc, empty_non_gets_nothing);
 	tcase_add_test(tc, ack_and_rst_get_nothing);
