@@ -148,6 +148,17 @@ dg_dtls_ctx_new(const char *cert_pem, const char *key_pem, wc_psk_server_callbac
 	}
 	wolfSSL_CTX_SetIORecv(ctx, io_recv);
 	wolfSSL_CTX_SetIOSend(ctx, io_send);
+	/*
+	 * A flight goes out in as few datagrams as fit the MTU (wolfSSL
+	 * flushes before a message would overflow WOLFSSL_MAX_MTU, 1400
+	 * bytes): ServerHello and ServerHelloDone of a PSK handshake in one,
+	 * not one datagram (one sendmsg) per message. Measured: sends were a
+	 * quarter of the server's CPU in a PSK handshake.
+	 */
+	if (wolfSSL_CTX_set_group_messages(ctx) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cannot group DTLS handshake messages");
+		goto out;
+	}
 	wolfSSL_CTX_set_psk_server_callback(ctx, psk_cb);
 	/* P-256 for ECDHE, the curve the device suites are defined on. */
 	if (wolfSSL_CTX_UseSupportedCurve(ctx, WOLFSSL_ECC_SECP256R1) != WOLFSSL_SUCCESS) {

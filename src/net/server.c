@@ -14,6 +14,7 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 
+#include "devgate/chaincache.h"
 #include "devgate/confdir.h"
 #include "devgate/data.h"
 #include "devgate/dtls.h"
@@ -1220,6 +1221,11 @@ dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registr
 		rc = -ENOMEM;
 		goto fail;
 	}
+	/* The loop's cache of accepted certificate chains (chaincache.h). */
+	if (dg_chaincache_new(DG_CHAINCACHE_SLOTS, &srv->env.chains) != 0) {
+		rc = -ENOMEM;
+		goto fail;
+	}
 	rc = dg_dtls_ctx_new(cert_pem, key_pem, dg_session_psk_lookup, dg_session_verify_cert,
 	                     &srv->ctx, err, errlen);
 	if (rc != 0)
@@ -1311,6 +1317,7 @@ dg_server_free(dg_server *srv)
 			wolfSSL_free(srv->listeners[i].ssl);
 	if (srv->ctx != NULL)
 		wolfSSL_CTX_free(srv->ctx);
+	dg_chaincache_free(srv->env.chains);
 	dg_map_free(srv->peers);
 	dg_map_free(srv->pending);
 	dg_map_free(srv->devices);
