@@ -496,7 +496,10 @@ verify_chain(dg_session *s, const dg_project *p, uint8_t *const *certs, const si
 	int keyed = s->env->chains != NULL && n <= DG_TRUST_CHAIN_MAX &&
 	            dg_chaincache_key(p->id, p->trust_hash, chain, lens, n, key) == 0;
 
-	if (keyed && dg_chaincache_get(s->env->chains, key, now, &e)) {
+	int hit = keyed && dg_chaincache_get(s->env->chains, key, now, &e);
+	if (keyed && s->env->metrics != NULL)
+		dg_metrics_chain_cache(s->env->metrics, hit);
+	if (hit) {
 		s->trust_hash = p->trust_hash;
 		s->cert_not_after_ms = e.not_after_ms;
 		return NULL;
