@@ -11,6 +11,7 @@
 
 #include "devgate/dtls.h"
 #include "devgate/metrics.h"
+#include "devgate/udpio.h"
 
 static int
 io_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
@@ -39,9 +40,17 @@ static int
 io_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
 {
 	dg_dtls_io *io = ctx;
-	uv_buf_t b = uv_buf_init(buf, (unsigned)sz);
+	uv_os_fd_t fd;
+	int rc;
 	(void)ssl;
-	int rc = uv_udp_try_send(io->udp, &b, 1, (const struct sockaddr *)&io->peer);
+	if (io->tx != NULL && uv_fileno((const uv_handle_t *)io->udp, &fd) == 0) {
+		/* Queued with the loop's other sends; they go out in one sendmmsg. */
+		rc = dg_udpio_queue(io->tx, fd, buf, (size_t)sz, (const struct sockaddr *)&io->peer,
+		                    io->peer_len);
+	} else {
+		uv_buf_t b = uv_buf_init(buf, (unsigned)sz);
+		rc = uv_udp_try_send(io->udp, &b, 1, (const struct sockaddr *)&io->peer);
+	}
 	/*
 	 * A datagram the kernel will not take now is lost like any other;
 	 * DTLS retransmits handshake flights and CoAP retransmits requests.

@@ -23,9 +23,18 @@
 #include "devgate/metrics.h"
 #include "devgate/server.h"
 #include "devgate/session.h"
+#include "devgate/udpio.h"
 #include "devgate/wheel.h"
 
-#define RX_BUF_SIZE       65536
+/*
+ * Received datagrams: libuv reads up to RX_BATCH of them in one recvmmsg
+ * (UV_UDP_RECVMMSG), each into its own 64 KiB chunk of this buffer, and
+ * hands them over one by one. Pages of chunks no datagram reached are
+ * never touched, so never resident.
+ */
+#define RX_CHUNK          65536
+#define RX_BATCH          20
+#define RX_BUF_SIZE       (RX_CHUNK * RX_BATCH)
 #define COOKIE_SECRET_LEN 32
 #define COOKIE_ROTATE_MS  (5 * 60 * 1000)
 /* How often a repeated warning about refused handshakes may be logged. */
@@ -108,6 +117,7 @@ struct dg_server {
 	dg_wheel wheel;
 	uv_timer_t tick;
 	uv_check_t reaper;
+	uv_prepare_t tx_flush; /* Sends what the pass queued (env.tx) before the loop waits. */
 	uv_signal_t sigterm, sigint, sighup;
 	uint8_t cookie_secret[COOKIE_SECRET_LEN];
 	uint64_t cookie_rotated_ms;
@@ -451,6 +461,7 @@ recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr
 	listener *l = udp->data;
 	dg_server *srv = l->srv;
 
+	/* nread 0 with no address: nothing, or the end of a recvmmsg batch (UV_UDP_MMSG_FREE). */
 	if (nread <= 0 || from == NULL)
 		return;
 	if (flags & UV_UDP_PARTIAL) {
@@ -786,6 +797,13 @@ reap_cb(uv_check_t *h)
 }
 
 static void
+tx_flush_cb(uv_prepare_t *h)
+{
+	dg_server *srv = h->data;
+	dg_udpio_flush(srv->env.tx);
+}
+
+static void
 fire_cb(dg_wheel_entry *e, void *arg)
 {
 	dg_server *srv = arg;
@@ -866,6 +884,9 @@ shutdown_server(dg_server *srv, int signum)
 	}
 	close_all(srv, "server shutting down");
 	reap(srv);
+	/* The close_notify alerts, before the sockets close. */
+	dg_udpio_flush(srv->env.tx);
+	uv_close((uv_handle_t *)&srv->tx_flush, NULL);
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		uv_udp_recv_stop(&srv->listeners[i].udp);
 		uv_close((uv_handle_t *)&srv->listeners[i].udp, NULL);
@@ -1159,7 +1180,7 @@ bind_listener(dg_server *srv, listener *l, const dg_listen_addr *a, char *err, s
 	int rc;
 
 	l->srv = srv;
-	rc = uv_udp_init_ex(srv->loop, &l->udp, a->addr.ss_family);
+	rc = uv_udp_init_ex(srv->loop, &l->udp, a->addr.ss_family | UV_UDP_RECVMMSG);
 	if (rc != 0) {
 		snprintf(err, errlen, "listen %s: %s", a->text, uv_strerror(rc));
 		return rc;
@@ -1168,6 +1189,7 @@ bind_listener(dg_server *srv, listener *l, const dg_listen_addr *a, char *err, s
 	srv->n_listeners++;
 	l->udp.data = l;
 	l->io.udp = &l->udp;
+	l->io.tx = srv->env.tx;
 	rc = uv_udp_bind(&l->udp, (const struct sockaddr *)&a->addr,
 	                 a->addr.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
 	if (rc != 0) {
@@ -1221,6 +1243,15 @@ dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registr
 		rc = -ENOMEM;
 		goto fail;
 	}
+	/* The loop's batch of datagrams to send, flushed before the loop waits. */
+	if (dg_udpio_new(&srv->env.tx) != 0) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	uv_prepare_init(loop, &srv->tx_flush);
+	srv->tx_flush.data = srv;
+	/* Unreferenced: it never keeps the loop alive on its own. */
+	uv_unref((uv_handle_t *)&srv->tx_flush);
 	/* The loop's cache of accepted certificate chains (chaincache.h). */
 	if (dg_chaincache_new(DG_CHAINCACHE_SLOTS, &srv->env.chains) != 0) {
 		rc = -ENOMEM;
@@ -1258,6 +1289,8 @@ dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registr
 	return 0;
 fail:
 	/* Close what was bound; the caller runs the loop once to finish the closes. */
+	if (srv->env.tx != NULL)
+		uv_close((uv_handle_t *)&srv->tx_flush, NULL);
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		if (!uv_is_closing((uv_handle_t *)&srv->listeners[i].udp))
 			uv_close((uv_handle_t *)&srv->listeners[i].udp, NULL);
@@ -1289,6 +1322,7 @@ dg_server_start(dg_server *srv)
 	}
 	uv_timer_start(&srv->tick, tick_cb, DG_WHEEL_TICK_MS, DG_WHEEL_TICK_MS);
 	uv_check_start(&srv->reaper, reap_cb);
+	uv_prepare_start(&srv->tx_flush, tx_flush_cb);
 	uv_signal_start(&srv->sigterm, signal_cb, SIGTERM);
 	uv_signal_start(&srv->sigint, signal_cb, SIGINT);
 	uv_signal_start(&srv->sighup, signal_cb, SIGHUP);
@@ -1318,6 +1352,7 @@ dg_server_free(dg_server *srv)
 	if (srv->ctx != NULL)
 		wolfSSL_CTX_free(srv->ctx);
 	dg_chaincache_free(srv->env.chains);
+	dg_udpio_free(srv->env.tx);
 	dg_map_free(srv->peers);
 	dg_map_free(srv->pending);
 	dg_map_free(srv->devices);

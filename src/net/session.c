@@ -168,6 +168,7 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->ssl = ssl;
 	s->device_id = -1;
 	s->io.udp = udp;
+	s->io.tx = env->tx;
 	s->io.peer_len = peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 	                                             : sizeof(struct sockaddr_in);
 	memcpy(&s->io.peer, peer, s->io.peer_len);
