@@ -68,7 +68,8 @@ send_run(dg_udpio *b, size_t first, size_t end)
 		b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
 		b->msgs[i].msg_hdr.msg_iovlen = 1;
 	}
-	/* Each pass takes at least one datagram off (sent or dropped): at most end - first passes. */
+	/* Each pass takes at least one datagram off (sent or dropped): at most end - first passes.
+	 */
 	for (size_t i = first; i < end;) {
 		int rc;
 		do

@@ -32,11 +32,11 @@ START_TEST(test_key_covers_everything)
 	key2(1, 7, A, sizeof(A), B, sizeof(B), k[0]);
 	key2(1, 7, A, sizeof(A), B, sizeof(B), k[1]);
 	ck_assert_mem_eq(k[0], k[1], DG_CHAINCACHE_KEY_LEN);
-	key2(2, 7, A, sizeof(A), B, sizeof(B), k[2]);          /* another project */
-	key2(1, 8, A, sizeof(A), B, sizeof(B), k[3]);          /* its trust changed */
-	key2(1, 7, A, sizeof(A), NULL, 0, k[4]);               /* the leaf alone */
-	key2(1, 7, B, sizeof(B), A, sizeof(A), k[5]);          /* another order */
-	key2(1, 7, A, sizeof(A) - 1, A + 4, 1, k[6]);          /* same bytes, cut elsewhere */
+	key2(2, 7, A, sizeof(A), B, sizeof(B), k[2]); /* another project */
+	key2(1, 8, A, sizeof(A), B, sizeof(B), k[3]); /* its trust changed */
+	key2(1, 7, A, sizeof(A), NULL, 0, k[4]);      /* the leaf alone */
+	key2(1, 7, B, sizeof(B), A, sizeof(A), k[5]); /* another order */
+	key2(1, 7, A, sizeof(A) - 1, A + 4, 1, k[6]); /* same bytes, cut elsewhere */
 	uint8_t c[sizeof(A)];
 	memcpy(c, A, sizeof(A));
 	c[4] ^= 1;

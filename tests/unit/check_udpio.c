@@ -111,16 +111,16 @@ START_TEST(test_two_sockets_full_batch_and_large)
 	for (unsigned i = 0; i < total; i++) {
 		uint8_t v[2] = {(uint8_t)(i >> 8), (uint8_t)i};
 		int fd = (i / 8) % 2 ? t2 : t1;
-		ck_assert_int_eq(
-		        dg_udpio_queue(b, fd, v, sizeof(v), (struct sockaddr *)&rx_addr, sizeof(rx_addr)),
-		        0);
+		ck_assert_int_eq(dg_udpio_queue(b, fd, v, sizeof(v), (struct sockaddr *)&rx_addr,
+		                                sizeof(rx_addr)),
+		                 0);
 	}
 	/* The batch filled once and flushed itself: what is left is the remainder. */
 	ck_assert_uint_eq(dg_udpio_pending(b), total - DG_UDPIO_BATCH);
 	memset(big, 0xab, sizeof(big));
-	ck_assert_int_eq(
-	        dg_udpio_queue(b, t1, big, sizeof(big), (struct sockaddr *)&rx_addr, sizeof(rx_addr)),
-	        0);
+	ck_assert_int_eq(dg_udpio_queue(b, t1, big, sizeof(big), (struct sockaddr *)&rx_addr,
+	                                sizeof(rx_addr)),
+	                 0);
 	/* The large one went at once, after the queued ones. */
 	ck_assert_uint_eq(dg_udpio_pending(b), 0);
 	for (unsigned i = 0; i < total; i++) {
@@ -152,14 +152,14 @@ START_TEST(test_refused_dropped_rest_sent)
 
 	close(dead); /* A socket that is gone: every send on it fails (EBADF). */
 	ck_assert_int_eq(dg_udpio_new(&b), 0);
-	ck_assert_int_eq(dg_udpio_queue(b, tx, "a", 1, (struct sockaddr *)&rx_addr, sizeof(rx_addr)),
-	                 0);
+	ck_assert_int_eq(
+	        dg_udpio_queue(b, tx, "a", 1, (struct sockaddr *)&rx_addr, sizeof(rx_addr)), 0);
 	ck_assert_int_eq(
 	        dg_udpio_queue(b, dead, "x", 1, (struct sockaddr *)&rx_addr, sizeof(rx_addr)), 0);
 	ck_assert_int_eq(
 	        dg_udpio_queue(b, dead, "y", 1, (struct sockaddr *)&rx_addr, sizeof(rx_addr)), 0);
-	ck_assert_int_eq(dg_udpio_queue(b, tx, "b", 1, (struct sockaddr *)&rx_addr, sizeof(rx_addr)),
-	                 0);
+	ck_assert_int_eq(
+	        dg_udpio_queue(b, tx, "b", 1, (struct sockaddr *)&rx_addr, sizeof(rx_addr)), 0);
 	ck_assert_uint_eq(dg_udpio_flush(b), 2);
 	dg_udpio_get_stats(b, &st);
 	ck_assert_uint_eq(st.sent, 2);
@@ -169,8 +169,9 @@ START_TEST(test_refused_dropped_rest_sent)
 	ck_assert_int_eq(recv_one(rx, buf, sizeof(buf), &from), 1);
 	ck_assert_int_eq(buf[0], 'b');
 	/* Bad arguments queue nothing. */
-	ck_assert_int_eq(dg_udpio_queue(b, -1, "a", 1, (struct sockaddr *)&rx_addr, sizeof(rx_addr)),
-	                 -EINVAL);
+	ck_assert_int_eq(
+	        dg_udpio_queue(b, -1, "a", 1, (struct sockaddr *)&rx_addr, sizeof(rx_addr)),
+	        -EINVAL);
 	ck_assert_int_eq(dg_udpio_queue(b, tx, "a", 1, NULL, 0), -EINVAL);
 	ck_assert_uint_eq(dg_udpio_pending(b), 0);
 	dg_udpio_free(b);
