@@ -9,11 +9,12 @@
  * by a count and by the -t deadline.
  *
  *   loadgen -p PORT -m hs|get|post|idle -n SESSIONS [-r REQUESTS] [-w WINDOW]
- *           [-i IDFMT] [-k KEY] [-u PATH] [-t SECONDS] [-H SECONDS] [-b BASE] [-S]
+ *           [-i IDFMT [-G GROUP]] [-k KEY] [-u PATH] [-t SECONDS] [-H SECONDS] [-b BASE] [-S]
  *           [-X ISSUER_CERT -Y ISSUER_KEY [-c CERTS] [-x] [-O SLUG] [-N CNFMT] [-W]]
  *
- * PSK (the default): session i presents identity IDFMT % i with key KEY,
- * PSK-AES128-CCM8. Certificates (-X/-Y): the generator makes CERTS device
+ * PSK (the default): session i presents identity IDFMT % (i, i / GROUP)
+ * (-G GROUP; a server's PSK file may hold only so many identities, so they
+ * are spread over projects) with key KEY, PSK-AES128-CCM8. Certificates (-X/-Y): the generator makes CERTS device
  * certificates itself (P-256 keys, X.509 v1, subject /O=SLUG/CN=CNFMT % j,
  * signed with SHA-256 by the issuer: what Golioth's openssl recipe makes),
  * session i presents certificate i % CERTS, with the issuer's certificate
@@ -89,6 +90,7 @@ struct gen {
 	struct sockaddr_in srv;
 	unsigned base;
 	const char *idfmt, *key, *path;
+	unsigned group;
 	int post;
 	SSL_CTX *ctx;
 	struct cred *creds;
@@ -125,7 +127,8 @@ psk_cb(SSL *ssl, const char *hint, char *id, unsigned int id_len, unsigned char 
 	size_t kl = strlen(g->key);
 
 	(void)hint;
-	snprintf(id, id_len, g->idfmt, idx);
+	/* A second %u in IDFMT is the group: idx / GROUP (one project per group). */
+	snprintf(id, id_len, g->idfmt, idx, g->group ? idx / g->group : 0);
 	if (kl > psk_len)
 		return 0;
 	memcpy(psk, g->key, kl);
@@ -590,8 +593,8 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-	        "usage: loadgen -p PORT -m hs|get|post|idle -n N [-r R] [-w W] [-i IDFMT] [-k KEY]\n"
-	        "               [-u PATH] [-t SECS] [-H SECS] [-b BASE] [-S]\n"
+	        "usage: loadgen -p PORT -m hs|get|post|idle -n N [-r R] [-w W] [-i IDFMT [-G GROUP]]\n"
+	        "               [-k KEY] [-u PATH] [-t SECS] [-H SECS] [-b BASE] [-S]\n"
 	        "               [-X ISSUER_CERT -Y ISSUER_KEY [-c CERTS] [-x] [-O SLUG] [-N CNFMT] "
 	        "[-W]]\n");
 	exit(2);
@@ -610,7 +613,7 @@ main(int argc, char **argv)
 	g.idfmt = "dev%u@bench";
 	g.key = "benchbenchbenchbench";
 	g.path = ".d";
-	while ((opt = getopt(argc, argv, "p:m:n:r:w:i:k:u:t:H:b:SX:Y:c:xO:N:W")) != -1) {
+	while ((opt = getopt(argc, argv, "p:m:n:r:w:i:G:k:u:t:H:b:SX:Y:c:xO:N:W")) != -1) {
 		switch (opt) {
 		case 'p':
 			port = atoi(optarg);
@@ -629,6 +632,9 @@ main(int argc, char **argv)
 			break;
 		case 'i':
 			g.idfmt = optarg;
+			break;
+		case 'G':
+			g.group = (unsigned)strtoul(optarg, NULL, 10);
 			break;
 		case 'k':
 			g.key = optarg;
@@ -782,13 +788,17 @@ main(int argc, char **argv)
 	ready(n, h.up, h.failed, hs_secs, sync, tmax);
 	g.nlat = 0;
 	struct req_run r = {0};
-	unsigned sent = 0, rr = 0;
+	unsigned sent = 0, rr = 0, nup = 0;
+	unsigned *ups = calloc(h.up + 1, sizeof *ups);
+	for (unsigned i = 0; ups && i < n && nup < h.up; i++)
+		if (g.s[i].st == ST_UP)
+			ups[nup++] = i;
 	double r0 = now(), deadline = r0 + tmax, t_sweep = 0;
 	unsigned long loops = 0;
-	while (r.done < reqs && now() < deadline && loops++ < LOOP_MAX && h.up > 0) {
+	while (r.done < reqs && now() < deadline && loops++ < LOOP_MAX && nup > 0) {
 		double t = now();
-		for (unsigned k = 0; sent < reqs && r.busy < window && k < n; k++) {
-			unsigned i = rr++ % n;
+		for (unsigned k = 0; sent < reqs && r.busy < window && k < nup; k++) {
+			unsigned i = ups[rr++ % nup];
 			if (g.s[i].st != ST_UP || g.s[i].busy)
 				continue;
 			send_req(&g, i, t);
