@@ -534,7 +534,7 @@ handshakes(struct gen *g, unsigned count, unsigned window, double tmax, struct h
 }
 
 struct req_run {
-	unsigned busy, done, ok, bad;
+	unsigned busy, done, ok, wrong, lost;
 };
 
 static void
@@ -553,7 +553,7 @@ req_dgram(struct gen *g, unsigned idx, unsigned char *d, int len, void *arg)
 		if (got == 1)
 			r->ok++;
 		else
-			r->bad++;
+			r->wrong++;
 	}
 }
 
@@ -823,7 +823,7 @@ main(int argc, char **argv)
 				s->busy = 0;
 				r.busy--;
 				r.done++;
-				r.bad++;
+				r.lost++;
 			}
 			g.q_head++;
 		}
@@ -831,8 +831,9 @@ main(int argc, char **argv)
 	double rsecs = now() - r0, p50, p99;
 	percentiles(&g, &p50, &p99);
 	printf("mode=%s sessions=%u requests=%u ok=%u failed=%u secs=%.3f rate=%.1f p50_ms=%.3f "
-	       "p99_ms=%.3f hs_failed=%u\n",
-	       mode, h.up, reqs, r.ok, reqs - r.ok, rsecs, r.ok / rsecs, p50, p99, h.failed);
+	       "p99_ms=%.3f hs_failed=%u wrong_code=%u unanswered=%u\n",
+	       mode, h.up, reqs, r.ok, reqs - r.ok, rsecs, r.ok / rsecs, p50, p99, h.failed, r.wrong,
+	       r.lost);
 	for (unsigned i = 0; i < n; i++)
 		if (g.s[i].ssl)
 			finish(&g, i, 1, 1);

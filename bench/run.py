@@ -98,6 +98,34 @@ def rss_kb(pid):
     return 0
 
 
+def udp_drops(pid):
+    """Datagrams the kernel dropped on the UDP sockets of process pid (a full
+    receive buffer): the drops column of /proc/net/udp for its sockets."""
+    inodes = set()
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return 0
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) >= 13 and cols[9] in inodes:
+                        total += int(cols[12])
+        except OSError:
+            pass
+    return total
+
+
 def pin(cpus):
     return ["taskset", "-c", cpus] if (os.cpu_count() or 1) >= 2 else []
 
@@ -243,6 +271,7 @@ def run_loadgen(srv, args, timeout):
                                "-S"] + srv.auth_args() + args
     pid = srv.proc.pid
     out = {"rss0": rss_kb(pid)}
+    drops0 = udp_drops(pid)
     c_start = cpu_secs(pid)
     c_ready = None
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -280,6 +309,7 @@ def run_loadgen(srv, args, timeout):
     out["cpu_before"] = c_ready - c_start
     out["cpu"] = c_end - c_ready
     out["rss_end"] = rss_kb(pid)
+    out["drops"] = udp_drops(pid) - drops0
     out["rc"] = p.returncode
     return out
 
@@ -338,9 +368,11 @@ def measure(bench, case, kind, workers, timeout):
                                                           srv.logtext()))
     ok = int(r["ok"])
     fig = {"ok": ok, "failed": int(r.get("failed", 0)),
-           "up": int(r.get("ready", {}).get("ok", 0)), "p50": float(r.get("p50_ms", 0)),
+           "up": int(r.get("ready", {}).get("ok", 0)), "drops": r["drops"], "p50": float(r.get("p50_ms", 0)),
            "p99": float(r.get("p99_ms", 0)), "wall": float(r.get("rate", 0)),
-           "rss_mb": r["rss_end"] / 1024, "cpu": r["cpu"], "rc": r["rc"]}
+           "rss_mb": r["rss_end"] / 1024, "cpu": r["cpu"], "rc": r["rc"],
+           "detail": " ".join("%s=%s" % (k, r[k]) for k in
+                              ("hs_failed", "wrong_code", "unanswered", "rc") if k in r)}
     if case["kind"] == "idle":
         fig["value"] = (r.get("rss_ready", r["rss_end"]) - r["rss0"]) / max(ok, 1)
         fig["cpu"] = r["cpu_before"]
@@ -400,7 +432,7 @@ def fmt_lat(case, x):
 def table(rows, markdown):
     cols = ["case", "workers", "devgate", "libcoap", "ratio", "dg wall/s", "lc wall/s",
             "dg CPU s", "lc CPU s", "dg RSS MB", "lc RSS MB", "dg p50/p99 ms", "lc p50/p99 ms",
-            "dg fail", "lc fail", "sessions dg/lc", "target", "met"]
+            "dg fail", "lc fail", "UDP drops dg/lc", "sessions dg/lc", "target", "met"]
     lines = []
     for r in rows:
         c, d, l = r["case"], r["devgate"], r["libcoap"]
@@ -414,6 +446,7 @@ def table(rows, markdown):
                       "%.1f" % d["rss_mb"] if d else "-", "%.1f" % l["rss_mb"] if l else "-",
                       fmt_lat(c, d), fmt_lat(c, l), str(d["failed"]) if d else "-",
                       str(l["failed"]) if l else "-",
+                      "/".join(str(x["drops"]) if x else "-" for x in (d, l)),
                       "/".join(str(x["up"]) if x else "-" for x in (d, l))
                       if c["kind"] != "rate" or c.get("small_get") or c.get("large_get") else "-",
                       target, met])
@@ -478,9 +511,9 @@ def main():
                         if smoke or row[kind] is None:
                             broken.append("%s on %s" % (case["name"], kind))
                     if bad and row[kind] is not None:
-                        print("bench: %s on %s: %d failed" % (case["name"], kind,
-                                                               row[kind]["failed"]),
-                              file=sys.stderr)
+                        print("bench: %s on %s: %d failed (%s)" % (
+                            case["name"], kind, row[kind]["failed"], row[kind]["detail"]),
+                            file=sys.stderr)
                         if smoke:
                             broken.append("%s on %s" % (case["name"], kind))
                     print("bench: %.0f s: %s, %s, %d worker(s): %s" % (
@@ -490,10 +523,12 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(table(rows, markdown))
-    print("Rates are per second of server CPU (wall/s: per second of wall clock); latency in ms "
-          "(handshake or request, at the generator); RSS at the end (idle: with the sessions "
-          "held).\nworkers 1: server on CPU 0, loadgen on CPU 1; workers 2 (0-1): devgate and "
-          "loadgen both on CPUs 0-1; its target compares 2 x its rate per CPU s with 1 worker's.")
+    print("Rates are per second of server CPU (wall/s: per second of wall clock); latency in ms\n"
+          "(handshake or request, at the generator); RSS at the end (idle: with the sessions\n"
+          "held); fail: handshakes or requests that got no answer (no retransmission); UDP\n"
+          "drops: datagrams the kernel dropped at the server's sockets (/proc/net/udp).\n"
+          "workers 1: server on CPU 0, loadgen on CPU 1; workers 2 (0-1): devgate and loadgen\n"
+          "both on CPUs 0-1; its target compares 2 x its rate per CPU s with 1 worker's.")
     if broken:
         print("bench: broken: %s" % "; ".join(broken), file=sys.stderr)
         return 1
