@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """`make bench`: devgate against coap-server-openssl (libcoap), same run.
 
-    bench/run.py BUILD [--smoke] [--markdown] [--only WORD] [--COUNT N ...]
+    bench/run.py BUILD [--smoke] [--markdown] [--only WORD] [--perf DIR] [--COUNT N ...]
 
 Counts (defaults in DEFAULTS, tiny ones in SMOKE): --handshakes (PSK),
 --cert-handshakes and --certs (ECDHE-ECDSA: handshakes and distinct device
 certificates), --sessions and --requests (state GET at a small session
 count), --large and --large-requests (state GET at a large session count),
 --streams (stream POSTs at --sessions sessions), --idle and --idle-large
-(idle sessions held for RSS).
+(idle sessions held for RSS). --only runs the cases whose name has WORD;
+--perf DIR profiles the server over each measured phase with `perf record
+-g` (DIR/<server>-<case>-w<workers>.data, and .data.txt with the top symbols).
 
 It makes a throw-away PKI with tests/integration/pki.py (Golioth's openssl
 recipe: a root CA, an intermediate under it, a server certificate);
@@ -38,6 +40,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -220,20 +223,28 @@ class Server:
             self.get_path = ""
         self.proc = subprocess.Popen(pin(self.cpus) + args, stdout=self.log,
                                      stderr=subprocess.STDOUT, cwd=self.dir)
-        # Ready when one handshake succeeds (loading many identities takes a while).
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_ready(self):
+        """Returns when one handshake succeeds (loading many identities takes
+        a while); raises RuntimeError if the server exits or never answers."""
+        kind = self.kind
         deadline = time.time() + 120
         while True:
             time.sleep(0.2)
             if self.proc.poll() is not None:
                 raise RuntimeError("%s exited at start: %s" % (kind, self.logtext()))
-            probe = subprocess.run([bench.loadgen, "-p", str(self.dtls_port), "-k", KEY,
+            probe = subprocess.run([self.bench.loadgen, "-p", str(self.dtls_port), "-k", KEY,
                                     "-m", "hs", "-n", "1", "-t", "2", "-b", "1000000"]
                                    + self.auth_args() + self.cert_args("probe%u", False, 1),
                                    capture_output=True, timeout=30)
             if probe.returncode == 0:
                 break
             if time.time() > deadline:
-                self.stop()
                 raise RuntimeError("%s never answered a handshake: %s %s" % (
                     kind, probe.stdout.decode("utf-8", "replace"), self.logtext()))
 
@@ -252,21 +263,48 @@ class Server:
             return f.read().decode("utf-8", "replace")[-2000:]
 
     def stop(self):
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        """Stops the server (SIGTERM, then SIGKILL after 15 s); idempotent."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
         self.log.close()
 
 
-def run_loadgen(srv, args, timeout):
+def perf_start(pid, out):
+    """Starts `perf record` on pid (call graphs, 499 Hz) into out, or None."""
+    try:
+        return subprocess.Popen(["perf", "record", "-q", "-F", "499", "-g", "-p", str(pid),
+                                 "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+def perf_stop(rec, out):
+    """Stops a perf record (SIGINT, as perf wants) and writes the flat profile
+    of the top symbols next to it (out + ".txt")."""
+    if rec is None:
+        return
+    rec.send_signal(signal.SIGINT)
+    try:
+        rec.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        rec.kill()
+        rec.wait()
+    with open(out + ".txt", "w") as f:
+        subprocess.run(["perf", "report", "-i", out, "--stdio", "--no-children",
+                        "--sort", "dso,symbol", "--percent-limit", "0.5", "-g", "none"],
+                       stdout=f, stderr=subprocess.DEVNULL, timeout=300)
+
+
+def run_loadgen(srv, args, timeout, perf_out=None):
     """Runs the generator against srv with -S. Returns a dict: the result
     line's keys, and cpu (server CPU seconds from "ready" to the end),
-    cpu_before (before "ready"), rss0 (KB before), rss_ready, rss_end."""
+    cpu_before (before "ready"), rss0 (KB before), rss_ready, rss_end.
+    With perf_out, the server is profiled over the measured phase."""
     cmd = pin(srv.gen_cpus) + [srv.bench.loadgen, "-p", str(srv.dtls_port), "-k", KEY,
                                "-S"] + srv.auth_args() + args
     pid = srv.proc.pid
@@ -274,9 +312,13 @@ def run_loadgen(srv, args, timeout):
     drops0 = udp_drops(pid)
     c_start = cpu_secs(pid)
     c_ready = None
+    rec = None
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout
+    # A generator that stops writing is killed at the deadline all the same.
+    watchdog = threading.Timer(timeout, p.kill)
+    watchdog.start()
     try:
         while time.time() < deadline:
             line = p.stdout.readline()
@@ -288,6 +330,9 @@ def run_loadgen(srv, args, timeout):
                     time.sleep(0.5)
                 out["rss_ready"] = rss_kb(pid)
                 out["ready"] = dict(kv.split("=", 1) for kv in line.split()[1:])
+                if perf_out:
+                    rec = perf_start(pid, perf_out)
+                    time.sleep(0.5)  # perf attaching to every thread.
                 p.stdin.write("go\n")
                 p.stdin.flush()
             elif line.startswith("mode="):
@@ -296,6 +341,7 @@ def run_loadgen(srv, args, timeout):
     except subprocess.TimeoutExpired:
         pass
     finally:
+        watchdog.cancel()
         if p.poll() is None:
             p.kill()
             p.wait()
@@ -304,6 +350,7 @@ def run_loadgen(srv, args, timeout):
         p.stderr.close()
         p.stdin.close()
     c_end = cpu_secs(pid)
+    perf_stop(rec, perf_out)
     if c_ready is None:
         c_ready = c_start
     out["cpu_before"] = c_ready - c_start
@@ -355,12 +402,19 @@ def cases(o):
     ]
 
 
-def measure(bench, case, kind, workers, timeout):
-    """Runs one case on one server; returns a figure dict or raises."""
+def measure(bench, case, kind, workers, timeout, perf_dir=None):
+    """Runs one case on one server; returns a figure dict or raises. With
+    perf_dir, the server is profiled into perf_dir/<server>-<case>-w<workers>.data
+    (and .data.txt)."""
     srv = Server(bench, kind, case["auth"], max(case["nids"], 1), workers)
     try:
         args = case["args"](srv) + (["-t", str(case["tmax"])] if "tmax" in case else [])
-        r = run_loadgen(srv, args, timeout)
+        perf_out = None
+        if perf_dir:
+            perf_out = os.path.join(perf_dir, "%s-%s-w%d.data" % (
+                kind, "".join(ch if ch.isalnum() else "-" for ch in case["name"]).strip("-"),
+                workers))
+        r = run_loadgen(srv, args, timeout, perf_out)
     finally:
         srv.stop()
     if "ok" not in r:
@@ -475,13 +529,16 @@ def main():
     smoke = "--smoke" in argv
     markdown = "--markdown" in argv
     opts = dict(SMOKE if smoke else DEFAULTS)
-    only = None
+    only = perf_dir = None
     for i, a in enumerate(argv):
         if a in opts and i + 1 < len(argv):
             opts[a] = int(argv[i + 1])
         elif a == "--only" and i + 1 < len(argv):
             only = argv[i + 1]
-        elif a.startswith("--") and a not in ("--smoke", "--markdown", "--only"):
+        elif a == "--perf" and i + 1 < len(argv):
+            perf_dir = os.path.abspath(argv[i + 1])
+            os.makedirs(perf_dir, exist_ok=True)
+        elif a.startswith("--") and a not in ("--smoke", "--markdown", "--only", "--perf"):
             print("bench: unknown option %s" % a, file=sys.stderr)
             return 2
     signal.signal(signal.SIGTERM, on_term)
@@ -502,7 +559,7 @@ def main():
                 kinds = ["devgate"] + (["libcoap"] if case["libcoap"] and workers == 1 else [])
                 for kind in kinds:
                     try:
-                        row[kind] = measure(bench, case, kind, workers, timeout)
+                        row[kind] = measure(bench, case, kind, workers, timeout, perf_dir)
                         bad = row[kind]["failed"] or row[kind]["rc"] != 0
                     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                         print("bench: %s, %s, %d worker(s): %s" % (case["name"], kind, workers, e),
