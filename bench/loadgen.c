@@ -61,6 +61,10 @@
 #define REQ_GIVE_UP_S  2.0
 #define LOOP_MAX       100000000ul
 #define MTU            1400
+/* New requests sent in one pass of the loop: the window fills in steps, not
+ * in one burst of WINDOW datagrams at once (a server's default 208 KB
+ * receive buffer holds about 130 small datagrams). */
+#define BURST_MAX      32
 
 enum st { ST_FREE, ST_HS, ST_UP, ST_DONE, ST_FAIL };
 
@@ -797,10 +801,13 @@ main(int argc, char **argv)
 	unsigned long loops = 0;
 	while (r.done < reqs && now() < deadline && loops++ < LOOP_MAX && nup > 0) {
 		double t = now();
-		for (unsigned k = 0; sent < reqs && r.busy < window && k < nup; k++) {
+		unsigned burst = 0;
+		for (unsigned k = 0; sent < reqs && r.busy < window && k < nup && burst < BURST_MAX;
+		     k++) {
 			unsigned i = ups[rr++ % nup];
 			if (g.s[i].st != ST_UP || g.s[i].busy)
 				continue;
+			burst++;
 			send_req(&g, i, t);
 			sent++;
 			r.busy++;
