@@ -14,13 +14,15 @@
  *
  * PSK (the default): session i presents identity IDFMT % (i, i / GROUP)
  * (-G GROUP; a server's PSK file may hold only so many identities, so they
- * are spread over projects) with key KEY, PSK-AES128-CCM8. Certificates (-X/-Y): the generator makes CERTS device
- * certificates itself (P-256 keys, X.509 v1, subject /O=SLUG/CN=CNFMT % j,
- * signed with SHA-256 by the issuer: what Golioth's openssl recipe makes),
- * session i presents certificate i % CERTS, with the issuer's certificate
- * as a second one when -x is given, over ECDHE-ECDSA-AES128-GCM-SHA256 on
- * P-256. -W first makes one unmeasured handshake per certificate, so that
- * a server that provisions devices on first sight has done so.
+ * are spread over projects) with key KEY, PSK-AES128-CCM8.
+ *
+ * Certificates (-X/-Y): the generator makes CERTS device certificates
+ * itself (P-256 keys, X.509 v1, subject /O=SLUG/CN=CNFMT % j, signed with
+ * SHA-256 by the issuer: what Golioth's openssl recipe makes); session i
+ * presents certificate i % CERTS, with the issuer's certificate as a second
+ * one when -x is given, over ECDHE-ECDSA-AES128-GCM-SHA256 on P-256. -W
+ * first makes one unmeasured handshake per certificate, so that a server
+ * that provisions devices on first sight has done so.
  *
  * hs: N full handshakes, WINDOW at a time, each closed with close_notify.
  * get/post: N sessions, then R requests (CON, one outstanding per session,
@@ -51,20 +53,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BASE_ADDR      0x7f100000u
-#define MAX_SESSIONS   (1u << 20)
-#define MAX_CERTS      100000u
-#define RECV_BATCH     64
-#define DGRAM_MAX      4096
-#define HS_GIVE_UP_S   10.0
-#define HS_RETRANSMIT  1.0
-#define REQ_GIVE_UP_S  2.0
-#define LOOP_MAX       100000000ul
-#define MTU            1400
+#define BASE_ADDR     0x7f100000u
+#define MAX_SESSIONS  (1u << 20)
+#define MAX_CERTS     100000u
+#define RECV_BATCH    64
+#define DGRAM_MAX     4096
+#define HS_GIVE_UP_S  10.0
+#define HS_RETRANSMIT 1.0
+#define REQ_GIVE_UP_S 2.0
+#define LOOP_MAX      100000000ul
+#define MTU           1400
 /* New requests sent in one pass of the loop: the window fills in steps, not
  * in one burst of WINDOW datagrams at once (a server's default 208 KB
  * receive buffer holds about 130 small datagrams). */
-#define BURST_MAX      32
+#define BURST_MAX 32
 
 enum st { ST_FREE, ST_HS, ST_UP, ST_DONE, ST_FAIL };
 
@@ -145,8 +147,8 @@ psk_cb(SSL *ssl, const char *hint, char *id, unsigned int id_len, unsigned char 
  * subject /O=slug/CN=cnfmt%j, a random serial, SHA-256. Returns 0 or -1.
  */
 static int
-make_creds(struct gen *g, const char *cert_path, const char *key_path, unsigned n,
-           const char *slug, const char *cnfmt)
+make_creds(struct gen *g, const char *cert_path, const char *key_path, unsigned n, const char *slug,
+           const char *cnfmt)
 {
 	EVP_PKEY *cakey = NULL;
 	FILE *f;
@@ -178,7 +180,8 @@ make_creds(struct gen *g, const char *cert_path, const char *key_path, unsigned 
 		g->creds[j].cert = x;
 		g->creds[j].key = k;
 		g->ncreds = j + 1;
-		if (x == NULL || k == NULL || name == NULL || RAND_bytes(serial, sizeof serial) != 1)
+		if (x == NULL || k == NULL || name == NULL ||
+		    RAND_bytes(serial, sizeof serial) != 1)
 			goto out_name;
 		serial[0] &= 0x7f;
 		snprintf(cn, sizeof cn, cnfmt, j);
@@ -189,8 +192,8 @@ make_creds(struct gen *g, const char *cert_path, const char *key_path, unsigned 
 		}
 		BN_free(bn);
 		if (!X509_set_version(x, X509_VERSION_1) ||
-		    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)slug,
-		                                -1, -1, 0) ||
+		    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+		                                (const unsigned char *)slug, -1, -1, 0) ||
 		    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn,
 		                                -1, -1, 0) ||
 		    !X509_set_subject_name(x, name) ||
@@ -597,7 +600,8 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-	        "usage: loadgen -p PORT -m hs|get|post|idle -n N [-r R] [-w W] [-i IDFMT [-G GROUP]]\n"
+	        "usage: loadgen -p PORT -m hs|get|post|idle -n N [-r R] [-w W] [-i IDFMT [-G "
+	        "GROUP]]\n"
 	        "               [-k KEY] [-u PATH] [-t SECS] [-H SECS] [-b BASE] [-S]\n"
 	        "               [-X ISSUER_CERT -Y ISSUER_KEY [-c CERTS] [-x] [-O SLUG] [-N CNFMT] "
 	        "[-W]]\n");
@@ -839,8 +843,8 @@ main(int argc, char **argv)
 	percentiles(&g, &p50, &p99);
 	printf("mode=%s sessions=%u requests=%u ok=%u failed=%u secs=%.3f rate=%.1f p50_ms=%.3f "
 	       "p99_ms=%.3f hs_failed=%u wrong_code=%u unanswered=%u\n",
-	       mode, h.up, reqs, r.ok, reqs - r.ok, rsecs, r.ok / rsecs, p50, p99, h.failed, r.wrong,
-	       r.lost);
+	       mode, h.up, reqs, r.ok, reqs - r.ok, rsecs, r.ok / rsecs, p50, p99, h.failed,
+	       r.wrong, r.lost);
 	for (unsigned i = 0; i < n; i++)
 		if (g.s[i].ssl)
 			finish(&g, i, 1, 1);
