@@ -25,6 +25,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dtlsclient as dc  # noqa: E402
+import dtlsprobe  # noqa: E402
 import gateway_test as g  # noqa: E402
 
 N_DEVICES = 8
@@ -293,12 +294,55 @@ def test_sigterm_during_handshakes_and_writes(d):
           % (n_acked, took))
 
 
+def test_stalled_handshakes_give_way_across_workers(d):
+    """limits.max_handshakes 4 across two workers: twelve clients from new
+    source ports take the cookie exchange and go quiet (four get a slot,
+    on whichever worker). Six devices then connect one after the other:
+    each gets in (a stalled handshake gives way, on its own worker or the
+    other's), and when they are done the slots are all free again (four
+    more stalled handshakes get a ServerHello flight)."""
+    socks = []
+    try:
+        for _ in range(12):
+            try:
+                sock, replied = dtlsprobe.stalled_handshake("127.0.0.1", d.port, timeout=0.3)
+            except OSError:
+                continue
+            socks.append(sock)
+        for k in range(6):
+            s = dc.Session(("127.0.0.1", d.port), "d%d@acme" % k, KEYS["d%d" % k], timeout=0.5)
+            try:
+                s.handshake(tries=6, timeout=0.5)
+                assert answers(s, 1.0), k
+            finally:
+                s.close()
+        assert d.wait_log(r'reason="stalled handshake gave way'), d.logtext()[-3000:]
+        assert wait_metric(d, "devgate_sessions", 0)
+        # Nothing leaked a slot: a whole new set of stalled handshakes fits, then no more.
+        for sock in socks:
+            sock.close()
+        socks = []
+        time.sleep(1.2)  # Past handshake_first_flight_s: the old ones are freed.
+        replies = 0
+        for _ in range(4):
+            sock, replied = dtlsprobe.stalled_handshake("127.0.0.1", d.port, timeout=0.5)
+            socks.append(sock)
+            replies += replied
+        assert replies == 4, replies
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 TESTS = [
     (test_simultaneous_reconnects_leave_one_session,
      {"psk": PSK, "config": WORKERS, "limits": LIMITS}),
     (test_reload_during_handshake_storm, {"psk": PSK, "config": WORKERS, "limits": LIMITS}),
     (test_sigterm_during_handshakes_and_writes,
      {"psk": PSK, "config": WORKERS, "limits": LIMITS}),
+    (test_stalled_handshakes_give_way_across_workers,
+     {"psk": PSK, "config": WORKERS,
+      "limits": {"max_handshakes": 4, "handshake_first_flight_s": 1, "handshake_timeout_s": 2}}),
 ]
 
 if __name__ == "__main__":
