@@ -1247,7 +1247,7 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 		if (d->rc == -ENOSPC) {
 			/*
 			 * The disk is full: nothing was stored; try again much later.
-			 * The store logs it once for every request (store.failing).
+			 * The store logs it once (store.failing), not per request.
 			 */
 			static char msg[] = "store full";
 			resp.body = (uint8_t *)msg;
