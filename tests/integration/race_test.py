@@ -334,12 +334,39 @@ def test_stalled_handshakes_give_way_across_workers(d):
             sock.close()
 
 
+def test_fresh_stalled_handshake_gives_way_across_workers(d):
+    """limits.max_handshakes 1: a client takes the cookie exchange and goes
+    quiet, and a device connects right after it, from another port; eight
+    times, so some pairs land on different workers. Each time the device
+    gets in and the quiet handshake gives way. Before the fix a worker
+    told the others about its stalled handshakes only at its next 100 ms
+    tick: a newcomer on the other worker within that tick was refused
+    (alert 40, limits.max_handshakes), as if nothing had stalled."""
+    for k in range(8):
+        sock, replied = dtlsprobe.stalled_handshake("127.0.0.1", d.port, timeout=1.0)
+        try:
+            assert replied, "round %d: no ServerHello flight for the quiet client" % k
+            port = sock.getsockname()[1]
+            s = dc.Session(("127.0.0.1", d.port), "d0@acme", KEYS["d0"], timeout=1.0)
+            try:
+                s.handshake(tries=1)
+                assert answers(s, 1.0), k
+            finally:
+                s.close()
+            assert d.wait_log(r'peer=127.0.0.1:%d reason="stalled handshake gave way' % port, 3), \
+                d.logtext()[-3000:]
+        finally:
+            sock.close()
+
+
 TESTS = [
     (test_simultaneous_reconnects_leave_one_session,
      {"psk": PSK, "config": WORKERS, "limits": LIMITS}),
     (test_reload_during_handshake_storm, {"psk": PSK, "config": WORKERS, "limits": LIMITS}),
     (test_sigterm_during_handshakes_and_writes,
      {"psk": PSK, "config": WORKERS, "limits": LIMITS}),
+    (test_fresh_stalled_handshake_gives_way_across_workers,
+     {"psk": PSK, "config": WORKERS, "limits": {"max_handshakes": 1}}),
     (test_stalled_handshakes_give_way_across_workers,
      {"psk": PSK, "config": WORKERS,
       "limits": {"max_handshakes": 4, "handshake_first_flight_s": 1, "handshake_timeout_s": 2}}),
