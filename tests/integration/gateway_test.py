@@ -135,9 +135,24 @@ class Daemon:
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
+                self.dump_threads()
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+    def dump_threads(self):
+        """A daemon that did not exit: its threads' stacks go to its log
+        (gdb, when installed), so a failed stop says where it hung."""
+        if shutil.which("gdb") is None:
+            return
+        try:
+            out = subprocess.run(["gdb", "-p", str(self.proc.pid), "-batch", "-ex",
+                                  "thread apply all bt"], capture_output=True, text=True,
+                                 timeout=60).stdout
+        except (OSError, subprocess.SubprocessError):
+            return
+        self.log.write(("---- threads of a daemon that did not stop ----\n" + out).encode())
+        self.log.flush()
 
     def cleanup(self):
         self.stop()
