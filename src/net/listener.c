@@ -13,6 +13,9 @@
 #include "devgate/listener.h"
 #include "devgate/log.h"
 
+/* The receive buffer asked for on each socket (the kernel caps it at net.core.rmem_max). */
+#define RCVBUF_BYTES (4 << 20)
+
 struct dg_listener {
 	uv_udp_t udp;
 	WOLFSSL_CTX *ctx;
@@ -116,6 +119,14 @@ dg_listener_new(uv_loop_t *loop, const struct sockaddr *addr, WOLFSSL_CTX *ctx,
 		rc = -errno;
 		goto out;
 	}
+	/*
+	 * Room for a burst (a fleet reconnecting, a window of requests while
+	 * the loop is off the CPU): the default 208 KB holds about 160 small
+	 * datagrams. The kernel caps it at net.core.rmem_max; a failure keeps
+	 * the default.
+	 */
+	int rcvbuf = RCVBUF_BYTES;
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	rc = new_ssl(l);
 	if (rc != 0)
 		goto out;
