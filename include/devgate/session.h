@@ -100,6 +100,8 @@ typedef struct dg_session_env {
 	struct dg_metrics *metrics; /* Or NULL. */
 	/* Accepted chains of this loop, by hash (see chaincache.h); or NULL: none kept. */
 	struct dg_chaincache *chains;
+	/* The loop's state documents (see statecache.h), or NULL: every GET reads the store. */
+	struct dg_statecache *docs;
 	/* The loop's batch of datagrams to send (udpio.h), or NULL: each is sent at once. */
 	struct dg_udpio *tx;
 	/* The handshake completed with a known device; the owner links it. */
@@ -235,6 +237,8 @@ void dg_session_block1_end(dg_session *s);
 /* The session's store and config, for the services. */
 dg_store *dg_session_store(const dg_session *s);
 const dg_config *dg_session_config(const dg_session *s);
+/* The loop's cache of state documents, or NULL; borrowed for the session's life. */
+struct dg_statecache *dg_session_statecache(const dg_session *s);
 
 /* Used by the server's PSK callback. */
 unsigned int dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,

@@ -98,19 +98,20 @@ int dg_store_each_device(dg_store *st, int (*cb)(void *arg, const dg_device_row 
 
 /*
  * Bounds the write queue: once `max_queue` writes wait for their commit
- * (the batch being written included), dg_store_touch_device(),
- * dg_store_job() and dg_store_provision_async() refuse with -EAGAIN until
- * the writer catches up. Safe from any thread, at any time (a reload).
+ * (the batch being written included), dg_store_job() and
+ * dg_store_provision_async() refuse with -EAGAIN until the writer catches
+ * up (last_seen updates have their own, larger bound). Safe from any thread, at any time (a reload).
  */
 void dg_store_set_max_queue(dg_store *st, uint64_t max_queue);
 
 /*
  * Queues an update of a device's last_seen to `ts_ms`. Never blocks on
- * the disk; the writer coalesces them, writing at most one per device per
- * minute (see dg_store_set_touch_interval()) and the last one at a flush or
- * a close. Returns 0,
- * or -ENOMEM, or -EAGAIN when the queue is full, or -EPIPE when the store
- * has no writer.
+ * the disk and never wakes the writer: the update goes with the writer's
+ * next batch or its sweep (within about a second), so many sessions cost
+ * one commit. The writer coalesces them, writing at most one per device
+ * per minute (see dg_store_set_touch_interval()) and the last one at a
+ * flush or a close. Returns 0, or -ENOMEM, or -EAGAIN when a million
+ * updates already wait, or -EPIPE when the store has no writer.
  */
 int dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms);
 

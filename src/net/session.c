@@ -1653,3 +1653,9 @@ dg_session_config(const dg_session *s)
 {
 	return s->env->cfg;
 }
+
+struct dg_statecache *
+dg_session_statecache(const dg_session *s)
+{
+	return s->env->docs;
+}

@@ -19,6 +19,7 @@
 #include "devgate/log.h"
 #include "devgate/map.h"
 #include "devgate/metrics.h"
+#include "devgate/statecache.h"
 #include "devgate/udpio.h"
 #include "devgate/wheel.h"
 #include "devgate/worker.h"
@@ -621,6 +622,8 @@ on_closed(void *owner, dg_session *s, int was_established)
 	if (dg_map_get(w->pending, &key) == s)
 		dg_map_del(w->pending, &key);
 	if (dg_session_device_id(s) >= 0) {
+		/* Whichever session of the device closes: removing is always safe. */
+		dg_statecache_remove(w->env.docs, dg_session_device_id(s));
 		dg_map_key_u64(&key, (uint64_t)dg_session_device_id(s));
 		if (dg_map_get(w->devices, &key) == s)
 			dg_map_del(w->devices, &key);
@@ -775,6 +778,15 @@ drain_deferred(dg_worker *w, dg_deferred *list)
 				*rev->notify_doc = NULL;
 			}
 		}
+		/*
+		 * A state write's document replaces the cached one before the
+		 * write is acknowledged, so a GET after the 2.04 sees it; a failed
+		 * write empties the entry (the next GET reads the store).
+		 */
+		if (dev >= 0)
+			dg_statecache_put(w->env.docs, dev, doc);
+		else if (rev->notify_device >= 0 && rev->rc != 0)
+			dg_statecache_invalidate(w->env.docs, rev->notify_device);
 		dg_session_deferred_done(by_id(w, rev->session_id), rev, uv_now(w->loop));
 		if (dev >= 0)
 			notify_device(w, dev, path != NULL ? path : "", doc);
@@ -1093,6 +1105,12 @@ handle(dg_worker *w, msg *m)
 			dg_session_close(s, (const char *)m->data, 1);
 		break;
 	case MSG_STATE:
+		/*
+		 * A change made elsewhere (the CLI, a write another worker made):
+		 * it cannot be ordered with this worker's writes, so the cached
+		 * document goes rather than being replaced.
+		 */
+		dg_statecache_invalidate(w->env.docs, m->device_id);
 		dg_map_key_u64(&key, (uint64_t)m->device_id);
 		s = dg_map_get(w->devices, &key);
 		if (s != NULL)
@@ -1222,7 +1240,8 @@ dg_worker_new(dg_worker_shared *sh, size_t index, uv_loop_t *loop, const dg_conf
 	w->tx_flush.data = w;
 	uv_unref((uv_handle_t *)&w->tx_flush);
 	if (dg_udpio_new(&w->env.tx) != 0 ||
-	    dg_chaincache_new(DG_CHAINCACHE_SLOTS, &w->env.chains) != 0) {
+	    dg_chaincache_new(DG_CHAINCACHE_SLOTS, &w->env.chains) != 0 ||
+	    dg_statecache_new(DG_STATECACHE_MAX_DOC, &w->env.docs) != 0) {
 		snprintf(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto fail;
@@ -1326,6 +1345,7 @@ dg_worker_free(dg_worker *w)
 	reap(w);
 	free(w->graveyard);
 	dg_chaincache_free(w->env.chains);
+	dg_statecache_free(w->env.docs);
 	dg_udpio_free(w->env.tx);
 	if (w->threaded)
 		uv_loop_close(w->loop);

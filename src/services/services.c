@@ -12,6 +12,7 @@
 #include "devgate/services.h"
 #include "devgate/session.h"
 #include "devgate/state.h"
+#include "devgate/statecache.h"
 #include "devgate/stream.h"
 
 #define PATH_TEXT_MAX 256
@@ -118,13 +119,19 @@ encode_alloc(int fmt, const cJSON *v, uint8_t **out, size_t *len)
 	return -ENOBUFS;
 }
 
-/* A state GET waiting for its read on the store's reader thread. */
-typedef struct state_get_job {
-	dg_state_read read;
+/* What a state GET asks for, wherever its document comes from. */
+typedef struct get_args {
 	char path[PATH_TEXT_MAX];
 	int fmt;
 	int64_t block2;
 	int observe; /* 1: register an observation with the request's token. */
+} get_args;
+
+/* A state GET waiting for its read on the store's reader thread. */
+typedef struct state_get_job {
+	dg_state_read read;
+	get_args a;
+	uint64_t ticket; /* The cache's, for keeping what the read found. */
 } state_get_job;
 
 static int
@@ -143,47 +150,38 @@ free_get(void *arg)
 }
 
 /*
- * The reply of a GET once its document is read (on the loop): the value at
+ * The reply of a GET from the document `doc` (NULL: none): the value at
  * the path, cut into a Block2 block when it does not fit, with the
- * observation registered.
+ * observation registered under `token`.
  */
 static void
-state_get_reply(dg_session *s, dg_deferred *d, dg_coap_response *resp, uint64_t now_ms)
+get_reply(dg_session *s, const get_args *a, const uint8_t *token, size_t token_len,
+          const cJSON *doc, dg_coap_response *resp, uint64_t now_ms)
 {
-	state_get_job *j = d->arg;
 	dg_path_seg segs[32];
-	size_t n = dg_state_path_parse(j->path, segs, 32);
-	cJSON *doc = NULL;
+	size_t n = dg_state_path_parse(a->path, segs, 32);
 	uint8_t *data = NULL;
 	size_t len = 0, offset = 0, chunk = 0;
 	dg_block_opt answer;
 
-	if (j->read.doc != NULL && j->read.doc[0] != '\0') {
-		doc = cJSON_Parse(j->read.doc);
-		if (doc == NULL) {
-			resp->code = DG_COAP_INTERNAL_ERROR;
-			return;
-		}
-	}
 	const cJSON *v = dg_state_get(doc, segs, n);
-	if (v != NULL && encode_alloc(j->fmt, v, &data, &len) != 0) {
-		cJSON_Delete(doc);
+	if (v != NULL && encode_alloc(a->fmt, v, &data, &len) != 0) {
 		dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR, "value cannot be encoded");
 		return;
 	}
-	int blockwise = dg_block2_slice(len, resp->body_cap, j->block2, &answer, &offset, &chunk);
+	int blockwise = dg_block2_slice(len, resp->body_cap, a->block2, &answer, &offset, &chunk);
 	if (blockwise < 0) {
 		dg_coap_set_text(
 		        resp, blockwise == -ERANGE ? DG_COAP_BAD_OPTION : DG_COAP_INTERNAL_ERROR,
 		        blockwise == -ERANGE ? "block out of range" : "no room for a block");
 		goto out;
 	}
-	if (j->observe) {
+	if (a->observe) {
 		dg_coap_request req;
 		memset(&req, 0, sizeof(req));
-		memcpy(req.token, d->token, d->token_len);
-		req.token_len = d->token_len;
-		int64_t seq = dg_session_observe(s, &req, j->path, j->fmt);
+		memcpy(req.token, token, token_len);
+		req.token_len = token_len;
+		int64_t seq = dg_session_observe(s, &req, a->path, a->fmt);
 		if (seq < 0) {
 			dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE,
 			                 "too many observations");
@@ -193,7 +191,7 @@ state_get_reply(dg_session *s, dg_deferred *d, dg_coap_response *resp, uint64_t 
 	}
 	resp->code = DG_COAP_CONTENT;
 	if (v != NULL) {
-		resp->content_format = j->fmt;
+		resp->content_format = a->fmt;
 		if (chunk > 0)
 			memcpy(resp->body, data + offset, chunk);
 		resp->body_len = chunk;
@@ -209,17 +207,43 @@ state_get_reply(dg_session *s, dg_deferred *d, dg_coap_response *resp, uint64_t 
 	}
 out:
 	free(data);
+}
+
+/*
+ * The reply of a GET once its document is read (on the loop). What the
+ * read found is kept in the loop's cache unless a change of the device
+ * came in meanwhile (the cache judges, see statecache.h).
+ */
+static void
+state_get_reply(dg_session *s, dg_deferred *d, dg_coap_response *resp, uint64_t now_ms)
+{
+	state_get_job *j = d->arg;
+	const cJSON *kept = NULL;
+	cJSON *doc = NULL;
+
+	if (!dg_statecache_fill(dg_session_statecache(s), j->read.device_id, j->ticket, j->read.doc,
+	                        &kept) &&
+	    j->read.doc != NULL && j->read.doc[0] != '\0') {
+		doc = cJSON_Parse(j->read.doc);
+		if (doc == NULL) {
+			resp->code = DG_COAP_INTERNAL_ERROR;
+			return;
+		}
+		kept = doc;
+	}
+	get_reply(s, &j->a, d->token, d->token_len, kept, resp, now_ms);
 	cJSON_Delete(doc);
 }
 
 /*
  * GET: the value at the path in the format Accept asks for; Observe
- * registers. The document is read on the store's reader thread (never on
- * the loop) and the reply made by state_get_reply() once it is there. What
- * does not fit in one message is served with Block2 (RFC 7959): every
- * block is cut from the document as it is when the block is asked for,
- * with an ETag of the whole representation so that a client sees a change
- * between blocks, and Size2 on the first.
+ * registers. The document comes from the loop's cache when it holds it,
+ * else it is read on the store's reader thread (never on the loop) and the
+ * reply made by state_get_reply() once it is there. What does not fit in
+ * one message is served with Block2 (RFC 7959): every block is cut from
+ * the document as it is when the block is asked for, with an ETag of the
+ * whole representation so that a client sees a change between blocks, and
+ * Size2 on the first.
  */
 static void
 state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
@@ -228,6 +252,9 @@ state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
 	int fmt = req->accept < 0 ? DG_COAP_FMT_JSON : req->accept;
 	dg_block_opt want;
 	int later_block = 0;
+	get_args a;
+	const cJSON *cached = NULL;
+	uint64_t ticket = 0;
 
 	if (fmt != DG_COAP_FMT_JSON && fmt != DG_COAP_FMT_CBOR) {
 		dg_coap_set_text(resp, DG_COAP_NOT_ACCEPTABLE, "accept must be 50 or 60");
@@ -243,16 +270,23 @@ state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
 	}
 	if (req->observe == 1)
 		dg_session_unobserve(rc->session, req->token, req->token_len);
+	snprintf(a.path, sizeof(a.path), "%s", path);
+	a.fmt = fmt;
+	a.block2 = req->block2;
+	a.observe = req->observe == 0 && !later_block;
+	if (dg_statecache_get(dg_session_statecache(rc->session), rc->device_id, &cached,
+	                      &ticket)) {
+		get_reply(rc->session, &a, req->token, req->token_len, cached, resp, rc->now_ms);
+		return;
+	}
 	state_get_job *j = calloc(1, sizeof(*j));
 	if (j == NULL) {
 		resp->code = DG_COAP_INTERNAL_ERROR;
 		return;
 	}
 	j->read.device_id = rc->device_id;
-	snprintf(j->path, sizeof(j->path), "%s", path);
-	j->fmt = fmt;
-	j->block2 = req->block2;
-	j->observe = req->observe == 0 && !later_block;
+	j->a = a;
+	j->ticket = ticket;
 	dg_deferred *d = deferred_new(DG_COAP_CONTENT, state_get_run, j, free_get);
 	if (d == NULL) {
 		resp->code = DG_COAP_INTERNAL_ERROR;

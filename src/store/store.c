@@ -38,6 +38,13 @@
 #define DG_STORE_TOUCH_INTERVAL_MS 60000
 /* How often the writer looks for coalesced last_seen values that are due. */
 #define TOUCH_SWEEP_MS 1000
+/*
+ * last_seen values waiting for the writer, at most (beyond it one is
+ * dropped: a later session writes it again). They never wake the writer:
+ * they go with its next batch or its sweep, so a reconnect storm of new
+ * devices costs one commit a second, not one a handshake.
+ */
+#define MAX_TOUCHES_QUEUED (1u << 20)
 
 enum op_kind { OP_TOUCH = 1, OP_PROVISION = 2, OP_JOB = 3 };
 
@@ -98,6 +105,7 @@ struct dg_store {
 	pthread_cond_t rcv;     /* Signals the reader: work or stop. */
 	pthread_cond_t done_cv; /* Signals flushers: a transaction or reads finished. */
 	op_queue w, r;
+	op_queue t; /* last_seen values (OP_TOUCH), taken by the writer on each pass. */
 	uint64_t max_queue; /* Ops queued and not finished, at most, per queue. */
 	uint64_t flush_req, flush_done; /* Flushes asked for, and served. */
 	int64_t touch_interval_ms;
@@ -682,13 +690,28 @@ writer_main(void *arg)
 			deadline_in(&until, TOUCH_SWEEP_MS);
 			pthread_cond_timedwait(&st->cv, &st->mu, &until);
 		}
-		store_op *list = st->w.head;
+		store_op *list = st->w.head, *touches = st->t.head;
 		st->w.head = st->w.tail = NULL;
+		st->t.head = st->t.tail = NULL;
 		uint64_t flush_req = st->flush_req;
 		int force = st->stopping || flush_req != st->flush_done;
 		int stop = st->stopping && list == NULL;
 		pthread_mutex_unlock(&st->mu);
 
+		uint64_t n_touches = 0;
+		while (touches != NULL) {
+			store_op *next = touches->next;
+			if (w.touches != NULL)
+				touch_note(&w, touches->device_id, touches->ts_ms);
+			free(touches);
+			touches = next;
+			n_touches++;
+		}
+		if (n_touches > 0) {
+			pthread_mutex_lock(&st->mu);
+			st->t.finished += n_touches;
+			pthread_mutex_unlock(&st->mu);
+		}
 		if (w.touches != NULL) {
 			apply_list(st, &w, list, force);
 			if (force || mono_us() / 1000 - w.last_sweep >= TOUCH_SWEEP_MS)
@@ -859,14 +882,18 @@ dg_store_set_touch_interval(dg_store *st, unsigned interval_ms)
 }
 
 /*
- * Queues one op on q, or frees it and returns -EAGAIN when max_queue ops
- * are already waiting there (the batch being applied included).
+ * Queues one op on q and signals cv (NULL: none; the op waits for the
+ * thread's next pass), or frees it and returns -EAGAIN when `max` ops (0:
+ * the store's max_queue) are already waiting there (the batch being
+ * applied included).
  */
 static int
-enqueue(dg_store *st, op_queue *q, pthread_cond_t *cv, store_op *op)
+enqueue(dg_store *st, op_queue *q, pthread_cond_t *cv, uint64_t max, store_op *op)
 {
 	pthread_mutex_lock(&st->mu);
-	if (st->stopping || q->queued - q->finished >= st->max_queue) {
+	if (max == 0)
+		max = st->max_queue;
+	if (st->stopping || q->queued - q->finished >= max) {
 		int stopping = st->stopping;
 		pthread_mutex_unlock(&st->mu);
 		free(op->res);
@@ -880,7 +907,8 @@ enqueue(dg_store *st, op_queue *q, pthread_cond_t *cv, store_op *op)
 		q->head = op;
 	q->tail = op;
 	q->queued++;
-	pthread_cond_signal(cv);
+	if (cv != NULL)
+		pthread_cond_signal(cv);
 	pthread_mutex_unlock(&st->mu);
 	return 0;
 }
@@ -898,7 +926,7 @@ dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms)
 	op->kind = OP_TOUCH;
 	op->device_id = device_id;
 	op->ts_ms = ts_ms;
-	return enqueue(st, &st->w, &st->cv, op);
+	return enqueue(st, &st->t, NULL, MAX_TOUCHES_QUEUED, op);
 }
 
 int
@@ -916,7 +944,7 @@ dg_store_job(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void
 	op->run = run;
 	op->job_done = done;
 	op->arg = arg;
-	return enqueue(st, &st->w, &st->cv, op);
+	return enqueue(st, &st->w, &st->cv, 0, op);
 }
 
 int
@@ -934,7 +962,7 @@ dg_store_read(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(voi
 	op->run = run;
 	op->job_done = done;
 	op->arg = arg;
-	return enqueue(st, &st->r, &st->rcv, op);
+	return enqueue(st, &st->r, &st->rcv, 0, op);
 }
 
 int
@@ -981,7 +1009,7 @@ dg_store_provision_async(dg_store *st, int64_t project_id, const char *cert_id,
 	op->project_id = project_id;
 	op->done = done;
 	op->arg = arg;
-	return enqueue(st, &st->w, &st->cv, op);
+	return enqueue(st, &st->w, &st->cv, 0, op);
 }
 
 uint64_t

@@ -173,6 +173,93 @@ def test_rate_limit(d):
     assert codes[:2] == ["2.05", "2.05"] and "4.29" in codes, codes
 
 
+def _answers(c, tokens, timeout=5.0):
+    """The answers to the requests with these tokens, by token (CON
+    notifications are ACKed and skipped)."""
+    import fwclient as fw
+    got = {}
+    deadline = time.time() + timeout
+    while len(got) < len(tokens) and time.time() < deadline:
+        m = c.recv(max(0.05, deadline - time.time()))
+        if m is None:
+            break
+        if m.type == fw.CON:
+            c.send(fw.Msg(fw.ACK, 0, m.mid))
+        elif m.token in tokens:
+            got[m.token] = m
+    assert len(got) == len(tokens), (len(got), len(tokens))
+    return got
+
+
+def _put_then_get(c, value):
+    """Sends a PUT of .d/v and, without waiting, a GET of it; returns
+    (the PUT's code, the value the GET saw)."""
+    import fwclient as fw
+    put = fw.Msg(fw.CON, fw.PUT, c.next_mid(), c.next_token(), fw.path_options(".d/v") +
+                 [(fw.OPT_CONTENT_FORMAT, fw.uint_bytes(50))], json.dumps(value).encode())
+    get = fw.Msg(fw.CON, fw.GET, c.next_mid(), c.next_token(), fw.path_options(".d/v"), b"")
+    c.send(put)
+    c.send(get)
+    got = _answers(c, {put.token, get.token})
+    g_ = got[get.token]
+    assert g_.code_text == "2.05", g_.code_text
+    return got[put.token].code_text, (json.loads(g_.payload) if g_.payload else None)
+
+
+def _get_v(c):
+    import fwclient as fw
+    r = c.request(fw.GET, ".d/v")
+    assert r is not None and r.code_text == "2.05", r and r.code_text
+    return json.loads(r.payload) if r.payload else None
+
+
+def test_get_races_writes(d):
+    """A state GET is answered from the worker's cache of documents; it
+    must never show a document older than the last write acknowledged to
+    the device, nor keep one older than a CLI change once that change was
+    notified. 1. A GET sent right behind a PUT, on a new session each time
+    (the GET misses the cache and its read races the write's commit): it
+    sees the old or the new value, and the next GET the new one. 2. The
+    same on one session, 100 times (every write replaces the cached
+    document before its 2.04). 3. A CLI change while the document is
+    cached is seen within the poll, and never undone by the cache; a
+    device write after it reads back too."""
+    import fwclient as fw
+    for i in range(12):
+        c = fw.FwClient("127.0.0.1", d.port, "dev1@acme", g.KEY)
+        try:
+            code, seen = _put_then_get(c, i)
+            assert code == "2.04", code
+            assert seen in (i - 1, i) or (i == 0 and seen is None), (i, seen)
+            assert _get_v(c) == i, i
+        finally:
+            c.close()
+    c = fw.FwClient("127.0.0.1", d.port, "dev1@acme", g.KEY)
+    try:
+        prev = 11
+        for i in range(100, 200):
+            code, seen = _put_then_get(c, i)
+            assert code == "2.04", code
+            assert seen in (prev, i), (i, seen)
+            assert _get_v(c) == i, i
+            prev = i
+        cli(d, "state", "set", "acme", "dev1", "v", "1000")
+        deadline = time.time() + 3
+        v = _get_v(c)
+        while v != 1000 and time.time() < deadline:
+            time.sleep(0.05)
+            v = _get_v(c)
+        assert v == 1000, v
+        for _ in range(10):
+            assert _get_v(c) == 1000
+        code, seen = _put_then_get(c, 1001)
+        assert code == "2.04" and seen in (1000, 1001), (code, seen)
+        assert _get_v(c) == 1001
+        assert json.loads(cli(d, "state", "get", "acme", "dev1", "v")) == 1001
+    finally:
+        c.close()
+
+
 TESTS = [
     (test_state_set_get_delete, {}),
     (test_cbor_in_json_out, {}),
@@ -182,6 +269,7 @@ TESTS = [
     (test_logs_both_paths, {}),
     (test_body_too_large, {"limits": {"max_body": 1024, "device_requests_per_s": 1000}}),
     (test_rate_limit, {"limits": {"device_requests_per_s": 2, "device_burst": 2}}),
+    (test_get_races_writes, {"limits": {"device_requests_per_s": 10000, "device_burst": 10000}}),
 ]
 
 
