@@ -35,6 +35,11 @@ typedef struct dg_dtls_io {
 	size_t rx_len;              /* What is left of rx to hand to wolfSSL. */
 	void *owner;                /* The session this I/O belongs to, or NULL for a listener. */
 	struct dg_metrics *metrics; /* Counts datagrams sent, or NULL. */
+	/*
+	 * Borrowed: the loop's batch of datagrams to send (udpio.h), flushed
+	 * by the loop's owner; NULL sends each datagram at once.
+	 */
+	struct dg_udpio *tx;
 	uint64_t tx_datagrams;
 	uint64_t tx_errors;
 } dg_dtls_io;

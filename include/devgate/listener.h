@@ -51,11 +51,14 @@ int dg_listener_probe(const struct sockaddr *addr);
  * from `ctx` (borrowed for the listener's life) with `secret` as its
  * cookie secret. `admit` is asked as described above, with `arg`.
  * `owner` is the caller's, for the receive callback (dg_listener_owner).
- * Returns 0 and sets *out, or a negative errno.
+ * The socket reads datagrams in batches (UV_UDP_RECVMMSG); what the
+ * listener sends (HelloVerifyRequests) is queued on `tx` (borrowed, the
+ * loop's send batch; NULL sends at once). Returns 0 and sets *out, or a
+ * negative errno.
  */
 int dg_listener_new(uv_loop_t *loop, const struct sockaddr *addr, WOLFSSL_CTX *ctx,
                     const uint8_t *secret, dg_listener_admit_fn admit, void *arg, void *owner,
-                    size_t index, dg_listener **out);
+                    size_t index, struct dg_udpio *tx, dg_listener **out);
 
 /* The socket's handle: receive with uv_udp_recv_start; its data is the listener. */
 uv_udp_t *dg_listener_udp(dg_listener *l);

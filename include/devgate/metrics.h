@@ -76,6 +76,12 @@ void dg_metrics_dropped(dg_metrics *m, const char *reason);
 /* devgate_devices_provisioned_total. */
 void dg_metrics_provisioned(dg_metrics *m);
 
+/*
+ * devgate_certificate_chain_cache_total{result="hit"|"miss"}: a chain's
+ * verdict found in the cache of accepted chains, or verified in full.
+ */
+void dg_metrics_chain_cache(dg_metrics *m, int hit);
+
 /* devgate_reloads_total{result="ok"|"error"}. */
 void dg_metrics_reload(dg_metrics *m, int ok);
 

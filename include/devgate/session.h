@@ -97,6 +97,10 @@ typedef struct dg_session_env {
 	/* A handshake of `s` was refused for `reason`; for counting. */
 	void (*refused)(void *owner, dg_session *s, const char *reason);
 	struct dg_metrics *metrics; /* Or NULL. */
+	/* Accepted chains of this loop, by hash (see chaincache.h); or NULL: none kept. */
+	struct dg_chaincache *chains;
+	/* The loop's batch of datagrams to send (udpio.h), or NULL: each is sent at once. */
+	struct dg_udpio *tx;
 	/* The handshake completed with a known device; the owner links it. */
 	void (*established)(void *owner, dg_session *s);
 	/*

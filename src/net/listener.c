@@ -87,7 +87,7 @@ new_ssl(dg_listener *l)
 int
 dg_listener_new(uv_loop_t *loop, const struct sockaddr *addr, WOLFSSL_CTX *ctx,
                 const uint8_t *secret, dg_listener_admit_fn admit, void *arg, void *owner,
-                size_t index, dg_listener **out)
+                size_t index, struct dg_udpio *tx, dg_listener **out)
 {
 	dg_listener *l = calloc(1, sizeof(*l));
 	int fd = -1, one = 1, rc;
@@ -119,7 +119,7 @@ dg_listener_new(uv_loop_t *loop, const struct sockaddr *addr, WOLFSSL_CTX *ctx,
 	rc = new_ssl(l);
 	if (rc != 0)
 		goto out;
-	rc = uv_udp_init(loop, &l->udp);
+	rc = uv_udp_init_ex(loop, &l->udp, AF_UNSPEC | UV_UDP_RECVMMSG);
 	if (rc != 0)
 		goto out;
 	rc = uv_udp_open(&l->udp, fd);
@@ -131,6 +131,7 @@ dg_listener_new(uv_loop_t *loop, const struct sockaddr *addr, WOLFSSL_CTX *ctx,
 	}
 	l->udp.data = l;
 	l->io.udp = &l->udp;
+	l->io.tx = tx;
 	*out = l;
 	return 0;
 out:

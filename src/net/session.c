@@ -23,6 +23,7 @@
 #include "devgate/metrics.h"
 #include "devgate/router.h"
 #include "devgate/session.h"
+#include "devgate/chaincache.h"
 #include "devgate/trust.h"
 
 /* The largest datagram devgate reads or answers: one CoAP block and headers. */
@@ -199,6 +200,7 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	s->ssl = ssl;
 	s->device_id = -1;
 	s->io.udp = udp;
+	s->io.tx = env->tx;
 	s->io.peer_len = peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 	                                             : sizeof(struct sockaddr_in);
 	memcpy(&s->io.peer, peer, s->io.peer_len);
@@ -538,6 +540,68 @@ dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
 }
 
 /*
+ * The earliest nextUpdate of the project's CRLs (INT64_MAX when it has
+ * none): a cached verdict must not outlive it, since a CRL past its
+ * nextUpdate refuses its issuer's certificates from that moment on.
+ */
+static int64_t
+crl_deadline(const dg_trust_store *ts, int64_t now_ms)
+{
+	int64_t min = INT64_MAX;
+	size_t n = dg_trust_store_crl_count(ts);
+
+	for (size_t i = 0; i < n; i++) {
+		dg_crl_status st;
+		if (dg_trust_store_crl_status(ts, i, now_ms, &st) == 0 && st.next_update_ms < min)
+			min = st.next_update_ms;
+	}
+	return min;
+}
+
+/*
+ * Verifies the chain against project `p`'s trust, or finds the verdict of
+ * an identical chain accepted before under the same trust and still in
+ * force (chaincache.h says why that is the same answer). Sets the
+ * session's trust hash and the chain's earliest notAfter. Returns NULL when
+ * the chain is accepted, else the reason, which may be written in `reason` (`cap` bytes).
+ */
+static const char *
+verify_chain(dg_session *s, const dg_project *p, uint8_t *const *certs, const size_t *lens,
+             size_t n, char *reason, size_t cap)
+{
+	const uint8_t *const *chain = (const uint8_t *const *)certs;
+	uint8_t key[DG_CHAINCACHE_KEY_LEN];
+	dg_chaincache_entry e;
+	dg_trust_verdict v;
+	int64_t now = dg_now_ms();
+	int keyed = s->env->chains != NULL && n <= DG_TRUST_CHAIN_MAX &&
+	            dg_chaincache_key(p->id, p->trust_hash, chain, lens, n, key) == 0;
+
+	int hit = keyed && dg_chaincache_get(s->env->chains, key, now, &e);
+	if (keyed && s->env->metrics != NULL)
+		dg_metrics_chain_cache(s->env->metrics, hit);
+	if (hit) {
+		s->cert->trust_hash = p->trust_hash;
+		s->cert->not_after_ms = e.not_after_ms;
+		return NULL;
+	}
+	if (dg_trust_verify_at(p->trust, chain, lens, n, now, &v) != DG_TRUST_OK) {
+		snprintf(reason, cap, "%s", v.reason);
+		return reason;
+	}
+	s->cert->trust_hash = p->trust_hash;
+	s->cert->not_after_ms = v.not_after_ms;
+	if (keyed) {
+		e.not_after_ms = v.not_after_ms;
+		e.deadline_ms = crl_deadline(p->trust, now);
+		if (v.not_after_ms < e.deadline_ms)
+			e.deadline_ms = v.not_after_ms;
+		dg_chaincache_put(s->env->chains, key, now, &e);
+	}
+	return NULL;
+}
+
+/*
  * Judges a device certificate chain for session `s` against its snapshot:
  * the subject rules, then the chain against the CAs of the project its O
  * names, and only that project's. Returns NULL when it is accepted (and
@@ -551,7 +615,6 @@ judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const 
 {
 	dg_subject subj;
 	const dg_project *p;
-	dg_trust_verdict v;
 
 	if (n == 0 || dg_trust_subject(certs[0], lens[0], &subj) != 0)
 		return "malformed certificate";
@@ -576,13 +639,9 @@ judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const 
 		return "invalid common name";
 	/* On revalidation, the chain is verified again only when the project's trust changed. */
 	if (!keep_identity || p->trust_hash != s->cert->trust_hash) {
-		if (dg_trust_verify_at(p->trust, (const uint8_t *const *)certs, lens, n,
-		                       dg_now_ms(), &v) != DG_TRUST_OK) {
-			snprintf(reason, cap, "%s", v.reason);
-			return reason;
-		}
-		s->cert->trust_hash = p->trust_hash;
-		s->cert->not_after_ms = v.not_after_ms;
+		const char *why = verify_chain(s, p, certs, lens, n, reason, cap);
+		if (why != NULL)
+			return why;
 	}
 	const dg_cert_device *d = dg_registry_find_cert_device(reg, p->id, subj.cn);
 	if (d != NULL && d->blocked)

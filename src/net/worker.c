@@ -14,14 +14,24 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "devgate/chaincache.h"
 #include "devgate/listener.h"
 #include "devgate/log.h"
 #include "devgate/map.h"
 #include "devgate/metrics.h"
+#include "devgate/udpio.h"
 #include "devgate/wheel.h"
 #include "devgate/worker.h"
 
-#define RX_BUF_SIZE      65536
+/*
+ * Received datagrams: libuv reads up to RX_BATCH of them in one recvmmsg
+ * (UV_UDP_RECVMMSG), each into its own 64 KiB chunk of the worker's
+ * buffer, and hands them over one by one. Pages of chunks no datagram
+ * reached are never touched, so never resident.
+ */
+#define RX_CHUNK         65536
+#define RX_BATCH         20
+#define RX_BUF_SIZE      (RX_CHUNK * RX_BATCH)
 #define COOKIE_ROTATE_MS (5 * 60 * 1000)
 /* How often a repeated warning about refused handshakes may be logged. */
 #define WARN_INTERVAL_MS 10000
@@ -105,6 +115,7 @@ struct dg_worker {
 	dg_wheel wheel;
 	uv_timer_t tick;
 	uv_check_t reaper;
+	uv_prepare_t tx_flush; /* Sends what the pass queued (env.tx) before the loop waits. */
 	uint8_t cookie_secret[DG_LISTENER_SECRET_LEN];
 	uint64_t cookie_rotated_ms;
 	uint64_t last_full_warning_ms;
@@ -470,6 +481,7 @@ recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr
 	dg_listener *l = udp->data;
 	dg_worker *w = dg_listener_owner(l);
 
+	/* nread 0 with no address: nothing, or the end of a recvmmsg batch (UV_UDP_MMSG_FREE). */
 	if (nread <= 0 || from == NULL)
 		return;
 	if (flags & UV_UDP_PARTIAL) {
@@ -972,6 +984,7 @@ close_handles(dg_worker *w)
 	w->n_listeners = 0;
 	uv_close((uv_handle_t *)&w->tick, NULL);
 	uv_close((uv_handle_t *)&w->reaper, NULL);
+	uv_close((uv_handle_t *)&w->tx_flush, NULL);
 	uv_close((uv_handle_t *)&w->wake, NULL);
 }
 
@@ -1003,6 +1016,8 @@ stop(dg_worker *w)
 	}
 	close_all(w, "server shutting down");
 	reap(w);
+	/* The close_notify alerts go out before the sockets close. */
+	dg_udpio_flush(w->env.tx);
 	/* Nothing completes for this worker any more: it submits nothing new. */
 	close_handles(w);
 	for (size_t i = 0; i < w->n_refusals; i++)
@@ -1086,6 +1101,13 @@ fire_cb(dg_wheel_entry *e, void *arg)
 }
 
 static void
+tx_flush_cb(uv_prepare_t *h)
+{
+	dg_worker *w = h->data;
+	dg_udpio_flush(w->env.tx);
+}
+
+static void
 tick_cb(uv_timer_t *t)
 {
 	dg_worker *w = t->data;
@@ -1147,6 +1169,19 @@ dg_worker_new(dg_worker_shared *sh, size_t index, uv_loop_t *loop, const dg_conf
 	w->reaper.data = w;
 	uv_async_init(w->loop, &w->wake, wake_cb);
 	w->wake.data = w;
+	/*
+	 * The pass's datagrams to send go out before the loop waits; the
+	 * handle is unreferenced, so it keeps nothing alive.
+	 */
+	uv_prepare_init(w->loop, &w->tx_flush);
+	w->tx_flush.data = w;
+	uv_unref((uv_handle_t *)&w->tx_flush);
+	if (dg_udpio_new(&w->env.tx) != 0 ||
+	    dg_chaincache_new(DG_CHAINCACHE_SLOTS, &w->env.chains) != 0) {
+		snprintf(err, errlen, "out of memory");
+		rc = -ENOMEM;
+		goto fail;
+	}
 	if (dg_map_new(&w->peers) != 0 || dg_map_new(&w->pending) != 0 ||
 	    dg_map_new(&w->devices) != 0 || dg_map_new(&w->by_id) != 0) {
 		snprintf(err, errlen, "out of memory");
@@ -1157,7 +1192,7 @@ dg_worker_new(dg_worker_shared *sh, size_t index, uv_loop_t *loop, const dg_conf
 		const struct sockaddr *a = addrs != NULL ? (const struct sockaddr *)&addrs[i]
 		                                         : (const struct sockaddr *)&cfg->listen[i].addr;
 		rc = dg_listener_new(w->loop, a, sh->ctx, w->cookie_secret, admit_cb, w, w, i,
-		                     &w->listeners[i]);
+		                     w->env.tx, &w->listeners[i]);
 		if (rc != 0) {
 			snprintf(err, errlen, "listen %s: %s", cfg->listen[i].text, uv_strerror(rc));
 			goto fail;
@@ -1210,6 +1245,7 @@ dg_worker_start(dg_worker *w)
 	}
 	uv_timer_start(&w->tick, tick_cb, DG_WHEEL_TICK_MS, DG_WHEEL_TICK_MS);
 	uv_check_start(&w->reaper, reap_cb);
+	uv_prepare_start(&w->tx_flush, tx_flush_cb);
 	if (w->threaded) {
 		rc = -pthread_create(&w->thread, NULL, worker_main, w);
 		if (rc != 0)
@@ -1244,6 +1280,8 @@ dg_worker_free(dg_worker *w)
 	}
 	reap(w);
 	free(w->graveyard);
+	dg_chaincache_free(w->env.chains);
+	dg_udpio_free(w->env.tx);
 	if (w->threaded)
 		uv_loop_close(w->loop);
 	dg_map_free(w->peers);

@@ -76,6 +76,7 @@ struct dg_metrics {
 	_Atomic uint64_t datagrams[2];
 	_Atomic uint64_t dropped[N_DROP];
 	_Atomic uint64_t provisioned;
+	_Atomic uint64_t chain_cache[2]; /* [0] miss, [1] hit. */
 	_Atomic uint64_t logs_dropped;
 	_Atomic uint64_t reloads[2];
 
@@ -403,6 +404,12 @@ dg_metrics_provisioned(dg_metrics *m)
 }
 
 void
+dg_metrics_chain_cache(dg_metrics *m, int hit)
+{
+	inc(&m->chain_cache[hit != 0]);
+}
+
+void
 dg_metrics_reload(dg_metrics *m, int ok)
 {
 	inc(&m->reloads[ok != 0]);
@@ -546,6 +553,14 @@ dg_metrics_render(dg_metrics *m, const char *version)
 	family(&b, "devgate_devices_provisioned_total", "counter",
 	       "Devices provisioned on their first connection.");
 	put(&b, "devgate_devices_provisioned_total %" PRIu64 "\n", get(&m->provisioned));
+
+	family(&b, "devgate_certificate_chain_cache_total", "counter",
+	       "Certificate chains judged from the cache of accepted chains (hit) or verified "
+	       "in full (miss).");
+	put(&b, "devgate_certificate_chain_cache_total{result=\"hit\"} %" PRIu64 "\n",
+	    get(&m->chain_cache[1]));
+	put(&b, "devgate_certificate_chain_cache_total{result=\"miss\"} %" PRIu64 "\n",
+	    get(&m->chain_cache[0]));
 
 	/* The callback is called outside the lock, which it may take itself. */
 	pthread_mutex_lock(&m->lock);

@@ -843,6 +843,29 @@ def test_session_closed_at_cert_expiry(d, P):
         live.stop()
 
 
+def test_cached_chain_refused_once_expired(d, P):
+    """A leaf that expires 5 s after it is made, accepted twice (the second
+    time from the cache of accepted chains, as the metric shows), is refused
+    as expired once its notAfter has passed: a cached verdict never outlives
+    the chain's notAfter. With no reload in between."""
+    name = P.name("cached")
+    leaf = P.pki.device_seconds(P.acme, name, 5)
+    t_made = time.time()
+    hits0 = metric(d, "devgate_certificate_chain_cache_total", result="hit")
+    miss0 = metric(d, "devgate_certificate_chain_cache_total", result="miss")
+    expect_accepted(d, leaf)
+    assert metric(d, "devgate_certificate_chain_cache_total", result="miss") == miss0 + 1
+    expect_accepted(d, leaf)
+    assert metric(d, "devgate_certificate_chain_cache_total", result="hit") == hits0 + 1, \
+        "the second handshake did not use the cache"
+    wait = t_made + 5 + 1.2 - time.time()
+    assert wait > 0, "the leaf expired before the test could use it"
+    time.sleep(wait)
+    mark = log_mark(d)
+    expect_refused(d, leaf, "certificate expired", project="acme")
+    assert not events(d, "reload.done", mark), "a reload ran: " + tail(d)
+
+
 def try_psk(d, identity, timeout):
     deadline = time.time() + timeout
     while True:
@@ -1038,6 +1061,7 @@ TESTS = [
     (test_crl_bad_signature, crl_forged_daemon),
     (test_refused_ca_certificate_as_device, acme_only),
     (test_session_closed_at_cert_expiry, acme_only),
+    (test_cached_chain_refused_once_expired, acme_only),
     (test_projects_dir_removed_and_restored, lambda P: {}),
     (test_psk_json_renamed_over_after_dir_swap, lambda P: {}),
 ]
