@@ -58,15 +58,17 @@ check: deps
 units: $(UNITS)
 
 # The load generator (OpenSSL as the DTLS client) and `make bench`: devgate
-# against coap-server-openssl in the same run, a few minutes; not part of
+# against coap-server-openssl in the same run, several minutes; not part of
 # `make check`, which runs it once with tiny counts (scripts/run-tests.sh).
-# BENCH_ARGS passes counts, e.g. BENCH_ARGS="--sessions 10000 --idle 100000".
+# BENCH_ARGS passes counts and options (bench/run.py's docstring lists them),
+# e.g. BENCH_ARGS="--large 20000 --idle-large 20000 --markdown".
 $(BUILD)/bench/loadgen: bench/loadgen.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 $(WARN) -D_GNU_SOURCE $(CFLAGS) -o $@ $< -lssl -lcrypto
 
+BENCH_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 bench: all
-	python3 bench/run.py $(BUILD) $(BENCH_ARGS)
+	$(BENCH_PYTHON) bench/run.py $(BUILD) $(BENCH_ARGS)
 fuzzers: $(FUZZERS)
 
 $(BUILD)/libdevgate.a: $(LIBOBJS)

@@ -259,7 +259,7 @@ cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	loop_ready = 1;
-	rc = dg_server_new(&loop, cfg, store, reg, cert, key, &srv, err, sizeof(err));
+	rc = dg_server_new(&loop, 0, cfg, store, reg, cert, key, &srv, err, sizeof(err));
 	if (rc != 0) {
 		dg_log(DG_LOG_ERROR, "server.error", "%s", err);
 		goto out;

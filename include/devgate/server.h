@@ -24,16 +24,22 @@ struct dg_metrics;
 /*
  * Creates a server whose control side runs on `loop`: makes the DTLS
  * context from the PEM files and `cfg->workers` workers (0: one per
- * online CPU), each binding every listen address of `cfg`. One worker
- * runs on `loop` itself, without a thread; more run on threads of their
- * own from dg_server_start(). `cfg` is borrowed until dg_server_set_config
+ * online CPU), each binding every listen address of `cfg`. Every worker
+ * runs on a thread and loop of its own from dg_server_start(), so that
+ * nothing the control side does (reload, registry builds) runs on a
+ * worker loop; with DG_SERVER_ONE_LOOP in `flags` and one worker, that
+ * worker runs on `loop` itself, without a thread (for fuzz targets that
+ * drive it with dg_server_datagram()). `cfg` is borrowed until dg_server_set_config
  * replaces it; `store` is borrowed for the server's life; `reg` is taken
  * over (one reference). Returns 0 and sets *out, or a negative errno with
  * a reason in err (`reg` is then still the caller's).
  */
-int dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registry *reg,
-                  const char *cert_pem, const char *key_pem, dg_server **out, char *err,
-                  size_t errlen);
+int dg_server_new(uv_loop_t *loop, unsigned flags, const dg_config *cfg, dg_store *store,
+                  dg_registry *reg, const char *cert_pem, const char *key_pem, dg_server **out,
+                  char *err, size_t errlen);
+
+/* dg_server_new() flags. */
+#define DG_SERVER_ONE_LOOP 1u /* One worker, on the caller's loop. */
 
 /* Counts into `m` (borrowed; may be NULL). Call before dg_server_start(). */
 void dg_server_set_metrics(dg_server *srv, struct dg_metrics *m);

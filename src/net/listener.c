@@ -13,6 +13,9 @@
 #include "devgate/listener.h"
 #include "devgate/log.h"
 
+/* The receive buffer each listening socket asks for (capped by net.core.rmem_max). */
+#define RCVBUF_BYTES (4 << 20)
+
 struct dg_listener {
 	uv_udp_t udp;
 	WOLFSSL_CTX *ctx;
@@ -116,6 +119,14 @@ dg_listener_new(uv_loop_t *loop, const struct sockaddr *addr, WOLFSSL_CTX *ctx,
 		rc = -errno;
 		goto out;
 	}
+	/*
+	 * A fleet that reconnects, or many sessions' requests at once, arrive
+	 * faster than one loop pass reads them: the default receive buffer
+	 * (about 200 datagrams) drops the rest. Ask for more: beyond
+	 * net.core.rmem_max with CAP_NET_ADMIN, else up to it; less is no error.
+	 */
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &(int){RCVBUF_BYTES}, sizeof(int)) != 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &(int){RCVBUF_BYTES}, sizeof(int));
 	rc = new_ssl(l);
 	if (rc != 0)
 		goto out;

@@ -46,8 +46,9 @@ worker_count(const dg_config *cfg)
 }
 
 int
-dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registry *reg,
-              const char *cert_pem, const char *key_pem, dg_server **out, char *err, size_t errlen)
+dg_server_new(uv_loop_t *loop, unsigned flags, const dg_config *cfg, dg_store *store,
+              dg_registry *reg, const char *cert_pem, const char *key_pem, dg_server **out,
+              char *err, size_t errlen)
 {
 	dg_server *srv = calloc(1, sizeof(*srv));
 	size_t n = worker_count(cfg);
@@ -96,7 +97,7 @@ dg_server_new(uv_loop_t *loop, const dg_config *cfg, dg_store *store, dg_registr
 	for (size_t k = 0; k < n; k++) {
 		/* The others bind where the first did: the same port when the config says 0. */
 		const struct sockaddr_storage *addrs = k == 0 ? NULL : dg_worker_bound(srv->workers[0], 0);
-		rc = dg_worker_new(&srv->sh, k, n == 1 ? loop : NULL, cfg, addrs, reg, &srv->workers[k],
+		rc = dg_worker_new(&srv->sh, k, n == 1 && (flags & DG_SERVER_ONE_LOOP) ? loop : NULL, cfg, addrs, reg, &srv->workers[k],
 		                   err, errlen);
 		if (rc != 0)
 			goto fail;

@@ -43,6 +43,8 @@ enum auth { AUTH_NONE = 0, AUTH_PSK, AUTH_CERT };
 #define OBS_PATH_MAX   256
 /* Max-Age of the 5.03 answered when the store's write queue is full. */
 #define STORE_BUSY_MAX_AGE_S 1
+/* Max-Age of the 5.03 answered when the disk is full: space takes an operator to come back. */
+#define STORE_FULL_MAX_AGE_S 60
 
 typedef struct observer {
 	uint8_t token[DG_COAP_MAX_TOKEN];
@@ -1420,9 +1422,10 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 		uint8_t out[PLAIN_MAX], body[PLAIN_MAX];
 		size_t outlen = 0;
 		dg_coap_response_init(&resp);
-		resp.code = d->rc == 0        ? d->code_ok
-		            : d->rc == -EFBIG ? DG_COAP_REQUEST_TOO_LARGE
-		                              : DG_COAP_INTERNAL_ERROR;
+		resp.code = d->rc == 0         ? d->code_ok
+		            : d->rc == -EFBIG  ? DG_COAP_REQUEST_TOO_LARGE
+		            : d->rc == -ENOSPC ? DG_COAP_SERVICE_UNAVAILABLE
+		                               : DG_COAP_INTERNAL_ERROR;
 		if (d->rc == 0 && d->reply != NULL) {
 			/* The service makes the reply (a read's 2.05 and its body). */
 			size_t max = max_message(s);
@@ -1442,11 +1445,24 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 			resp.body_cap = sizeof(msg) - 1;
 			resp.content_format = DG_COAP_FMT_TEXT;
 		}
+		if (d->rc == -ENOSPC) {
+			/*
+			 * The disk is full: nothing was stored; try again much later.
+			 * The store logs it once (store.failing), not per request.
+			 */
+			static char msg[] = "store full";
+			resp.body = (uint8_t *)msg;
+			resp.body_len = sizeof(msg) - 1;
+			resp.body_cap = sizeof(msg) - 1;
+			resp.content_format = DG_COAP_FMT_TEXT;
+			resp.max_age = STORE_FULL_MAX_AGE_S;
+		}
 		if (s->env->metrics != NULL)
 			dg_metrics_coap_request(s->env->metrics, d->service, resp.code >> 5);
 		if (d->rc != 0 && d->rc != -EFBIG)
-			log_session(s, DG_LOG_ERROR, d->read ? "store.read_failed" : "store.write_failed",
-			            "error", strerror(-d->rc), NULL, NULL);
+			log_session(s, d->rc == -ENOSPC ? DG_LOG_DEBUG : DG_LOG_ERROR,
+			            d->read ? "store.read_failed" : "store.write_failed", "error",
+			            strerror(-d->rc), NULL, NULL);
 		if (dg_coap_reply(s->coap, d->type, d->mid, d->token, d->token_len, &resp, now_ms,
 		                  out, sizeof(out), &outlen) == 0)
 			send_plain(s, out, outlen);

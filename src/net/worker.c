@@ -270,6 +270,47 @@ oldest_stalled(dg_worker *w, uint64_t now)
 }
 
 /*
+ * Publishes this worker's oldest stalled handshake for the others (0:
+ * none), as give_way() reads it. Costs at most EVICT_SCAN lookups.
+ */
+static void
+publish_stalled(dg_worker *w, uint64_t now)
+{
+	if (w->sh->n_workers > 1)
+		atomic_store(&w->sh->stalled_ms[w->index], oldest_stalled(w, now));
+}
+
+/*
+ * A new handshake is stalled until its client's second flight: publish it
+ * at once when nothing here is published (none was, or a newcomer elsewhere
+ * took what was), rather than at the next tick. Else every slot could be
+ * held by handshakes a tick old on this worker while a newcomer on another
+ * is refused, as if none had stalled. O(1).
+ */
+static void
+publish_new(dg_worker *w, const dg_session *s)
+{
+	uint64_t none = 0, t = dg_session_created_ms(s);
+	if (w->sh->n_workers > 1)
+		atomic_compare_exchange_strong(&w->sh->stalled_ms[w->index], &none, t != 0 ? t : 1);
+}
+
+/*
+ * A handshake of this worker ended (established or closed): when it is the
+ * one published, publish the next one instead (or none), so that a
+ * newcomer elsewhere does not pick a handshake that is gone over one that
+ * stalled. O(1) unless it was the published one.
+ */
+static void
+unpublish(dg_worker *w, const dg_session *s)
+{
+	uint64_t t = dg_session_created_ms(s);
+	if (w->sh->n_workers > 1 &&
+	    atomic_load(&w->sh->stalled_ms[w->index]) == (t != 0 ? t : 1))
+		publish_stalled(w, uv_now(w->loop));
+}
+
+/*
  * Every handshake slot is taken, on all workers together: the oldest
  * stalled handshake gives way, wherever it is. Here, it is closed at
  * once. On another worker (as it published on its last tick), that
@@ -376,6 +417,7 @@ admit_cb(void *arg, WOLFSSL *ssl, uv_udp_t *udp, const struct sockaddr *from)
 	w->n_handshakes++;
 	hs_queue_compact(w);
 	hs_queue_push(w, dg_session_id(s));
+	publish_new(w, s);
 	return s;
 fail:
 	dg_session_discard(s);
@@ -519,6 +561,7 @@ on_established(void *owner, dg_session *s)
 
 	w->n_handshakes--;
 	dg_admit_handshake_end(w->sh->admit, dg_session_peer(s));
+	unpublish(w, s);
 	dg_log(DG_LOG_DEBUG, "worker.session", "session %llu of device %lld on worker %zu",
 	       (unsigned long long)dg_session_id(s), (long long)dg_session_device_id(s), w->index);
 	dg_map_key_addr(&key, dg_session_peer(s));
@@ -569,6 +612,7 @@ on_closed(void *owner, dg_session *s, int was_established)
 	if (!was_established) {
 		w->n_handshakes--;
 		dg_admit_handshake_end(w->sh->admit, dg_session_peer(s));
+		unpublish(w, s);
 	}
 	dg_admit_session_end(w->sh->admit);
 	dg_map_key_addr(&key, dg_session_peer(s));
@@ -1059,6 +1103,8 @@ handle(dg_worker *w, msg *m)
 		break;
 	case MSG_EVICT:
 		evict_stalled(w);
+		/* What the newcomer took is published again if more have stalled here. */
+		publish_stalled(w, uv_now(w->loop));
 		break;
 	case MSG_STOP:
 		stop(w);
@@ -1114,8 +1160,7 @@ tick_cb(uv_timer_t *t)
 	uint64_t now = uv_now(w->loop);
 
 	dg_wheel_advance(&w->wheel, now, fire_cb, w);
-	if (w->sh->n_workers > 1)
-		atomic_store(&w->sh->stalled_ms[w->index], oldest_stalled(w, now));
+	publish_stalled(w, now);
 	if (now - w->cookie_rotated_ms >= COOKIE_ROTATE_MS)
 		rotate_cookie_secret(w, now);
 }

@@ -80,6 +80,8 @@ typedef struct writer {
 	touch_ent **dirty;  /* Touched in the open transaction. */
 	size_t n_dirty, cap_dirty;
 	int64_t last_sweep; /* CLOCK_MONOTONIC ms. */
+	int fail_rc;        /* The error of the failing run of transactions, or 0. */
+	uint64_t n_failed;  /* Transactions failed in that run. */
 } writer;
 
 static int provision_in(sqlite3 *db, int64_t project_id, const char *cert_id,
@@ -569,6 +571,33 @@ apply_txn(dg_store *st, writer *w, store_op **list, int force, uint64_t *n, int 
 	return last != NULL ? first : NULL;
 }
 
+/*
+ * Logs how a transaction ended, once per run rather than per transaction:
+ * the first failure of a run (a full disk fails every write until space
+ * returns, and each is answered with an error), a change of its error, and
+ * the first success after it, with the count of what failed meanwhile.
+ */
+static void
+note_outcome(writer *w, int rc, const char *what)
+{
+	if (rc != 0 && rc == w->fail_rc) {
+		w->n_failed++;
+		return;
+	}
+	if (w->fail_rc != 0)
+		dg_log(rc != 0 ? DG_LOG_ERROR : DG_LOG_INFO, "store.recovered",
+		       "store: %llu write transactions failed with \"%s\"%s",
+		       (unsigned long long)w->n_failed, strerror(-w->fail_rc),
+		       rc != 0 ? ", and now with another error" : "; writes succeed again");
+	if (rc != 0)
+		dg_log(DG_LOG_ERROR, "store.failing",
+		       "store: %s failed: %s; every write fails with it (answered with an error, "
+		       "nothing acknowledged) until one succeeds, which is logged",
+		       what, strerror(-rc));
+	w->fail_rc = rc;
+	w->n_failed = rc != 0 ? 1 : 0;
+}
+
 /* Applies a list in transactions of bounded size, acknowledging each after its COMMIT. */
 static void
 apply_list(dg_store *st, writer *w, store_op *list, int force)
@@ -577,8 +606,7 @@ apply_list(dg_store *st, writer *w, store_op *list, int force)
 		uint64_t n = 0;
 		int rc = 0;
 		store_op *done = apply_txn(st, w, &list, force, &n, &rc);
-		if (rc != 0)
-			log_errorx("store: write transaction failed: %s", strerror(-rc));
+		note_outcome(w, rc, "a write transaction");
 		ack_ops(done);
 		pthread_mutex_lock(&st->mu);
 		if (rc != 0 && st->write_error == 0)
@@ -611,8 +639,7 @@ touch_sweep(dg_store *st, writer *w, int force)
 	uint64_t n = 0;
 	int rc = 0;
 	apply_txn(st, w, &none, force, &n, &rc);
-	if (rc != 0)
-		log_errorx("store: last_seen update failed: %s", strerror(-rc));
+	note_outcome(w, rc, "a last_seen update");
 }
 
 static void

@@ -524,8 +524,8 @@ setup(void)
 		}
 		if (dg_registry_build(H->store, &reg) != 0)
 			die("cannot build the registry");
-		rc = dg_server_new(&H->loop, H->cfg, H->store, reg, dev.server_cert, dev.server_key,
-		                   &H->srv, err, sizeof(err));
+		rc = dg_server_new(&H->loop, DG_SERVER_ONE_LOOP, H->cfg, H->store, reg,
+		                   dev.server_cert, dev.server_key, &H->srv, err, sizeof(err));
 		if (rc != 0) {
 			/* The port was taken in between: another one. */
 			dg_registry_unref(reg);

@@ -131,7 +131,7 @@ def test_kill9_during_burst_loses_nothing_acknowledged(d):
 TESTS = [
     (test_kill9_during_burst_loses_nothing_acknowledged,
      {"psk": psk(), "limits": {"device_requests_per_s": 100000},
-      "config": {"log": {"level": "info", "format": "text"}}}),
+      "config": {"workers": 2, "log": {"level": "info", "format": "text"}}}),
 ]
 
 
