@@ -119,7 +119,7 @@ fi
 
 # What the build below is made with (its flags, from asm=( to make); a change
 # of it rebuilds wolfSSL.
-wolfssl_cppflags="-DWOLFSSL_STATIC_PSK -DWOLFSSL_ALT_NAMES -DWOLFSSL_DTLS_DROP_STATS -DWOLFSSL_ALWAYS_VERIFY_CB"
+wolfssl_cppflags="-DWOLFSSL_STATIC_PSK -DWOLFSSL_ALT_NAMES -DWOLFSSL_DTLS_DROP_STATS -DWOLFSSL_ALWAYS_VERIFY_CB -DNO_KEEP_PEER_CERT"
 # Every WOLFSSL object has its own RNG, seeded when it is made (one per
 # ClientHello that passes the cookie): getrandom(2) seeds it with one system
 # call, where the default opens, reads and closes /dev/urandom each time.
@@ -172,6 +172,20 @@ gcm=(--enable-aesgcm)
 if [ "$(uname -m)" = x86_64 ]; then
 	asm+=(--enable-intelasm)
 	gcm=(--enable-aesgcm=small)
+fi
+# The compatibility layer (opensslextra, which devgate's verify callback
+# needs for the X509 and X509_STORE_CTX API) forces KEEP_PEER_CERT in
+# settings.h, which embeds a 4 KB WOLFSSL_X509 in every connection object to
+# serve wolfSSL_get_peer_certificate, a call devgate never makes: the verify
+# callback reads the chain's DER from the store context, and the X509 of the
+# certificate at hand is then a temporary one. wolfSSL 5.7.2 has no switch for
+# it (later releases honour NO_KEEP_PEER_CERT), so the forcing is made to honour
+# NO_KEEP_PEER_CERT here, and the build fails if the line is not found.
+settings=wolfssl/wolfcrypt/settings.h
+sed -i '/^#if defined(OPENSSL_EXTRA) && !defined(NO_CERTS)$/{N;s/\n    #undef  KEEP_PEER_CERT$/ \&\& !defined(NO_KEEP_PEER_CERT)&/}' "$settings"
+if ! grep -q '^#if defined(OPENSSL_EXTRA) && !defined(NO_CERTS) && !defined(NO_KEEP_PEER_CERT)$' "$settings"; then
+	echo "deps: $settings: the KEEP_PEER_CERT forcing was not found; cannot build without it" >&2
+	exit 1
 fi
 ./configure --prefix="$prefix" --enable-static --disable-shared --with-pic \
 	--enable-dtls --enable-dtls13 --enable-dtlscid \

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <uv.h>
@@ -29,7 +30,12 @@
  */
 typedef struct dg_dtls_io {
 	uv_udp_t *udp; /* Borrowed: the socket the peer talks to. */
-	struct sockaddr_storage peer;
+	/* An IPv4 or IPv6 address: 28 bytes, where a sockaddr_storage takes 128 in every session. */
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} peer;
 	socklen_t peer_len;
 	const uint8_t *rx;          /* Borrowed for one wolfSSL call; NULL when consumed. */
 	size_t rx_len;              /* What is left of rx to hand to wolfSSL. */
@@ -40,8 +46,6 @@ typedef struct dg_dtls_io {
 	 * by the loop's owner; NULL sends each datagram at once.
 	 */
 	struct dg_udpio *tx;
-	uint64_t tx_datagrams;
-	uint64_t tx_errors;
 } dg_dtls_io;
 
 /*

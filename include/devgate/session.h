@@ -35,7 +35,6 @@ enum {
 	DG_TIMER_SESSION_LIFE = 2,
 	DG_TIMER_SESSION_NOTIFY = 3,
 	DG_TIMER_SESSION_BLOCK = 4,
-	DG_TIMER_SESSION_CERT = 5, /* The client certificate's notAfter. */
 	DG_TIMER_SESSION_DEDUP = 6, /* The first CoAP duplicate-detection entry's lifetime. */
 };
 

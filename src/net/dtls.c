@@ -55,13 +55,8 @@ io_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
 	 * A datagram the kernel will not take now is lost like any other;
 	 * DTLS retransmits handshake flights and CoAP retransmits requests.
 	 */
-	if (rc < 0) {
-		io->tx_errors++;
-	} else {
-		io->tx_datagrams++;
-		if (io->metrics != NULL)
-			dg_metrics_datagram(io->metrics, DG_DIR_OUT);
-	}
+	if (rc >= 0 && io->metrics != NULL)
+		dg_metrics_datagram(io->metrics, DG_DIR_OUT);
 	return sz;
 }
 

@@ -79,7 +79,23 @@ typedef struct handshake {
 	char reason_buf[DG_SUBJECT_MAX + 96]; /* A refusal that names something (an issuer). */
 	held held[HELD_MAX];
 	size_t n_held;
+	/* The session's identity while it is found out; see pack_names(). */
+	char project[DG_SLUG_MAX + 1];
+	char device[160]; /* As long as a provisioned name (dg_provision_result). */
+	char identity[DG_PSK_MAX_IDENTITY + 1]; /* PSK identity, or certificate ID. */
 } handshake;
+
+/*
+ * What only a certificate session keeps, allocated when its chain is
+ * judged: what revalidation on reload needs.
+ */
+typedef struct cert_state {
+	int64_t not_after_ms; /* Wall clock: the chain's earliest notAfter. */
+	uint64_t trust_hash;  /* Of the project's CAs and CRLs the chain was verified with. */
+	uint8_t *chain[CHAIN_MAX];
+	size_t chain_len[CHAIN_MAX];
+	size_t n_chain;
+} cert_state;
 
 struct dg_session {
 	uint64_t id;
@@ -89,52 +105,52 @@ struct dg_session {
 	WOLFSSL *ssl;
 	dg_registry *reg;
 	dg_coap *coap;
-	dg_wheel_entry rtx;    /* DTLS handshake retransmission. */
-	dg_wheel_entry life;   /* Handshake timeout, then idle timeout. */
-	dg_wheel_entry expiry; /* The certificate's notAfter (certificate sessions). */
-	dg_wheel_entry dedup;  /* When the CoAP layer's first cached exchange expires. */
+	dg_wheel_entry rtx; /* DTLS handshake retransmission. */
+	/* Handshake timeout, then idle timeout or the certificate's notAfter, the earlier. */
+	dg_wheel_entry life;
+	dg_wheel_entry dedup; /* When the CoAP layer's first cached exchange expires. */
 	uint64_t created_ms;
 	uint64_t last_rx_ms;
-	char peer_text[64];
 
-	/* Identity: copied, so that it outlives any snapshot. */
+	/*
+	 * Identity, copied so that it outlives any snapshot: the project's
+	 * slug, the device's name, the PSK identity or certificate ID. They
+	 * point into the handshake while it is under way, then into `names`,
+	 * one allocation of their exact size (pack_names()); "" once a session
+	 * closes before it is established.
+	 */
+	const char *project, *device, *identity;
+	char *names;
 	enum auth auth;
 	int64_t project_id;
 	int64_t device_id; /* -1 until known. */
-	char project[DG_SLUG_MAX + 1];
-	char device[160];
-	char identity[DG_PSK_MAX_IDENTITY + 1]; /* PSK identity, or certificate ID. */
-	handshake *hs; /* Until the session is established; NULL after. */
-	char *why_buf; /* A revalidation refusal that names something; malloc'ed. */
+	handshake *hs;     /* Until the session is established; NULL after. */
+	cert_state *cert;  /* Certificate sessions only; NULL for PSK. */
+	char *why_buf;     /* A revalidation refusal that names something; malloc'ed. */
 	/* The smallest epoch-1 record this session's cipher makes, and whether it is a block
 	 * cipher. */
-	size_t min_record;
+	uint32_t min_record;
 	int block_cipher;
-	int64_t cert_not_after_ms; /* Wall clock: the chain's earliest notAfter. */
-	uint64_t trust_hash; /* Of the project's CAs and CRLs the chain was verified with. */
-	uint8_t *chain[CHAIN_MAX];
-	size_t chain_len[CHAIN_MAX];
-	size_t n_chain;
 
 	/* Observations (RFC 7641) and the one notification in flight. */
 	observer *obs;
-	size_t n_obs;
-	size_t cap_obs; /* Entries allocated in obs: the limit may change under a live session. */
+	uint32_t n_obs;
+	uint32_t cap_obs; /* Entries allocated in obs: the limit may change under a live session. */
 	uint32_t obs_seq;
+	uint16_t inflight_mid;
+	uint8_t inflight_token_len;
+	uint8_t block1_token_len;
 	char *notify_doc; /* The state document to notify from, while notifications are due. */
 	dg_wheel_entry notify_rtx;
 	uint8_t *inflight; /* The CON notification as sent, or NULL. */
 	size_t inflight_len;
-	uint16_t inflight_mid;
 	uint8_t inflight_token[DG_COAP_MAX_TOKEN];
-	size_t inflight_token_len;
 	int inflight_tries;
 	uint32_t inflight_timeout_ms;
 
 	/* The Block1 transfer under way, if any. */
 	dg_block1 *block1;
 	uint8_t block1_token[DG_COAP_MAX_TOKEN];
-	size_t block1_token_len;
 	dg_wheel_entry block_expiry;
 
 	/* Requests per second: a token bucket in milli-tokens. */
@@ -192,13 +208,13 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	memcpy(&s->io.peer, peer, s->io.peer_len);
 	s->reg = dg_registry_ref(reg);
 	s->created_ms = s->last_rx_ms = now_ms;
-	format_peer(peer, s->peer_text, sizeof(s->peer_text));
+	s->project = s->hs->project;
+	s->device = s->hs->device;
+	s->identity = s->hs->identity;
 	dg_wheel_entry_init(&s->rtx);
 	dg_wheel_entry_init(&s->life);
 	s->rtx.tag = DG_TIMER_SESSION_RTX;
 	s->life.tag = DG_TIMER_SESSION_LIFE;
-	dg_wheel_entry_init(&s->expiry);
-	s->expiry.tag = DG_TIMER_SESSION_CERT;
 	dg_wheel_entry_init(&s->dedup);
 	s->dedup.tag = DG_TIMER_SESSION_DEDUP;
 	dg_wheel_entry_init(&s->notify_rtx);
@@ -224,16 +240,54 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	return 0;
 }
 
+/*
+ * Moves the session's identity out of its handshake into one allocation
+ * of its exact size. Returns 0 or -ENOMEM (the identity stays where it was).
+ */
+static int
+pack_names(dg_session *s)
+{
+	if (s->names != NULL || s->hs == NULL)
+		return 0;
+	size_t lp = strlen(s->hs->project) + 1, ld = strlen(s->hs->device) + 1;
+	size_t li = strlen(s->hs->identity) + 1;
+	char *b = malloc(lp + ld + li);
+	if (b == NULL)
+		return -ENOMEM;
+	memcpy(b, s->hs->project, lp);
+	memcpy(b + lp, s->hs->device, ld);
+	memcpy(b + lp + ld, s->hs->identity, li);
+	s->names = b;
+	s->project = b;
+	s->device = b + lp;
+	s->identity = b + lp + ld;
+	return 0;
+}
+
 /* Frees what only the handshake needed, the datagrams it held included. */
 static void
 free_handshake(dg_session *s)
 {
 	if (s->hs == NULL)
 		return;
+	if (s->names == NULL)
+		s->project = s->device = s->identity = "";
 	for (size_t i = 0; i < s->hs->n_held; i++)
 		free(s->hs->held[i].data);
 	free(s->hs);
 	s->hs = NULL;
+}
+
+/* Frees what a certificate session keeps; a no-op for others. */
+static void
+free_cert(dg_session *s)
+{
+	if (s->cert == NULL)
+		return;
+	for (size_t i = 0; i < s->cert->n_chain; i++)
+		free(s->cert->chain[i]);
+	free(s->cert);
+	s->cert = NULL;
 }
 
 void
@@ -250,7 +304,6 @@ dg_session_free(dg_session *s)
 		return;
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	dg_wheel_cancel(s->env->wheel, &s->life);
-	dg_wheel_cancel(s->env->wheel, &s->expiry);
 	dg_wheel_cancel(s->env->wheel, &s->dedup);
 	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
@@ -262,9 +315,9 @@ dg_session_free(dg_session *s)
 		wolfSSL_free(s->ssl);
 	dg_coap_free(s->coap);
 	dg_registry_unref(s->reg);
-	for (size_t i = 0; i < s->n_chain; i++)
-		free(s->chain[i]);
+	free_cert(s);
 	free_handshake(s);
+	free(s->names);
 	free(s->why_buf);
 	free(s);
 }
@@ -336,17 +389,19 @@ static void
 log_session(const dg_session *s, dg_log_level level, const char *event, const char *k1,
             const char *v1, const char *k2, const char *v2)
 {
-	char sid[24];
+	char sid[24], peer[64];
 	const char *kv[16];
 	int n = 0;
 
 	if (!dg_log_enabled(level))
 		return;
 	snprintf(sid, sizeof(sid), "%llu", (unsigned long long)s->id);
+	/* Made when a line is written, not kept: a session logs a few lines in its life. */
+	format_peer((const struct sockaddr *)&s->io.peer, peer, sizeof(peer));
 	kv[n++] = "session";
 	kv[n++] = sid;
 	kv[n++] = "peer";
-	kv[n++] = s->peer_text;
+	kv[n++] = peer;
 	if (s->project[0] != '\0') {
 		kv[n++] = "project";
 		kv[n++] = s->project;
@@ -458,7 +513,7 @@ dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
 		return 0;
 	progress(s);
 	size_t len = strnlen(identity, DG_PSK_MAX_IDENTITY + 1);
-	snprintf(s->identity, sizeof(s->identity), "%.*s", (int)len, identity);
+	snprintf(s->hs->identity, sizeof(s->hs->identity), "%.*s", (int)len, identity);
 	/* Made for every identity, so that a known one costs the same time. */
 	decoy_key(s, identity, len, decoy);
 	const char *why = judge_psk(s, identity, len, &c);
@@ -481,8 +536,8 @@ dg_session_psk_lookup(WOLFSSL *ssl, const char *identity, unsigned char *key,
 	s->auth = AUTH_PSK;
 	s->project_id = c->project_id;
 	s->device_id = c->device_id;
-	snprintf(s->project, sizeof(s->project), "%s", c->slug);
-	snprintf(s->device, sizeof(s->device), "%s", c->device);
+	snprintf(s->hs->project, sizeof(s->hs->project), "%s", c->slug);
+	snprintf(s->hs->device, sizeof(s->hs->device), "%s", c->device);
 	return (unsigned int)c->key_len;
 }
 
@@ -528,16 +583,16 @@ verify_chain(dg_session *s, const dg_project *p, uint8_t *const *certs, const si
 	if (keyed && s->env->metrics != NULL)
 		dg_metrics_chain_cache(s->env->metrics, hit);
 	if (hit) {
-		s->trust_hash = p->trust_hash;
-		s->cert_not_after_ms = e.not_after_ms;
+		s->cert->trust_hash = p->trust_hash;
+		s->cert->not_after_ms = e.not_after_ms;
 		return NULL;
 	}
 	if (dg_trust_verify_at(p->trust, chain, lens, n, now, &v) != DG_TRUST_OK) {
 		snprintf(reason, cap, "%s", v.reason);
 		return reason;
 	}
-	s->trust_hash = p->trust_hash;
-	s->cert_not_after_ms = v.not_after_ms;
+	s->cert->trust_hash = p->trust_hash;
+	s->cert->not_after_ms = v.not_after_ms;
 	if (keyed) {
 		e.not_after_ms = v.not_after_ms;
 		e.deadline_ms = crl_deadline(p->trust, now);
@@ -575,7 +630,7 @@ judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const 
 	if (p == NULL)
 		return "unknown project";
 	if (!keep_identity)
-		snprintf(s->project, sizeof(s->project), "%s", p->slug);
+		snprintf(s->hs->project, sizeof(s->hs->project), "%s", p->slug);
 	if (!p->enabled)
 		return "project disabled";
 	if (subj.n_cn == 0)
@@ -585,7 +640,7 @@ judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const 
 	if (!subj.cn_valid)
 		return "invalid common name";
 	/* On revalidation, the chain is verified again only when the project's trust changed. */
-	if (!keep_identity || p->trust_hash != s->trust_hash) {
+	if (!keep_identity || p->trust_hash != s->cert->trust_hash) {
 		const char *why = verify_chain(s, p, certs, lens, n, reason, cap);
 		if (why != NULL)
 			return why;
@@ -601,10 +656,10 @@ judge_chain(dg_session *s, const dg_registry *reg, uint8_t *const *certs, const 
 		               : "certificate identity changed";
 	s->auth = AUTH_CERT;
 	s->project_id = p->id;
-	snprintf(s->identity, sizeof(s->identity), "%s", subj.cn);
+	snprintf(s->hs->identity, sizeof(s->hs->identity), "%s", subj.cn);
 	if (d != NULL) {
 		s->device_id = d->device_id;
-		snprintf(s->device, sizeof(s->device), "%s", d->name);
+		snprintf(s->hs->device, sizeof(s->hs->device), "%s", d->name);
 	}
 	return NULL;
 }
@@ -643,6 +698,8 @@ dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
 		uint8_t *certs[CHAIN_MAX + 1];
 		size_t lens[CHAIN_MAX + 1], n = 0;
 		s->hs->cert_checked = 1;
+		if (s->cert == NULL && (s->cert = calloc(1, sizeof(*s->cert))) == NULL)
+			return refuse(s, "out of memory");
 		for (int i = 0; i < store->totalCerts && n < CHAIN_MAX + 1; i++) {
 			certs[n] = malloc(store->certs[i].length);
 			if (certs[n] == NULL)
@@ -660,10 +717,11 @@ dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
 			refuse(s, why);
 			for (size_t i = 0; i < n; i++)
 				free(certs[i]);
+			free_cert(s);
 		} else {
-			memcpy(s->chain, certs, n * sizeof(*certs));
-			memcpy(s->chain_len, lens, n * sizeof(*lens));
-			s->n_chain = n;
+			memcpy(s->cert->chain, certs, n * sizeof(*certs));
+			memcpy(s->cert->chain_len, lens, n * sizeof(*lens));
+			s->cert->n_chain = n;
 		}
 	}
 	return s->hs->refusal == NULL && s->auth == AUTH_CERT;
@@ -700,21 +758,31 @@ schedule_rtx(dg_session *s, uint64_t now_ms)
 static void input_records(dg_session *s, const uint8_t *buf, size_t len, uint64_t now_ms);
 
 /*
- * Arms the close of a certificate session at its chain's earliest
- * notAfter: a wall-clock time, turned into the loop's clock of `now_ms`.
+ * Arms an established session's one deadline: its idle timeout or, for a
+ * certificate session, its chain's earliest notAfter (a wall-clock time,
+ * turned into the loop's clock of `now_ms`), whichever comes first.
  */
 static void
-schedule_expiry(dg_session *s, uint64_t now_ms)
+schedule_life(dg_session *s, uint64_t now_ms)
 {
-	if (s->auth != AUTH_CERT || s->cert_not_after_ms == INT64_MAX)
-		return;
-	int64_t left = s->cert_not_after_ms - dg_now_ms();
-	dg_wheel_schedule(s->env->wheel, &s->expiry, left > 0 ? now_ms + (uint64_t)left : now_ms);
+	uint64_t deadline = s->last_rx_ms + (uint64_t)s->env->cfg->limits.idle_timeout_s * 1000;
+	if (s->cert != NULL && s->cert->not_after_ms != INT64_MAX) {
+		int64_t left = s->cert->not_after_ms - dg_now_ms();
+		uint64_t expiry = left > 0 ? now_ms + (uint64_t)left : now_ms;
+		if (expiry < deadline)
+			deadline = expiry;
+	}
+	dg_wheel_schedule(s->env->wheel, &s->life, deadline);
 }
 
 static void
 established(dg_session *s, uint64_t now_ms)
 {
+	if (pack_names(s) != 0) {
+		wolfSSL_shutdown(s->ssl);
+		handshake_failed(s, "out of memory");
+		return;
+	}
 	s->state = DG_SESSION_ESTABLISHED;
 	s->last_rx_ms = now_ms;
 	/*
@@ -734,11 +802,9 @@ established(dg_session *s, uint64_t now_ms)
 	 * a block cipher pads, so one byte more makes a record no longer.
 	 */
 	int out0 = wolfSSL_GetOutputSize(s->ssl, 0), out1 = wolfSSL_GetOutputSize(s->ssl, 1);
-	s->min_record = out0 > DG_DTLS_HEADER_LEN ? (size_t)out0 - DG_DTLS_HEADER_LEN : 0;
+	s->min_record = out0 > DG_DTLS_HEADER_LEN ? (uint32_t)out0 - DG_DTLS_HEADER_LEN : 0;
 	s->block_cipher = out0 > 0 && out1 == out0;
-	dg_wheel_schedule(s->env->wheel, &s->life,
-	                  now_ms + (uint64_t)s->env->cfg->limits.idle_timeout_s * 1000);
-	schedule_expiry(s, now_ms);
+	schedule_life(s, now_ms);
 	log_session(s, DG_LOG_INFO, "session.established", "auth",
 	            s->auth == AUTH_PSK ? "psk" : "cert", "cipher",
 	            wolfSSL_get_cipher_name(s->ssl));
@@ -790,7 +856,8 @@ dg_session_provisioned(dg_session *s, const dg_provision_result *res, uint64_t n
 		return;
 	}
 	s->device_id = res->device_id;
-	snprintf(s->device, sizeof(s->device), "%s", res->name);
+	if (s->hs != NULL)
+		snprintf(s->hs->device, sizeof(s->hs->device), "%s", res->name);
 	if (res->created && s->env->metrics != NULL)
 		dg_metrics_provisioned(s->env->metrics);
 	if (res->created || res->attached)
@@ -1202,10 +1269,10 @@ dg_session_revalidate(dg_session *s, dg_registry *reg)
 		else if (c->device_blocked)
 			why = "device blocked";
 	} else if (s->auth == AUTH_CERT) {
-		int64_t not_after = s->cert_not_after_ms;
+		int64_t not_after = s->cert->not_after_ms;
 		char reason[DG_SUBJECT_MAX + 96];
-		const char *j = judge_chain(s, reg, s->chain, s->chain_len, s->n_chain, 1, NULL,
-		                            reason, sizeof(reason));
+		const char *j = judge_chain(s, reg, s->cert->chain, s->cert->chain_len,
+		                            s->cert->n_chain, 1, NULL, reason, sizeof(reason));
 		if (j == reason) {
 			/* It names something: kept with the session, for the caller's log line. */
 			free(s->why_buf);
@@ -1214,9 +1281,9 @@ dg_session_revalidate(dg_session *s, dg_registry *reg)
 		}
 		/* Verified again against new trust: the chain's path, so its notAfter, may differ.
 		 */
-		if (j == NULL && s->cert_not_after_ms != not_after &&
+		if (j == NULL && s->cert->not_after_ms != not_after &&
 		    s->state == DG_SESSION_ESTABLISHED)
-			schedule_expiry(s, s->env->wheel->now_tick * DG_WHEEL_TICK_MS);
+			schedule_life(s, s->env->wheel->now_tick * DG_WHEEL_TICK_MS);
 		if (j != NULL && strcmp(j, "unknown CA") == 0)
 			why = "CA removed";
 		else if (j != NULL && strcmp(j, "unknown device and auto_provision is off") != 0)
@@ -1245,7 +1312,6 @@ dg_session_close(dg_session *s, const char *reason, int notify)
 	s->state = DG_SESSION_CLOSED;
 	dg_wheel_cancel(s->env->wheel, &s->rtx);
 	dg_wheel_cancel(s->env->wheel, &s->life);
-	dg_wheel_cancel(s->env->wheel, &s->expiry);
 	dg_wheel_cancel(s->env->wheel, &s->dedup);
 	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
@@ -1271,18 +1337,6 @@ dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 		dg_session_block1_end(dg_container_of(e, dg_session, block_expiry));
 		return;
 	}
-	if (e->tag == DG_TIMER_SESSION_CERT) {
-		dg_session *s = dg_container_of(e, dg_session, expiry);
-		if (s->state != DG_SESSION_ESTABLISHED)
-			return;
-		if (dg_now_ms() < s->cert_not_after_ms) {
-			/* The wall clock went back since this was armed: look again then. */
-			schedule_expiry(s, now_ms);
-			return;
-		}
-		dg_session_close(s, "certificate expired", 1);
-		return;
-	}
 	if (e->tag == DG_TIMER_SESSION_RTX) {
 		dg_session *s = dg_container_of(e, dg_session, rtx);
 		if (s->state == DG_SESSION_ESTABLISHED) {
@@ -1305,10 +1359,17 @@ dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 		                                                            : "handshake timeout");
 		return;
 	}
+	if (s->cert != NULL && dg_now_ms() >= s->cert->not_after_ms) {
+		dg_session_close(s, "certificate expired", 1);
+		return;
+	}
 	uint64_t idle_ms = (uint64_t)s->env->cfg->limits.idle_timeout_s * 1000;
 	if (now_ms < s->last_rx_ms + idle_ms) {
-		/* Traffic came since this deadline was set: look again later. */
-		dg_wheel_schedule(s->env->wheel, &s->life, s->last_rx_ms + idle_ms);
+		/*
+		 * Traffic came since this deadline was set, or the wall clock went
+		 * back before a certificate's notAfter: look again then.
+		 */
+		schedule_life(s, now_ms);
 		return;
 	}
 	dg_session_close(s, "idle timeout", 1);

@@ -480,6 +480,34 @@ def test_idle_timeout(d):
             live.wait()
 
 
+BIG_PSK = 100000
+
+
+def big_psk():
+    """One psk.json of BIG_PSK credentials (about 8 MB, as an operator with
+    100k devices writes it), dev1@acme first."""
+    return [{"identity": "dev%d@acme" % i, "device": "dev%d" % i, "key": KEY}
+            for i in range(1, BIG_PSK + 1)]
+
+
+def test_100k_identities_import(d):
+    """100k PSK credentials in one psk.json import in a few seconds (the
+    repeat check was quadratic: minutes), and the last one connects."""
+    t0 = time.time()
+    deadline = t0 + 15
+    while time.time() < deadline and "server.listening" not in d.logtext():
+        assert d.proc.poll() is None, d.logtext()[-2000:]
+        time.sleep(0.05)
+    took = time.time() - t0
+    log = d.logtext()
+    assert "%d PSK credentials" % BIG_PSK in log, log[-2000:]
+    assert took < 10, "import took %.1fs" % took
+    print("     %d credentials imported, listening %.2fs after start" % (BIG_PSK, took))
+    codes, _, _ = coap("coap-client-openssl", d, "get", ".well-known/core",
+                       identity="dev%d@acme" % BIG_PSK)
+    assert "2.05" in codes, codes
+
+
 TESTS = [
     (test_well_known_core_openssl, {}),
     (test_well_known_core_gnutls, {}),
@@ -502,6 +530,8 @@ TESTS = [
     (test_handshake_limits, {"limits": {"max_handshakes": 1, "handshake_timeout_s": 2}}),
     (test_new_handshake_from_same_address, {}),
     (test_idle_timeout, {"limits": {"idle_timeout_s": 10}}),
+    (test_100k_identities_import, {"psk": big_psk(), "wait_ready": False,
+                                   "config": {"log": {"level": "info", "format": "text"}}}),
 ]
 
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -247,6 +248,46 @@ START_TEST(test_parse_errors)
 	ck_assert_uint_eq(n_entries, 12345);
 	entries = NULL;
 	n_entries = 0;
+}
+END_TEST
+
+/* The text of a psk.json of `n` credentials d<i>@acme, with d<i> repeated at `dup` (if < n). */
+static char *
+many_entries(size_t n, size_t dup, size_t repeat)
+{
+	size_t cap = n * 64 + 16, off = 0;
+	char *t = malloc(cap);
+	ck_assert_ptr_nonnull(t);
+	off += (size_t)snprintf(t + off, cap - off, "[");
+	for (size_t i = 0; i < n; i++)
+		off += (size_t)snprintf(t + off, cap - off,
+		                        "%s{\"identity\":\"d%zu@acme\",\"device\":\"d%zu\",\"key\":\"k\"}",
+		                        i ? "," : "", i == dup ? repeat : i, i);
+	snprintf(t + off, cap - off, "]");
+	return t;
+}
+
+START_TEST(test_parse_100k)
+{
+	/* 100k credentials: checked for repeats in linear time, not in n^2/2 comparisons. */
+	char *t = many_entries(100000, SIZE_MAX, 0);
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	ck_assert_int_eq(parse(t), 0);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	ck_assert_uint_eq(n_entries, 100000);
+	ck_assert_str_eq(entries[99999].identity, "d99999@acme");
+	double secs = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+	ck_assert_msg(secs < 3.0, "100k credentials parsed in %.2f s", secs);
+	dg_confdir_psk_free(entries, n_entries);
+	entries = NULL;
+	free(t);
+
+	/* A repeat in the last entry, of one in the middle, is still found and named. */
+	t = many_entries(100000, 99999, 4242);
+	ck_assert_int_eq(parse(t), -EINVAL);
+	ck_assert_str_eq(err, P ": [99999].identity: d4242@acme repeats [4242]");
+	free(t);
 }
 END_TEST
 
@@ -680,6 +721,7 @@ confdir_suite(void)
 	tcase_add_test(tc, test_parse_not_terminated);
 	tcase_add_loop_test(tc, test_parse_errors, 0, N(bad));
 	tcase_add_test(tc, test_parse_long_values);
+	tcase_add_test(tc, test_parse_100k);
 	tcase_add_test(tc, test_parse_small_err_buffer);
 	tcase_add_test(tc, test_parse_embedded_nul);
 	tcase_add_test(tc, test_parse_trailing_and_repeated);
