@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +211,18 @@ cmd_serve(int argc, char **argv)
 	if (load_config(config, &cfg) != 0)
 		return 1;
 	dg_log_init(cfg->log_level, cfg->log_format);
+	/*
+	 * glibc gives the top of a heap back to the kernel as soon as 128 KB
+	 * or so are free there, and the next allocations fault fresh zeroed
+	 * pages in again. A daemon whose sessions come and go in waves (a
+	 * burst of handshakes frees their transient state, then every
+	 * session's first requests allocate) paid a page fault per few
+	 * requests for it at 100,000 sessions (clear_page_erms 9-14% of the
+	 * server's CPU). Keeping up to 4 MB free at the top of each heap
+	 * (the main one, each worker's and the store threads') ends that at
+	 * a few MB of RSS; more bought no more rate and ~190 MB of RSS.
+	 */
+	mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
 	coap_startup();
 	coap_set_log_level(LOG_EMERG);
 	wolfSSL_Init();

@@ -60,10 +60,14 @@ enum {
 	OPT_NO_RESPONSE = 258,
 };
 
+/* The most bytes a reused reply buffer may hold beyond the reply it keeps. */
+#define REUSE_SLACK 64
+
 typedef struct con_entry {
-	uint8_t *reply; /* The piggybacked reply as sent, malloc'ed to its length; or NULL. */
+	uint8_t *reply; /* The piggybacked reply as sent, malloc'ed (cap bytes); or NULL. */
 	uint64_t at_ms;
 	uint16_t len;
+	uint16_t cap; /* What reply holds: a slot taken over keeps its buffer if the reply fits. */
 	uint16_t mid;
 	uint8_t used;
 } con_entry;
@@ -146,6 +150,7 @@ con_forget(con_entry *e)
 	free(e->reply);
 	e->reply = NULL;
 	e->len = 0;
+	e->cap = 0;
 	e->used = 0;
 }
 
@@ -191,7 +196,7 @@ dg_coap_kept_bytes(const dg_coap *c)
 
 	for (i = 0; i < DG_COAP_DEDUP_SLOTS; i++)
 		if (c->con[i].reply != NULL)
-			n += c->con[i].len;
+			n += c->con[i].cap;
 	return n;
 }
 
@@ -222,16 +227,27 @@ con_remember(dg_coap *c, uint16_t mid, uint64_t now_ms, const uint8_t *reply, si
 		e = &c->con[c->con_next];
 		c->con_next = (c->con_next + 1) % DG_COAP_DEDUP_SLOTS;
 	}
-	con_forget(e);
+	/*
+	 * The slot's buffer is reused when the reply fits it and wastes
+	 * little of it: a device polling one resource sends same-sized
+	 * replies, and each of them costs no malloc and free then.
+	 */
+	if (len == 0 || len > UINT16_MAX || e->reply == NULL || e->cap < len ||
+	    e->cap - len > REUSE_SLACK)
+		con_forget(e);
 	if (len > UINT16_MAX)
 		return;
-	if (len > 0) {
+	if (len > 0 && e->reply == NULL) {
 		p = malloc(len);
-		if (p == NULL)
+		if (p == NULL) {
+			e->used = 0;
 			return;
-		memcpy(p, reply, len);
+		}
 		e->reply = p;
+		e->cap = (uint16_t)len;
 	}
+	if (len > 0)
+		memmove(e->reply, reply, len);
 	e->len = (uint16_t)len;
 	e->mid = mid;
 	e->at_ms = now_ms;

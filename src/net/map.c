@@ -13,6 +13,11 @@ typedef struct slot {
 	void *value; /* NULL: empty. */
 } slot;
 
+_Static_assert(sizeof(slot) == 32, "a slot is half a cache line");
+
+/* The cache line; slot arrays are aligned to it. */
+#define LINE 64
+
 struct dg_map {
 	slot *slots;
 	size_t cap; /* Power of two. */
@@ -37,6 +42,22 @@ key_eq(const dg_map_key *a, const dg_map_key *b)
 	return a->len == b->len && memcmp(a->b, b->b, a->len) == 0;
 }
 
+/* A zeroed array of cap slots on a cache-line boundary, or NULL. */
+static slot *
+alloc_slots(size_t cap)
+{
+	size_t size = cap * sizeof(slot);
+	slot *p;
+
+	if (size / sizeof(slot) != cap)
+		return NULL;
+	/* cap is a power of two of at least 64: size is a multiple of LINE. */
+	p = aligned_alloc(LINE, size);
+	if (p != NULL)
+		memset(p, 0, size);
+	return p;
+}
+
 int
 dg_map_new(dg_map **out)
 {
@@ -44,7 +65,7 @@ dg_map_new(dg_map **out)
 	if (m == NULL)
 		return -ENOMEM;
 	m->cap = 64;
-	m->slots = calloc(m->cap, sizeof(*m->slots));
+	m->slots = alloc_slots(m->cap);
 	if (m->slots == NULL) {
 		free(m);
 		return -ENOMEM;
@@ -85,7 +106,7 @@ grow(dg_map *m)
 {
 	slot *old = m->slots;
 	size_t old_cap = m->cap;
-	slot *ns = calloc(old_cap * 2, sizeof(*ns));
+	slot *ns = alloc_slots(old_cap * 2);
 	if (ns == NULL)
 		return -ENOMEM;
 	m->slots = ns;

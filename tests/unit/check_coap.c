@@ -216,6 +216,53 @@ START_TEST(dedup_ring_evicts_oldest)
 }
 END_TEST
 
+/*
+ * When the ring wraps, a slot whose buffer fits the new reply keeps that
+ * buffer: a duplicate then gets the new reply's bytes, not the old ones,
+ * and a reply too long for the buffer gets one of its own.
+ */
+START_TEST(dedup_reused_slot_replays_its_own_reply)
+{
+	uint8_t m[] = {0x40, 0x01, 0x00, 0x00, 0xb1, 'x'};
+	uint8_t sent[sizeof(out)];
+	size_t sent_len;
+	int i;
+
+	h.body = "aaaa";
+	for (i = 0; i < DG_COAP_DEDUP_SLOTS; i++) {
+		m[3] = (uint8_t)i;
+		feed(m, sizeof(m), T0);
+	}
+	size_t kept = dg_coap_kept_bytes(c);
+	ck_assert_uint_gt(kept, 0);
+	h.body = "bbbb";
+	m[3] = DG_COAP_DEDUP_SLOTS;
+	feed(m, sizeof(m), T0);
+	ck_assert_uint_eq(dg_coap_kept_bytes(c), kept);
+	memcpy(sent, out, outlen);
+	sent_len = outlen;
+	ck_assert_mem_eq(out + outlen - 4, "bbbb", 4);
+	h.body = "cccc";
+	feed(m, sizeof(m), T0);
+	ck_assert_int_eq(h.calls, DG_COAP_DEDUP_SLOTS + 1);
+	ck_assert_uint_eq(outlen, sent_len);
+	ck_assert_mem_eq(out, sent, sent_len);
+
+	h.body = "a body far longer than the four bytes of the replies before it, "
+	         "longer than what a reused buffer may hold beyond its reply";
+	m[3] = DG_COAP_DEDUP_SLOTS + 1;
+	feed(m, sizeof(m), T0);
+	ck_assert_uint_gt(dg_coap_kept_bytes(c), kept);
+	memcpy(sent, out, outlen);
+	sent_len = outlen;
+	h.body = "dddd";
+	feed(m, sizeof(m), T0);
+	ck_assert_int_eq(h.calls, DG_COAP_DEDUP_SLOTS + 2);
+	ck_assert_uint_eq(outlen, sent_len);
+	ck_assert_mem_eq(out, sent, sent_len);
+}
+END_TEST
+
 /* A cached reply is freed once EXCHANGE_LIFETIME has passed, and no sooner. */
 START_TEST(dedup_reply_freed_after_lifetime)
 {
@@ -796,6 +843,7 @@ coap_suite(void)
 	tcase_add_test(tc, duplicate_con_gets_cached_reply);
 	tcase_add_test(tc, same_mid_after_lifetime_is_new);
 	tcase_add_test(tc, dedup_ring_evicts_oldest);
+	tcase_add_test(tc, dedup_reused_slot_replays_its_own_reply);
 	tcase_add_test(tc, duplicate_non_dropped);
 	tcase_add_test(tc, dedup_reply_freed_after_lifetime);
 	tcase_add_test(tc, ping_gets_rst);
