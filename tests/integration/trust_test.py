@@ -913,6 +913,44 @@ def test_cached_chain_not_used_after_change(d, P):
     expect_accepted(d, P.leaf(P.stranger, cn=P.name("new-root")))
 
 
+def test_reloads_during_handshakes_and_provisioning(d, P):
+    """Reloads of the project's CAs (a CA added, removed, the CA file
+    rewritten) while certificate handshakes are under way, first
+    connections are being provisioned, and clients vanish mid-handshake:
+    the daemon (run under the sanitizers by run-tests.sh) neither crashes
+    nor reports, and a new device gets in afterwards."""
+    leaves = [P.leaf(P.acme, cn=P.name("amid")) for _ in range(10)]
+    # Not beta's root: two roots of one subject in a project are another matter.
+    other = P.pki.root(P.name("other-root"), cn="Other Root CA")
+    procs = []
+    try:
+        for i, leaf in enumerate(leaves):
+            procs.append(subprocess.Popen(s_client_cmd(d, leaf), stdin=subprocess.PIPE,
+                                          stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+            if i % 3 == 0:
+                d.write("projects/acme/cas/other-root.pem", other.pem())
+            elif i % 3 == 1:
+                os.remove(os.path.join(d.dir, "projects", "acme", "cas", "other-root.pem"))
+            else:
+                d.write("projects/acme/cas/acme-root.pem", P.acme.pem())
+            time.sleep(0.05 * (i % 4))
+            if i % 2 == 1:
+                procs[i - 1].kill()  # gone mid-handshake or mid-provisioning
+        time.sleep(1.0)
+    finally:
+        for p_ in procs:
+            if p_.poll() is None:
+                p_.kill()
+            p_.wait()
+    time.sleep(REVOKE_WINDOW)
+    closed = [f for f in events(d, "session.closed") if f.get("reason", "").startswith("cred")]
+    assert not closed, "a session of acme's root was revoked: " + closed[0]["_line"]
+    expect_accepted(d, P.leaf(P.acme, cn=P.name("after")))
+    expect_accepted(d, P.leaf(other, cn=P.name("other")))
+    assert not re.search(r"(ERROR: \w+Sanitizer|runtime error:)", d.logtext()), tail(d, 6000)
+
+
 def try_psk(d, identity, timeout):
     deadline = time.time() + timeout
     while True:
@@ -1124,6 +1162,7 @@ TESTS = [
     # The cache is per worker: one worker, so the second handshake meets the first's verdict.
     (test_cached_chain_refused_once_expired, lambda P: acme_only(P, config={"workers": 1})),
     (test_cached_chain_not_used_after_change, cached_change_daemon),
+    (test_reloads_during_handshakes_and_provisioning, acme_only),
     (test_projects_dir_removed_and_restored, lambda P: {}),
     (test_psk_json_renamed_over_after_dir_swap, lambda P: {}),
 ]
