@@ -796,9 +796,17 @@ drain_deferred(dg_worker *w, dg_deferred *list)
 	}
 }
 
-/* The writer's completions: deferred replies, then provisioning results, in arrival order. */
+/*
+ * The writer's completions: deferred replies, then provisioning results, in
+ * arrival order. When `inbox` is not NULL, the messages posted so far are
+ * taken off under the same lock and set there for the caller to handle
+ * after the completions: a message posted after a completion (a change
+ * another worker made after this worker's write committed) is then never
+ * handled before it, so the cache's invalidation is not undone by an older
+ * write's document.
+ */
 static void
-drain_completions(dg_worker *w)
+drain_completions(dg_worker *w, msg **inbox)
 {
 	prov_done *list, *rev = NULL;
 	dg_deferred *done;
@@ -808,6 +816,10 @@ drain_completions(dg_worker *w)
 	w->prov_head = NULL;
 	done = w->done_head;
 	w->done_head = NULL;
+	if (inbox != NULL) {
+		*inbox = w->inbox_head;
+		w->inbox_head = w->inbox_tail = NULL;
+	}
 	pthread_mutex_unlock(&w->mu);
 	drain_deferred(w, done);
 	while (list != NULL) {
@@ -946,17 +958,28 @@ dg_worker_route_state(dg_worker_shared *sh, int64_t device_id, const char *path,
 		dg_worker_state_changed(sh->workers[o.worker], device_id, path, doc);
 }
 
-/* Notifies the observers of `device_id`: here when its session is here, else through its worker. */
+/*
+ * Notifies the observers of `device_id`: here when its session is here, else
+ * through its worker. A session here may be one that a newer session on
+ * another worker replaced, and that is not closed yet (its close is on its
+ * way to this worker): the newer session's worker is told too, or its cache
+ * of documents would keep what it read before this write committed.
+ */
 static void
 notify_device(dg_worker *w, int64_t device_id, const char *path, const char *doc)
 {
 	dg_map_key key;
+	dg_devtab_owner o;
 	dg_map_key_u64(&key, (uint64_t)device_id);
 	dg_session *s = dg_map_get(w->devices, &key);
-	if (s != NULL)
-		dg_session_state_changed(s, path, doc, uv_now(w->loop));
-	else
+	if (s == NULL) {
 		dg_worker_route_state(w->sh, device_id, path, doc);
+		return;
+	}
+	dg_session_state_changed(s, path, doc, uv_now(w->loop));
+	if (w->sh->n_workers > 1 && dg_devtab_lookup(w->sh->devices, device_id, &o) == 0 &&
+	    o.worker != w->index && o.worker < w->sh->n_workers)
+		dg_worker_state_changed(w->sh->workers[o.worker], device_id, path, doc);
 }
 
 typedef struct collect {
@@ -1068,7 +1091,7 @@ stop(dg_worker *w)
 			       "the store did not flush within limits.shutdown_timeout_s; exiting");
 			_exit(0);
 		}
-		drain_completions(w);
+		drain_completions(w, NULL);
 	}
 	close_all(w, "server shutting down");
 	reap(w);
@@ -1136,11 +1159,7 @@ wake_cb(uv_async_t *h)
 	dg_worker *w = h->data;
 	msg *list;
 
-	drain_completions(w);
-	pthread_mutex_lock(&w->mu);
-	list = w->inbox_head;
-	w->inbox_head = w->inbox_tail = NULL;
-	pthread_mutex_unlock(&w->mu);
+	drain_completions(w, &list);
 	while (list != NULL) {
 		msg *next = list->next;
 		if (!w->stopping || list->kind == MSG_STOP)

@@ -260,6 +260,85 @@ def test_get_races_writes(d):
         c.close()
 
 
+def _get_whole(c, path, check_etag=True):
+    """GETs `path` block by block (Block2, 1024 bytes); returns (the
+    document, the ETags seen). Raises if a block is not 2.05."""
+    import fwclient as fw
+    num, body, etags = 0, b"", []
+    for _ in range(64):
+        r = c.request(fw.GET, path, options=[(fw.OPT_BLOCK2, fw.uint_bytes(num << 4 | 6))])
+        assert r is not None and r.code_text == "2.05", r and r.code_text
+        etags.append(r.opt(fw.OPT_ETAG))
+        b = r.block(fw.OPT_BLOCK2)
+        body += r.payload
+        if b is None or not b[1]:
+            return json.loads(body) if body else None, etags
+        num += 1
+    raise AssertionError("more than 64 blocks")
+
+
+def test_cached_documents_near_limits(d):
+    """The worker's cache keeps documents up to 8192 bytes of JSON text and
+    reads larger ones from the store: PUTs and DELETEs of 900-byte values
+    that take the device's document back and forth across that size, and
+    up to max_state_bytes, are each seen by the GETs (in blocks) that
+    follow their answer (a miss, then a hit when it is kept), and by the
+    CLI; a write over max_state_bytes is refused and changes nothing a GET
+    sees; a document that changes between two blocks of a GET changes the
+    ETag, so the client can tell."""
+    import fwclient as fw
+    cf = [(fw.OPT_CONTENT_FORMAT, fw.uint_bytes(50))]
+    want = {}
+
+    def check(what):
+        for _ in range(2):
+            got, _ = _get_whole(c, ".d/big")
+            assert got == (want or None), (what, sorted(got or {}), sorted(want))
+        cli_got = cli(d, "state", "get", "acme", "dev1", "big").strip()
+        assert (json.loads(cli_got) if want else None) == (want or None), what
+
+    c = fw.FwClient("127.0.0.1", d.port, "dev1@acme", g.KEY)
+    try:
+        # Up past 8192 bytes, down below it, and up again to the 16384 limit.
+        ops = [("put", k) for k in range(12)] + [("del", k) for k in (3, 7, 9, 11)] + \
+              [("put", k) for k in [3, 7] + list(range(12, 30))]
+        for op, k in ops:
+            key = "k%02d" % k
+            if op == "put":
+                val = "%s%d" % (chr(97 + k % 26), len(want)) * 1 + "x" * 900
+                r = c.request(fw.PUT, ".d/big/" + key, json.dumps(val).encode(), options=cf)
+                if r is not None and r.code_text == "4.13":
+                    break  # max_state_bytes reached: the refused write changed nothing
+                assert r is not None and r.code_text == "2.04", (key, r and r.code_text)
+                want[key] = val
+            else:
+                r = c.request(fw.DELETE, ".d/big/" + key)
+                assert r is not None and r.code_text == "2.02", (key, r and r.code_text)
+                del want[key]
+            check((op, key, len(json.dumps(want))))
+        else:
+            raise AssertionError("max_state_bytes never reached")
+        check("after 4.13")
+        assert len(json.dumps(want)) > 12000, len(json.dumps(want))
+        # Below the cache's limit, then a change between two blocks of a GET.
+        for key in list(want)[:12]:
+            r = c.request(fw.DELETE, ".d/big/" + key)
+            assert r is not None and r.code_text == "2.02"
+            del want[key]
+        check("shrunk")
+        assert 1024 < len(json.dumps(want)) < 8192, len(json.dumps(want))
+        b0 = c.request(fw.GET, ".d/big", options=[(fw.OPT_BLOCK2, fw.uint_bytes(0 << 4 | 6))])
+        assert b0.code_text == "2.05" and b0.block(fw.OPT_BLOCK2)[1] == 1
+        r = c.request(fw.PUT, ".d/big/znew", b'"changed"', options=cf)
+        assert r is not None and r.code_text == "2.04"
+        want["znew"] = "changed"
+        b1 = c.request(fw.GET, ".d/big", options=[(fw.OPT_BLOCK2, fw.uint_bytes(1 << 4 | 6))])
+        assert b1.code_text == "2.05", b1.code_text
+        assert b1.opt(fw.OPT_ETAG) != b0.opt(fw.OPT_ETAG), "same ETag across a change"
+        check("after the change")
+    finally:
+        c.close()
+
 TESTS = [
     (test_state_set_get_delete, {}),
     (test_cbor_in_json_out, {}),
@@ -270,6 +349,11 @@ TESTS = [
     (test_body_too_large, {"limits": {"max_body": 1024, "device_requests_per_s": 1000}}),
     (test_rate_limit, {"limits": {"device_requests_per_s": 2, "device_burst": 2}}),
     (test_get_races_writes, {"limits": {"device_requests_per_s": 10000, "device_burst": 10000}}),
+    # One worker: every GET of the session meets the same cache.
+    (test_cached_documents_near_limits,
+     {"config": {"workers": 1},
+      "limits": {"device_requests_per_s": 10000, "device_burst": 10000,
+                 "max_state_bytes": 16384}}),
 ]
 
 

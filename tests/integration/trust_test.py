@@ -866,6 +866,91 @@ def test_cached_chain_refused_once_expired(d, P):
     assert not events(d, "reload.done", mark), "a reload ran: " + tail(d)
 
 
+def _cached_twice(d, leaf):
+    """Accepts `leaf` twice; the second handshake must be a hit of the cache
+    of accepted chains (one worker), so the verdict is kept when the test
+    changes what it depends on."""
+    hits = metric(d, "devgate_certificate_chain_cache_total", result="hit")
+    expect_accepted(d, leaf)
+    expect_accepted(d, leaf)
+    assert metric(d, "devgate_certificate_chain_cache_total", result="hit") >= hits + 1, \
+        "the second handshake did not use the cache"
+
+
+def _reloaded(d, mark):
+    f = wait_event(d, "reload.done", REVOKE_WINDOW + 3, mark)
+    assert f is not None, "no reload.done" + tail(d)
+
+
+def test_cached_chain_not_used_after_change(d, P):
+    """A cached verdict never lets in what a full verification refuses now:
+    1. a CRL added that revokes a cached leaf; 2. a device blocked whose
+    chain is cached; 3. the CA of a cached chain replaced, in the same file,
+    by another root with the same subject ("/CN=Root CA"): the cached leaf
+    is refused as unknown CA and a leaf of the new root gets in."""
+    root, revoked, good, crl_pem = P.crl_cache
+    _cached_twice(d, revoked)
+    mark = log_mark(d)
+    d.write("projects/acme/crls/%s.pem" % root.name, crl_pem)
+    _reloaded(d, mark)
+    expect_refused(d, revoked, "certificate revoked", project="acme")
+    expect_accepted(d, good)
+
+    name = P.name("cached-block")
+    leaf = P.leaf(root, cn=name)
+    _cached_twice(d, leaf)
+    rc, out = devgate_cli(d, "devices", "block", "acme", name)
+    assert rc == 0, out
+    time.sleep(REVOKE_WINDOW)
+    expect_refused(d, leaf, "device blocked", project="acme")
+
+    mine = P.leaf(P.acme, cn=P.name("cached-ca"))
+    _cached_twice(d, mine)
+    mark = log_mark(d)
+    d.write("projects/acme/cas/%s.pem" % P.acme.name, P.stranger.pem())
+    _reloaded(d, mark)
+    expect_refused(d, mine, "unknown CA", project="acme")
+    expect_accepted(d, P.leaf(P.stranger, cn=P.name("new-root")))
+
+
+def test_reloads_during_handshakes_and_provisioning(d, P):
+    """Reloads of the project's CAs (a CA added, removed, the CA file
+    rewritten) while certificate handshakes are under way, first
+    connections are being provisioned, and clients vanish mid-handshake:
+    the daemon (run under the sanitizers by run-tests.sh) neither crashes
+    nor reports, and a new device gets in afterwards."""
+    leaves = [P.leaf(P.acme, cn=P.name("amid")) for _ in range(10)]
+    # Not beta's root: two roots of one subject in a project are another matter.
+    other = P.pki.root(P.name("other-root"), cn="Other Root CA")
+    procs = []
+    try:
+        for i, leaf in enumerate(leaves):
+            procs.append(subprocess.Popen(s_client_cmd(d, leaf), stdin=subprocess.PIPE,
+                                          stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+            if i % 3 == 0:
+                d.write("projects/acme/cas/other-root.pem", other.pem())
+            elif i % 3 == 1:
+                os.remove(os.path.join(d.dir, "projects", "acme", "cas", "other-root.pem"))
+            else:
+                d.write("projects/acme/cas/acme-root.pem", P.acme.pem())
+            time.sleep(0.05 * (i % 4))
+            if i % 2 == 1:
+                procs[i - 1].kill()  # gone mid-handshake or mid-provisioning
+        time.sleep(1.0)
+    finally:
+        for p_ in procs:
+            if p_.poll() is None:
+                p_.kill()
+            p_.wait()
+    time.sleep(REVOKE_WINDOW)
+    closed = [f for f in events(d, "session.closed") if f.get("reason", "").startswith("cred")]
+    assert not closed, "a session of acme's root was revoked: " + closed[0]["_line"]
+    expect_accepted(d, P.leaf(P.acme, cn=P.name("after")))
+    expect_accepted(d, P.leaf(other, cn=P.name("other")))
+    assert not re.search(r"(ERROR: \w+Sanitizer|runtime error:)", d.logtext()), tail(d, 6000)
+
+
 def try_psk(d, identity, timeout):
     deadline = time.time() + timeout
     while True:
@@ -977,6 +1062,19 @@ def crl_live_daemon(P):
     return {"files": cas("acme", P.crl_live[0])}
 
 
+def cached_change_daemon(P):
+    """One worker (the chain cache is per worker), acme's root and a root
+    whose CRL the test drops in."""
+    root = P.pki.root(P.name("cache-root"), cn="Cache Root CA")  # not acme's subject
+    revoked = P.leaf(root, cn=P.name("revoked"))
+    good = P.leaf(root, cn=P.name("good"))
+    P.pki.revoke(root, revoked)
+    with open(P.pki.crl(root), "rb") as f:
+        P.crl_cache = (root, revoked, good, f.read())
+    files = cas("acme", P.acme, root)
+    return {"files": files, "config": {"workers": 1}}
+
+
 def crl_daemon(P):
     root, revoked, good, crl_pem = crl_setup(P)
     P.crl_leaves = (revoked, good)
@@ -1063,6 +1161,8 @@ TESTS = [
     (test_session_closed_at_cert_expiry, acme_only),
     # The cache is per worker: one worker, so the second handshake meets the first's verdict.
     (test_cached_chain_refused_once_expired, lambda P: acme_only(P, config={"workers": 1})),
+    (test_cached_chain_not_used_after_change, cached_change_daemon),
+    (test_reloads_during_handshakes_and_provisioning, acme_only),
     (test_projects_dir_removed_and_restored, lambda P: {}),
     (test_psk_json_renamed_over_after_dir_swap, lambda P: {}),
 ]
