@@ -100,10 +100,6 @@ int dg_data_logs_each(dg_store *st, int64_t device_id, const char *level, int64_
 /* The highest state_changes id, or 0; -1 on error. */
 int64_t dg_data_changes_max(dg_store *st);
 
-/* Calls cb for every state change after `after_id`; returns the last id seen (or after_id). */
-int64_t dg_data_changes_since(dg_store *st, int64_t after_id,
-                              void (*cb)(void *arg, int64_t device_id, const char *path),
-                              void *arg);
 
 /* A read of one device's state document, for dg_store_read(). */
 typedef struct dg_state_read {

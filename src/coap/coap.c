@@ -211,7 +211,6 @@ con_find(dg_coap *c, uint16_t mid)
 	return NULL;
 }
 
-
 /*
  * Remembers the reply to CON `mid`. A failed allocation only costs the
  * entry: the reply is still sent.

@@ -56,6 +56,20 @@ struct dg_control {
 static void rewatch(dg_control *c);
 static void unwatch(dg_control *c);
 
+/* Closes the control loop's handles; they finish closing on the loop's next run. */
+static void
+close_handles(dg_control *c)
+{
+	uv_close((uv_handle_t *)&c->sigterm, NULL);
+	uv_close((uv_handle_t *)&c->sigint, NULL);
+	uv_close((uv_handle_t *)&c->sighup, NULL);
+	uv_close((uv_handle_t *)&c->debounce, NULL);
+	uv_close((uv_handle_t *)&c->serial_poll, NULL);
+	uv_close((uv_handle_t *)&c->changes_poll, NULL);
+	uv_close((uv_handle_t *)&c->watchdog, NULL);
+	unwatch(c);
+}
+
 static void
 shutdown_all(dg_control *c, int signum)
 {
@@ -69,14 +83,7 @@ shutdown_all(dg_control *c, int signum)
 	       dg_server_workers(c->srv));
 	/* Waits for workers on threads; one on this loop stops when the loop runs on. */
 	dg_server_stop(c->srv);
-	uv_close((uv_handle_t *)&c->sigterm, NULL);
-	uv_close((uv_handle_t *)&c->sigint, NULL);
-	uv_close((uv_handle_t *)&c->sighup, NULL);
-	uv_close((uv_handle_t *)&c->debounce, NULL);
-	uv_close((uv_handle_t *)&c->serial_poll, NULL);
-	uv_close((uv_handle_t *)&c->changes_poll, NULL);
-	uv_close((uv_handle_t *)&c->watchdog, NULL);
-	unwatch(c);
+	close_handles(c);
 }
 
 /* Logs a setting SIGHUP cannot change; returns 1 when it differs. */
@@ -415,14 +422,7 @@ dg_control_free(dg_control *c)
 	if (!c->stopping) {
 		/* Never stopped (a start-up that failed): its handles close on the caller's run. */
 		c->stopping = 1;
-		uv_close((uv_handle_t *)&c->sigterm, NULL);
-		uv_close((uv_handle_t *)&c->sigint, NULL);
-		uv_close((uv_handle_t *)&c->sighup, NULL);
-		uv_close((uv_handle_t *)&c->debounce, NULL);
-		uv_close((uv_handle_t *)&c->serial_poll, NULL);
-		uv_close((uv_handle_t *)&c->changes_poll, NULL);
-		uv_close((uv_handle_t *)&c->watchdog, NULL);
-		unwatch(c);
+		close_handles(c);
 		uv_run(c->loop, UV_RUN_DEFAULT);
 	}
 	free(c);

@@ -90,15 +90,18 @@ dg_server_new(uv_loop_t *loop, unsigned flags, const dg_config *cfg, dg_store *s
 	for (size_t i = 0; i < cfg->n_listen; i++) {
 		rc = dg_listener_probe((const struct sockaddr *)&cfg->listen[i].addr);
 		if (rc != 0) {
-			snprintf(err, errlen, "listen %s: %s", cfg->listen[i].text, uv_strerror(rc));
+			snprintf(err, errlen, "listen %s: %s", cfg->listen[i].text,
+			         uv_strerror(rc));
 			goto fail;
 		}
 	}
 	for (size_t k = 0; k < n; k++) {
 		/* The others bind where the first did: the same port when the config says 0. */
-		const struct sockaddr_storage *addrs = k == 0 ? NULL : dg_worker_bound(srv->workers[0], 0);
-		rc = dg_worker_new(&srv->sh, k, n == 1 && (flags & DG_SERVER_ONE_LOOP) ? loop : NULL, cfg, addrs, reg, &srv->workers[k],
-		                   err, errlen);
+		const struct sockaddr_storage *addrs =
+		        k == 0 ? NULL : dg_worker_bound(srv->workers[0], 0);
+		rc = dg_worker_new(&srv->sh, k,
+		                   n == 1 && (flags & DG_SERVER_ONE_LOOP) ? loop : NULL, cfg, addrs,
+		                   reg, &srv->workers[k], err, errlen);
 		if (rc != 0)
 			goto fail;
 		srv->sh.n_workers = k + 1;
@@ -129,8 +132,9 @@ dg_server_start(dg_server *srv)
 	}
 	for (size_t i = 0; i < srv->cfg->n_listen; i++)
 		dg_log(DG_LOG_INFO, "server.listening",
-		       "udp %s, DTLS 1.2, %zu PSK credentials, %zu workers", srv->cfg->listen[i].text,
-		       dg_registry_psk_count(srv->reg), srv->sh.n_workers);
+		       "udp %s, DTLS 1.2, %zu PSK credentials, %zu workers",
+		       srv->cfg->listen[i].text, dg_registry_psk_count(srv->reg),
+		       srv->sh.n_workers);
 	return 0;
 }
 
@@ -151,7 +155,8 @@ dg_server_set_config(dg_server *srv, dg_config *cfg)
 {
 	dg_config **v = realloc(srv->owned, (srv->n_owned + 1) * sizeof(*v));
 	if (v == NULL) {
-		dg_log(DG_LOG_ERROR, "reload.failed", "out of memory; keeping the running configuration");
+		dg_log(DG_LOG_ERROR, "reload.failed",
+		       "out of memory; keeping the running configuration");
 		dg_config_free(cfg);
 		return;
 	}
@@ -160,7 +165,8 @@ dg_server_set_config(dg_server *srv, dg_config *cfg)
 	srv->cfg = cfg;
 	for (size_t k = 0; k < srv->sh.n_workers; k++)
 		if (dg_worker_set_config(srv->workers[k], cfg) != 0)
-			dg_log(DG_LOG_ERROR, "reload.failed", "worker %zu keeps its configuration", k);
+			dg_log(DG_LOG_ERROR, "reload.failed", "worker %zu keeps its configuration",
+			       k);
 }
 
 dg_registry *

@@ -707,10 +707,9 @@ dg_session_verify_cert(int preverify, WOLFSSL_X509_STORE_CTX *store)
 			memcpy(certs[n], store->certs[i].buffer, store->certs[i].length);
 			lens[n++] = store->certs[i].length;
 		}
-		const char *why =
-		        n > 0 ? judge_chain(s, s->reg, certs, lens, n, 0, s->hs->subject,
-		                            s->hs->reason_buf, sizeof(s->hs->reason_buf))
-		              : "out of memory";
+		const char *why = n > 0 ? judge_chain(s, s->reg, certs, lens, n, 0, s->hs->subject,
+		                                      s->hs->reason_buf, sizeof(s->hs->reason_buf))
+		                        : "out of memory";
 		if (why == NULL && n > CHAIN_MAX)
 			why = "certificate chain too long"; /* Unreachable: the judge refuses it. */
 		if (why != NULL) {
@@ -1414,6 +1413,16 @@ send_plain(dg_session *s, const uint8_t *bytes, size_t len)
 		log_session(s, DG_LOG_DEBUG, "session.write_failed", NULL, NULL, NULL, NULL);
 }
 
+/* Makes `msg` (`len` bytes, never written to) the plain-text body of `resp`. */
+static void
+text_body(dg_coap_response *resp, char *msg, size_t len)
+{
+	resp->body = (uint8_t *)msg;
+	resp->body_len = len;
+	resp->body_cap = len;
+	resp->content_format = DG_COAP_FMT_TEXT;
+}
+
 void
 dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 {
@@ -1432,7 +1441,8 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 			resp.body = body;
 			resp.body_cap = max > 64 ? max - 64 : 16;
 			d->reply(s, d, &resp, now_ms);
-			if (resp.code >> 5 < 2 || resp.code >> 5 > 5 || resp.body_len > resp.body_cap) {
+			if (resp.code >> 5 < 2 || resp.code >> 5 > 5 ||
+			    resp.body_len > resp.body_cap) {
 				dg_coap_response_init(&resp);
 				resp.code = DG_COAP_INTERNAL_ERROR;
 			}
@@ -1440,10 +1450,7 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 		if (d->rc == -EFBIG) {
 			/* The write would make the state document larger than allowed. */
 			static char msg[] = "state document over limits.max_state_bytes";
-			resp.body = (uint8_t *)msg;
-			resp.body_len = sizeof(msg) - 1;
-			resp.body_cap = sizeof(msg) - 1;
-			resp.content_format = DG_COAP_FMT_TEXT;
+			text_body(&resp, msg, sizeof(msg) - 1);
 		}
 		if (d->rc == -ENOSPC) {
 			/*
@@ -1451,10 +1458,7 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 			 * The store logs it once (store.failing), not per request.
 			 */
 			static char msg[] = "store full";
-			resp.body = (uint8_t *)msg;
-			resp.body_len = sizeof(msg) - 1;
-			resp.body_cap = sizeof(msg) - 1;
-			resp.content_format = DG_COAP_FMT_TEXT;
+			text_body(&resp, msg, sizeof(msg) - 1);
 			resp.max_age = STORE_FULL_MAX_AGE_S;
 		}
 		if (s->env->metrics != NULL)

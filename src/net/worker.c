@@ -149,8 +149,9 @@ warn_full(dg_worker *w, const char *what)
 	w->refused_full++;
 	if (now - w->last_full_warning_ms < WARN_INTERVAL_MS && w->last_full_warning_ms != 0)
 		return;
-	dg_log(DG_LOG_WARN, "handshake.refused", "%s reached; %llu ClientHellos dropped (worker %zu)",
-	       what, (unsigned long long)w->refused_full, w->index);
+	dg_log(DG_LOG_WARN, "handshake.refused",
+	       "%s reached; %llu ClientHellos dropped (worker %zu)", what,
+	       (unsigned long long)w->refused_full, w->index);
 	w->refused_full = 0;
 	w->last_full_warning_ms = now;
 }
@@ -172,7 +173,8 @@ hs_queue_push(dg_worker *w, uint64_t id)
 {
 	if (w->hs_head + w->hs_len == w->hs_cap) {
 		if (w->hs_head > 0) {
-			memmove(w->hs_queue, w->hs_queue + w->hs_head, w->hs_len * sizeof(*w->hs_queue));
+			memmove(w->hs_queue, w->hs_queue + w->hs_head,
+			        w->hs_len * sizeof(*w->hs_queue));
 			w->hs_head = 0;
 		}
 		if (w->hs_len == w->hs_cap) {
@@ -306,8 +308,7 @@ static void
 unpublish(dg_worker *w, const dg_session *s)
 {
 	uint64_t t = dg_session_created_ms(s);
-	if (w->sh->n_workers > 1 &&
-	    atomic_load(&w->sh->stalled_ms[w->index]) == (t != 0 ? t : 1))
+	if (w->sh->n_workers > 1 && atomic_load(&w->sh->stalled_ms[w->index]) == (t != 0 ? t : 1))
 		publish_stalled(w, uv_now(w->loop));
 }
 
@@ -361,7 +362,8 @@ admitted(dg_worker *w, const struct sockaddr *from)
 		int how = give_way(w);
 		if (how != 0)
 			rc = dg_admit_handshake(w->sh->admit, from, lim->max_handshakes_per_source,
-			                        how == 2 ? UINT32_MAX : lim->max_handshakes, &limit);
+			                        how == 2 ? UINT32_MAX : lim->max_handshakes,
+			                        &limit);
 	}
 	if (rc == 0 && !dg_admit_session(w->sh->admit, lim->max_sessions)) {
 		dg_admit_handshake_end(w->sh->admit, from);
@@ -533,7 +535,8 @@ recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf, const struct sockaddr
 		drop(w, "truncated");
 		return;
 	}
-	dg_worker_datagram(w, dg_listener_index(l), (const uint8_t *)buf->base, (size_t)nread, from);
+	dg_worker_datagram(w, dg_listener_index(l), (const uint8_t *)buf->base, (size_t)nread,
+	                   from);
 }
 
 /* What a session reports. */
@@ -570,8 +573,8 @@ on_established(void *owner, dg_session *s)
 		dg_map_del(w->pending, &key);
 		dg_session *before = dg_map_get(w->peers, &key);
 		if (before != NULL)
-			dg_session_close(before, "replaced by a new handshake from the same address",
-			                 0);
+			dg_session_close(before,
+			                 "replaced by a new handshake from the same address", 0);
 		if (dg_map_put(w->peers, &key, s, NULL) != 0) {
 			dg_session_close(s, "out of memory", 1);
 			return;
@@ -706,7 +709,8 @@ on_provision(void *owner, dg_session *s, int64_t project_id, const char *cert_id
 	if (req != NULL) {
 		req->w = w;
 		req->session_id = dg_session_id(s);
-		rc = dg_store_provision_async(w->sh->store, project_id, cert_id, provision_done, req);
+		rc = dg_store_provision_async(w->sh->store, project_id, cert_id, provision_done,
+		                              req);
 		if (rc != 0)
 			free(req);
 	}
@@ -890,7 +894,8 @@ dg_worker_hand_datagram(dg_worker *w, size_t listener_index, const uint8_t *data
 		return -ENOMEM;
 	m->listener = listener_index;
 	memcpy(&m->from, from,
-	       from->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+	       from->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+	                                   : sizeof(struct sockaddr_in));
 	m->len = len;
 	memcpy(m->data, data, len);
 	return post(w, m);
@@ -1084,8 +1089,8 @@ stop(dg_worker *w)
 	 * meanwhile; the second pass provisions nothing new.
 	 */
 	for (int pass = 0; pass < 2; pass++) {
-		if (dg_store_flush_timeout(w->sh->store, w->cfg->limits.shutdown_timeout_s * 1000) ==
-		    -ETIMEDOUT) {
+		if (dg_store_flush_timeout(w->sh->store, w->cfg->limits.shutdown_timeout_s *
+		                                                 1000) == -ETIMEDOUT) {
 			/* Nothing unacknowledged is lost: replies wait for their commit. */
 			dg_log(DG_LOG_ERROR, "server.exit",
 			       "the store did not flush within limits.shutdown_timeout_s; exiting");
@@ -1272,18 +1277,21 @@ dg_worker_new(dg_worker_shared *sh, size_t index, uv_loop_t *loop, const dg_conf
 		goto fail;
 	}
 	for (size_t i = 0; i < cfg->n_listen; i++) {
-		const struct sockaddr *a = addrs != NULL ? (const struct sockaddr *)&addrs[i]
-		                                         : (const struct sockaddr *)&cfg->listen[i].addr;
+		const struct sockaddr *a = addrs != NULL
+		                                   ? (const struct sockaddr *)&addrs[i]
+		                                   : (const struct sockaddr *)&cfg->listen[i].addr;
 		rc = dg_listener_new(w->loop, a, sh->ctx, w->cookie_secret, admit_cb, w, w, i,
 		                     w->env.tx, &w->listeners[i]);
 		if (rc != 0) {
-			snprintf(err, errlen, "listen %s: %s", cfg->listen[i].text, uv_strerror(rc));
+			snprintf(err, errlen, "listen %s: %s", cfg->listen[i].text,
+			         uv_strerror(rc));
 			goto fail;
 		}
 		w->n_listeners++;
 		rc = dg_listener_sockname(w->listeners[i], &w->bound[i]);
 		if (rc != 0) {
-			snprintf(err, errlen, "listen %s: %s", cfg->listen[i].text, uv_strerror(rc));
+			snprintf(err, errlen, "listen %s: %s", cfg->listen[i].text,
+			         uv_strerror(rc));
 			goto fail;
 		}
 	}

@@ -147,9 +147,10 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 			rc = -EFBIG;
 			goto out;
 		}
-		s = dg_store_stmt(db, "INSERT INTO state (device_id, doc, updated_at) VALUES (?1, ?2,"
-		                      " ?3) ON CONFLICT (device_id) DO UPDATE SET doc = excluded.doc,"
-		                      " updated_at = excluded.updated_at");
+		s = dg_store_stmt(db,
+		                  "INSERT INTO state (device_id, doc, updated_at) VALUES (?1, ?2,"
+		                  " ?3) ON CONFLICT (device_id) DO UPDATE SET doc = excluded.doc,"
+		                  " updated_at = excluded.updated_at");
 	}
 	if (s == NULL) {
 		rc = dg_store_errno(sqlite3_errcode(db));
@@ -163,8 +164,9 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 	}
 	rc = step_cached(s);
 	if (rc == 0 && c->record) {
-		s = dg_store_stmt(db, "INSERT INTO state_changes (device_id, path, at) VALUES (?1, ?2,"
-		                      " ?3)");
+		s = dg_store_stmt(db,
+		                  "INSERT INTO state_changes (device_id, path, at) VALUES (?1, ?2,"
+		                  " ?3)");
 		if (s == NULL) {
 			rc = -EIO;
 			goto out;
@@ -337,26 +339,6 @@ dg_data_changes_max(dg_store *st)
 	return v;
 }
 
-int64_t
-dg_data_changes_since(dg_store *st, int64_t after_id,
-                      void (*cb)(void *arg, int64_t device_id, const char *path), void *arg)
-{
-	sqlite3_stmt *s = NULL;
-	int64_t last = after_id;
-	if (sqlite3_prepare_v2(dg_store_reader(st),
-	                       "SELECT id, device_id, path FROM state_changes WHERE id > ?1"
-	                       " ORDER BY id LIMIT 10000",
-	                       -1, &s, NULL) != SQLITE_OK)
-		return after_id;
-	sqlite3_bind_int64(s, 1, after_id);
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		last = sqlite3_column_int64(s, 0);
-		cb(arg, sqlite3_column_int64(s, 1), (const char *)sqlite3_column_text(s, 2));
-	}
-	sqlite3_finalize(s);
-	return last;
-}
-
 int
 dg_data_device_id(dg_store *st, const char *slug, const char *name, int64_t *id)
 {
@@ -395,7 +377,8 @@ dg_data_state_read(sqlite3 *db, void *arg)
 	sqlite3_bind_int64(s, 1, r->device_id);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
-		const char *text = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
+		const char *text =
+		        rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
 		r->doc = strdup(text != NULL ? text : "");
 		rc = r->doc != NULL ? 0 : -ENOMEM;
 	} else {

@@ -83,8 +83,8 @@ typedef struct touch_ent {
 typedef struct writer {
 	sqlite3 *db;
 	sqlite3_stmt *touch;
-	dg_map *touches;    /* device_id -> touch_ent */
-	touch_ent **dirty;  /* Touched in the open transaction. */
+	dg_map *touches;   /* device_id -> touch_ent */
+	touch_ent **dirty; /* Touched in the open transaction. */
 	size_t n_dirty, cap_dirty;
 	int64_t last_sweep; /* CLOCK_MONOTONIC ms. */
 	int fail_rc;        /* The error of the failing run of transactions, or 0. */
@@ -105,7 +105,7 @@ struct dg_store {
 	pthread_cond_t rcv;     /* Signals the reader: work or stop. */
 	pthread_cond_t done_cv; /* Signals flushers: a transaction or reads finished. */
 	op_queue w, r;
-	op_queue t; /* last_seen values (OP_TOUCH), taken by the writer on each pass. */
+	op_queue t;         /* last_seen values (OP_TOUCH), taken by the writer on each pass. */
 	uint64_t max_queue; /* Ops queued and not finished, at most, per queue. */
 	uint64_t flush_req, flush_done; /* Flushes asked for, and served. */
 	int64_t touch_interval_ms;
@@ -210,8 +210,9 @@ open_conn(const char *path, sqlite3 **out, char *err, size_t errlen)
 	 * Serialized: the reader connection is used by every worker loop
 	 * (state reads) and the control loop (imports, registry builds).
 	 */
-	int rc = sqlite3_open_v2(
-	        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+	int rc = sqlite3_open_v2(path, &db,
+	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+	                         NULL);
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "%s", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 		sqlite3_close(db);
@@ -436,8 +437,8 @@ touch_write(writer *w, touch_ent *e)
 static int
 touch_due(const dg_store *st, const touch_ent *e, int64_t now_ms)
 {
-	return e->pending >= 0 && (e->written_at == INT64_MIN ||
-	                           now_ms - e->written_at >= st->touch_interval_ms);
+	return e->pending >= 0 &&
+	       (e->written_at == INT64_MIN || now_ms - e->written_at >= st->touch_interval_ms);
 }
 
 /* Writes the due values among the entries touched in this transaction. */
@@ -929,13 +930,14 @@ dg_store_touch_device(dg_store *st, int64_t device_id, int64_t ts_ms)
 	return enqueue(st, &st->t, NULL, MAX_TOUCHES_QUEUED, op);
 }
 
-int
-dg_store_job(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void *arg, int rc),
-             void *arg)
+/* Queues job `run` on the thread of queue `q` (signalled through `cv`), if that thread runs. */
+static int
+enqueue_job(dg_store *st, int has_thread, op_queue *q, pthread_cond_t *cv,
+            int (*run)(sqlite3 *db, void *arg), void (*done)(void *arg, int rc), void *arg)
 {
 	store_op *op;
 
-	if (!st->has_writer)
+	if (!has_thread)
 		return -EPIPE;
 	op = calloc(1, sizeof(*op));
 	if (op == NULL)
@@ -944,25 +946,21 @@ dg_store_job(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void
 	op->run = run;
 	op->job_done = done;
 	op->arg = arg;
-	return enqueue(st, &st->w, &st->cv, 0, op);
+	return enqueue(st, q, cv, 0, op);
+}
+
+int
+dg_store_job(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void *arg, int rc),
+             void *arg)
+{
+	return enqueue_job(st, st->has_writer, &st->w, &st->cv, run, done, arg);
 }
 
 int
 dg_store_read(dg_store *st, int (*run)(sqlite3 *db, void *arg), void (*done)(void *arg, int rc),
               void *arg)
 {
-	store_op *op;
-
-	if (!st->has_reader)
-		return -EPIPE;
-	op = calloc(1, sizeof(*op));
-	if (op == NULL)
-		return -ENOMEM;
-	op->kind = OP_JOB;
-	op->run = run;
-	op->job_done = done;
-	op->arg = arg;
-	return enqueue(st, &st->r, &st->rcv, 0, op);
+	return enqueue_job(st, st->has_reader, &st->r, &st->rcv, run, done, arg);
 }
 
 int
