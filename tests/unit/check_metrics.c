@@ -253,7 +253,7 @@ START_TEST(test_counters)
 	ASSERT_LINE(text, "devgate_coap_requests_total{service=\"logs\",class=\"5xx\"} 1");
 	ASSERT_LINE(text, "devgate_coap_requests_total{service=\"other\",class=\"4xx\"} 1");
 	ASSERT_LINE(text, "devgate_coap_requests_total{service=\"stream\",class=\"3xx\"} 1");
-	ck_assert_int_eq(count_prefix(text, "devgate_coap_requests_total{"), 19);
+	ck_assert_int_eq(count_prefix(text, "devgate_coap_requests_total{"), 28);
 	ASSERT_LINE(text, "devgate_datagrams_total{direction=\"in\"} 3");
 	ASSERT_LINE(text, "devgate_datagrams_total{direction=\"out\"} 1");
 	ASSERT_LINE(text, "devgate_dropped_datagrams_total{reason=\"not_dtls\"} 1");
