@@ -58,7 +58,7 @@ void dg_rpc_result_free(void *arg);
 
 /* A new call, for dg_rpc_create(). */
 typedef struct dg_rpc_new {
-	int64_t project_id;
+	int64_t project_id; /* 0: the device's. */
 	int64_t device_id;
 	const char *method;
 	const char *params; /* JSON array text. */
@@ -93,11 +93,11 @@ void dg_rpc_row_clear(dg_rpc_row *r);
 int dg_rpc_get(dg_store *st, int64_t id, dg_rpc_row *out);
 
 /*
- * Calls cb for the newest `limit` calls of the project (of one device when
+ * Calls cb for the newest `limit` calls of the project (by slug) (of one device when
  * `device` is not NULL), oldest first; a non-zero return from cb stops.
  * Returns 0 or a negative errno.
  */
-int dg_rpc_list(dg_store *st, int64_t project_id, const char *device, int64_t limit,
+int dg_rpc_list(dg_store *st, const char *project, const char *device, int64_t limit,
                 int (*cb)(void *arg, const dg_rpc_row *r), void *arg);
 
 #endif

@@ -141,6 +141,15 @@ dg_rpc_create(sqlite3 *db, void *arg)
 	if (rc != 0)
 		return rc;
 	n->row_id = sqlite3_last_insert_rowid(db);
+	if (n->project_id == 0) {
+		s = dg_store_stmt(db, "SELECT project_id FROM devices WHERE id = ?1");
+		if (s == NULL)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, n->device_id);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			n->project_id = sqlite3_column_int64(s, 0);
+		dg_store_stmt_done(s);
+	}
 	return dg_data_change_record(db, DG_OBS_RPC, n->project_id, n->device_id, n->row_id);
 }
 
@@ -210,18 +219,19 @@ dg_rpc_get(dg_store *st, int64_t id, dg_rpc_row *out)
 }
 
 int
-dg_rpc_list(dg_store *st, int64_t project_id, const char *device, int64_t limit,
+dg_rpc_list(dg_store *st, const char *project, const char *device, int64_t limit,
             int (*cb)(void *arg, const dg_rpc_row *r), void *arg)
 {
 	sqlite3_stmt *s = NULL;
 	int rc = sqlite3_prepare_v2(dg_store_reader(st),
-	                            "SELECT * FROM (" ROW_COLUMNS " WHERE d.project_id = ?1 AND"
+	                            "SELECT * FROM (" ROW_COLUMNS " WHERE d.project_id = (SELECT"
+	                            " id FROM projects WHERE slug = ?1) AND"
 	                            " (?2 IS NULL OR d.name = ?2) ORDER BY c.id DESC LIMIT ?3)"
 	                            " ORDER BY 1",
 	                            -1, &s, NULL);
 	if (rc != SQLITE_OK)
 		return dg_store_errno(rc);
-	sqlite3_bind_int64(s, 1, project_id);
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
 	if (device != NULL)
 		sqlite3_bind_text(s, 2, device, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, limit > 0 ? limit : 50);
