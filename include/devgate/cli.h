@@ -27,17 +27,25 @@
 
 /* The options a subcommand can take; -h and --help are always taken. */
 enum {
-	DG_CLI_CONFIG = 1u << 0,   /* -c, --config FILE */
-	DG_CLI_JSON = 1u << 1,     /* --json */
-	DG_CLI_IDENTITY = 1u << 2, /* --identity ID */
-	DG_CLI_KEY = 1u << 3,      /* --key K */
-	DG_CLI_KEY_HEX = 1u << 4,  /* --key-hex HEX */
-	DG_CLI_GENERATE = 1u << 5, /* --generate */
-	DG_CLI_PATH = 1u << 6,     /* --path P */
-	DG_CLI_SINCE = 1u << 7,    /* --since T */
-	DG_CLI_LIMIT = 1u << 8,    /* --limit N */
-	DG_CLI_LEVEL = 1u << 9,    /* --level L */
+	DG_CLI_CONFIG = 1u << 0,    /* -c, --config FILE */
+	DG_CLI_JSON = 1u << 1,      /* --json */
+	DG_CLI_IDENTITY = 1u << 2,  /* --identity ID */
+	DG_CLI_KEY = 1u << 3,       /* --key K */
+	DG_CLI_KEY_HEX = 1u << 4,   /* --key-hex HEX */
+	DG_CLI_GENERATE = 1u << 5,  /* --generate */
+	DG_CLI_PATH = 1u << 6,      /* --path P */
+	DG_CLI_SINCE = 1u << 7,     /* --since T */
+	DG_CLI_LIMIT = 1u << 8,     /* --limit N */
+	DG_CLI_LEVEL = 1u << 9,     /* --level L */
+	DG_CLI_TIMEOUT = 1u << 10,  /* --timeout S */
+	DG_CLI_DEVICE = 1u << 11,   /* --device D, repeatable */
+	DG_CLI_TYPE = 1u << 12,     /* --type T */
+	DG_CLI_ARTIFACT = 1u << 13, /* --artifact PACKAGE@VERSION, repeatable */
+	DG_CLI_ALL = 1u << 14,      /* --all */
 };
+
+/* How many times a repeatable option (--device, --artifact) may be given. */
+#define DG_CLI_MAX_MULTI 64
 
 /* Where the config path of a command line came from. */
 typedef enum dg_cli_config_from {
@@ -79,6 +87,13 @@ struct dg_cli {
 	const char *since;
 	const char *limit;
 	const char *level;
+	const char *timeout;
+	const char *type;
+	int all;
+	const char *devices[DG_CLI_MAX_MULTI]; /* Every --device, in order. */
+	int n_devices;
+	const char *artifacts[DG_CLI_MAX_MULTI]; /* Every --artifact, in order. */
+	int n_artifacts;
 	const char *pos[DG_CLI_MAX_POS];
 	int n_pos;
 };
@@ -153,5 +168,6 @@ int dg_cli_stream(int argc, char **argv);
 int dg_cli_logs(int argc, char **argv);
 int dg_cli_check_config(int argc, char **argv);
 int dg_cli_health(int argc, char **argv);
+int dg_cli_rpc(int argc, char **argv);
 
 #endif

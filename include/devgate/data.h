@@ -100,7 +100,6 @@ int dg_data_logs_each(dg_store *st, int64_t device_id, const char *level, int64_
 /* The highest state_changes id, or 0; -1 on error. */
 int64_t dg_data_changes_max(dg_store *st);
 
-
 /* A read of one device's state document, for dg_store_read(). */
 typedef struct dg_state_read {
 	int64_t device_id;
@@ -113,12 +112,31 @@ typedef struct dg_state_read {
  */
 int dg_data_state_read(sqlite3 *db, void *arg);
 
-/* One change of the state_changes table, with the document as it is now. */
+/*
+ * One row of the change feed (the state_changes table). For a state
+ * change: the path and the device's document as it is now. For an RPC
+ * call: `path` is the call's id, `doc` its JSON text, `ref` its row and
+ * `deadline_ms` its deadline (wall clock). For settings and the OTA
+ * manifest: the project and the device (0: all of the project's).
+ */
 typedef struct dg_change_item {
+	int kind; /* enum dg_obs_kind. */
+	int64_t project_id;
 	int64_t device_id;
+	int64_t ref;
+	int64_t deadline_ms;
 	char *path; /* Owned. */
 	char *doc;  /* JSON text, "" when none; owned. */
 } dg_change_item;
+
+/*
+ * Appends a row to the change feed in the current transaction of `db`, for
+ * the daemon to notify what observes it: `kind` (enum dg_obs_kind) of
+ * `device_id` (0: every device of `project_id`), `ref` what it is about
+ * (an RPC call's row). Old rows are pruned. Returns 0 or a negative errno.
+ */
+int dg_data_change_record(sqlite3 *db, int kind, int64_t project_id, int64_t device_id,
+                          int64_t ref);
 
 /* The changes after `after_id`, for dg_data_changes_read(). */
 typedef struct dg_changes {

@@ -21,6 +21,9 @@ enum dg_metrics_service {
 	DG_SVC_STREAM,
 	DG_SVC_LOGS,
 	DG_SVC_OTHER,
+	DG_SVC_SETTINGS, /* ".c" */
+	DG_SVC_RPC,      /* ".rpc" */
+	DG_SVC_OTA,      /* ".u" */
 	DG_SVC_COUNT,
 };
 

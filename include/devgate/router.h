@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "devgate/coap.h"
+#include "devgate/render.h"
 
 /* What a handler learns about the device it serves; borrowed for the call. */
 struct dg_session;
@@ -17,6 +18,7 @@ typedef struct dg_route_ctx {
 	const char *project;
 	const char *device;
 	long long device_id;
+	long long project_id;
 	struct dg_session *session; /* For deferring replies and observing. */
 	uint64_t now_ms;
 } dg_route_ctx;
@@ -27,5 +29,11 @@ typedef struct dg_route_ctx {
  * not take 4.05.
  */
 void dg_router_handle(void *ctx, const dg_coap_request *req, dg_coap_response *resp);
+
+/*
+ * The renderer of resource `kind` (enum dg_obs_kind) for notifications and
+ * GETs, or NULL when the kind is not rendered from the store.
+ */
+dg_render_fn dg_router_renderer(int kind);
 
 #endif

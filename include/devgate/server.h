@@ -74,8 +74,22 @@ void dg_server_set_registry(dg_server *srv, dg_registry *reg);
  * after the change, JSON text; copied): the worker that holds its session
  * notifies. Safe from any thread.
  */
-void dg_server_state_changed(dg_server *srv, int64_t device_id, const char *path,
-                             const char *doc);
+void dg_server_state_changed(dg_server *srv, int64_t device_id, const char *path, const char *doc);
+
+/*
+ * Resource `kind` (enum dg_obs_kind: settings, the OTA manifest) of
+ * `device_id` changed, or of every device of `project_id` when device_id
+ * is 0: the sessions that observe it are notified.
+ */
+void dg_server_resource_changed(dg_server *srv, int kind, int64_t project_id, int64_t device_id);
+
+/*
+ * Hands an RPC call to the worker that holds `device_id`'s session (see
+ * dg_worker_rpc()). Returns 0, -ENOENT when the device has no session, or
+ * -ENOMEM.
+ */
+int dg_server_rpc(dg_server *srv, int64_t device_id, int64_t row_id, const char *id,
+                  const char *call, int64_t deadline_ms);
 
 /*
  * Stops every worker: each answers what the store finished, closes its

@@ -6,6 +6,8 @@
 #ifndef DEVGATE_SERVICES_H
 #define DEVGATE_SERVICES_H
 
+#include <sqlite3.h>
+
 #include "devgate/coap.h"
 #include "devgate/router.h"
 
@@ -17,5 +19,45 @@ void dg_svc_stream(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_r
 
 /* ".s/logs" and "logs": POST a log entry. */
 void dg_svc_logs(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp);
+
+struct dg_session;
+struct dg_deferred;
+
+/*
+ * Fills `resp` (whose body buffer holds body_cap bytes) with a 2.05 of the
+ * representation `data` (`len` bytes in `format`; NULL: none), cut into
+ * the Block2 block `block2` asks for (the raw option, or -1) when it does
+ * not fit: ETag of the whole, Size2 on the first block, and the next block
+ * let through the rate limit. Returns 0, or a negative errno with `resp`
+ * holding the error answer (a block past the end, no room).
+ */
+int dg_svc_reply_blocks(struct dg_session *s, dg_coap_response *resp, const uint8_t *data,
+                        size_t len, int format, int64_t block2, uint64_t now_ms);
+
+/*
+ * The format a GET's Accept asks for: DG_COAP_FMT_JSON when absent, JSON or
+ * CBOR; -1 with `resp` holding 4.06 for anything else.
+ */
+int dg_svc_accept(const dg_coap_request *req, dg_coap_response *resp);
+
+/*
+ * The whole GET of a rendered resource of `kind` (enum dg_obs_kind, with a
+ * renderer in the router): Accept checked, Observe=0 registers and 1
+ * cancels (a later Block2 block never registers), the render run on the
+ * store's reader thread, the answer the Block2 block asked for.
+ */
+void dg_svc_get_rendered(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp,
+                         int kind);
+
+/*
+ * A deferred reply whose job is `run(db, arg)`, answered `code_ok` when it
+ * succeeds; takes over `arg` (freed with `free_arg`, also on failure).
+ * Returns NULL when out of memory.
+ */
+struct dg_deferred *dg_svc_deferred_new(uint8_t code_ok, int (*run)(sqlite3 *, void *), void *arg,
+                                        void (*free_arg)(void *));
+
+/* ".rpc": GET with Observe=0 registers for calls; ".rpc/status": POST a call's result. */
+void dg_svc_rpc(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp);
 
 #endif

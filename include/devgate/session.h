@@ -29,6 +29,20 @@ typedef enum dg_session_state {
 	DG_SESSION_CLOSED,        /* Unlinked; freed on the server's next pass. */
 } dg_session_state;
 
+/*
+ * What an observation (RFC 7641) watches: a LightDB State path, the
+ * device's settings (".c"), its RPC calls (".rpc") or its OTA manifest
+ * (".u/desired"). The numbers are also the `kind` of the store's change
+ * feed (sql/004_feed.sql).
+ */
+enum dg_obs_kind {
+	DG_OBS_STATE = 0,
+	DG_OBS_SETTINGS = 1,
+	DG_OBS_RPC = 2,
+	DG_OBS_OTA = 3,
+	DG_OBS_KINDS
+};
+
 /* Timer tags on the wheel entries sessions embed. */
 enum {
 	DG_TIMER_SESSION_RTX = 1,
@@ -36,6 +50,7 @@ enum {
 	DG_TIMER_SESSION_NOTIFY = 3,
 	DG_TIMER_SESSION_BLOCK = 4,
 	DG_TIMER_SESSION_DEDUP = 6, /* The first CoAP duplicate-detection entry's lifetime. */
+	DG_TIMER_SESSION_RPC = 7,   /* The deadline of the RPC call at the head of the queue. */
 };
 
 /*
@@ -54,10 +69,15 @@ typedef struct dg_deferred {
 	void (*free_arg)(void *arg);
 	int64_t notify_device; /* >= 0: a state change to notify observers of. */
 	char *notify_path;
-	int *changed;             /* Points into arg: did the state change. */
+	int *changed; /* Points into arg: did the state change. */
 	/* Points into arg: the document after the change (JSON text), for the notifications. */
 	char **notify_doc;
 	int read; /* 1: a read, run on the store's reader thread; 0: a write, on the writer. */
+	/*
+	 * 1: the job rendered a notification (arg is a dg_render) for the
+	 * observation with `token`, not the reply to a request.
+	 */
+	int notification;
 	/*
 	 * When set, makes the reply of a job that succeeded, on the loop with
 	 * the session live: fills `resp`, whose body buffer holds body_cap
@@ -197,12 +217,47 @@ void dg_session_defer(dg_session *s, const dg_coap_request *req, dg_coap_respons
 void dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms);
 
 /*
- * Registers (Observe=0) an observation of the state at `path` with the
- * request's token and Accept; an existing one with that token is
- * replaced. Returns the Observe sequence number for the first reply, or
- * -ENOSPC at the cap.
+ * Registers (Observe=0) an observation of `kind` (enum dg_obs_kind; for
+ * DG_OBS_STATE, of the state at `path`) with the request's token and
+ * Accept; an existing one with that token is replaced. Returns the Observe
+ * sequence number for the first reply, or -ENOSPC at the cap.
  */
-int64_t dg_session_observe(dg_session *s, const dg_coap_request *req, const char *path, int format);
+int64_t dg_session_observe(dg_session *s, const dg_coap_request *req, int kind, const char *path,
+                           int format);
+
+/* Whether the session observes `kind` (enum dg_obs_kind). */
+int dg_session_observes(const dg_session *s, int kind);
+
+/*
+ * The resource `kind` (not DG_OBS_STATE) of this session's device changed:
+ * each observation of it is notified with a fresh render (render.h) on the
+ * store's reader thread, one notification in flight at a time.
+ */
+void dg_session_resource_changed(dg_session *s, int kind, uint64_t now_ms);
+
+/*
+ * Queues an RPC call (`call`: its JSON text {"id", "method", "params"},
+ * `id` its id; both copied) for the device's ".rpc" observation: the head
+ * of the queue is notified, the next one once the device answers
+ * (dg_session_rpc_done()) or the head passes its `deadline_ms` (loop
+ * clock). Returns 0, -ENOENT when the device does not observe ".rpc",
+ * -EBUSY when the queue is full, -ENOMEM.
+ */
+int dg_session_rpc_call(dg_session *s, int64_t row_id, const char *id, const char *call,
+                        uint64_t deadline_ms, uint64_t now_ms);
+
+/*
+ * The device answered the call `id`: it leaves the queue (the next one is
+ * notified). Returns the call's row id, or -ENOENT when no queued call has
+ * that id.
+ */
+int64_t dg_session_rpc_done(dg_session *s, const char *id, uint64_t now_ms);
+
+/* The JSON text of the call at the head of the queue (borrowed), or NULL. */
+const char *dg_session_rpc_head(const dg_session *s);
+
+/* The session's project's id in the store. */
+int64_t dg_session_project_id(const dg_session *s);
 
 /* Ends the observation with this token (Observe=1, or RST). */
 void dg_session_unobserve(dg_session *s, const uint8_t *token, size_t token_len);

@@ -29,7 +29,7 @@ typedef struct dg_worker dg_worker;
 /* What the workers share; owned by the server, borrowed by each worker. */
 typedef struct dg_worker_shared {
 	dg_store *store;
-	WOLFSSL_CTX *ctx;          /* Shared: wolfSSL_new() on it from any thread. */
+	WOLFSSL_CTX *ctx;           /* Shared: wolfSSL_new() on it from any thread. */
 	struct dg_metrics *metrics; /* Or NULL. */
 	dg_admit *admit;
 	dg_devtab *devices;
@@ -101,6 +101,22 @@ int dg_worker_close_session(dg_worker *w, uint64_t session_id, const char *reaso
  * notifies its observers.
  */
 int dg_worker_state_changed(dg_worker *w, int64_t device_id, const char *path, const char *doc);
+
+/*
+ * Resource `kind` (enum dg_obs_kind) of `device_id` changed, or of every
+ * device of `project_id` when device_id is 0: the sessions here that
+ * observe it are notified.
+ */
+int dg_worker_resource_changed(dg_worker *w, int kind, int64_t project_id, int64_t device_id);
+
+/*
+ * An RPC call (`id` and its JSON text `call`, copied; `row_id` its row,
+ * `deadline_ms` on the wall clock) for `device_id`: its session here
+ * queues it, and the store is told what became of it (queued, offline,
+ * not_observing, busy, timeout).
+ */
+int dg_worker_rpc(dg_worker *w, int64_t device_id, int64_t row_id, const char *id, const char *call,
+                  int64_t deadline_ms);
 
 /*
  * Stop: answer what the store finished, wait for what it has queued

@@ -24,6 +24,20 @@ typedef struct opt {
 	const char *help;
 } opt;
 
+/*
+ * Where the count of a repeatable option (whose off is that of an array of
+ * DG_CLI_MAX_MULTI values) is kept, or 0 for an option given once.
+ */
+static size_t
+count_off(const opt *o)
+{
+	if (o->off == offsetof(dg_cli, devices))
+		return offsetof(dg_cli, n_devices);
+	if (o->off == offsetof(dg_cli, artifacts))
+		return offsetof(dg_cli, n_artifacts);
+	return 0;
+}
+
 #define HELP_OFF ((size_t)-1)
 
 static const opt opts[] = {
@@ -41,6 +55,12 @@ static const opt opts[] = {
          "only records since T: ms or s since the epoch, or ISO 8601"},
         {"limit", 0, DG_CLI_LIMIT, "N", offsetof(dg_cli, limit), "at most the N newest records"},
         {"level", 0, DG_CLI_LEVEL, "L", offsetof(dg_cli, level), "only lines of this level"},
+        {"timeout", 0, DG_CLI_TIMEOUT, "S", offsetof(dg_cli, timeout), "give up after S seconds"},
+        {"device", 0, DG_CLI_DEVICE, "D", offsetof(dg_cli, devices), "the device D (repeatable)"},
+        {"type", 0, DG_CLI_TYPE, "T", offsetof(dg_cli, type), "int, float, bool or string"},
+        {"artifact", 0, DG_CLI_ARTIFACT, "P@V", offsetof(dg_cli, artifacts),
+         "the artifact of package P, version V (repeatable)"},
+        {"all", 0, DG_CLI_ALL, NULL, offsetof(dg_cli, all), "every device of the project"},
         {"help", 'h', 0, NULL, HELP_OFF, "print this help and exit"},
 };
 
@@ -104,10 +124,19 @@ apply(const dg_cli_cmd *cmd, const opt *o, const char *value, dg_cli *c)
 		dg_cli_usage(cmd, stdout);
 		return -ECANCELED;
 	}
-	if (o->arg == NULL)
+	if (o->arg == NULL) {
 		*(int *)(void *)((char *)c + o->off) = 1;
-	else
+	} else if (count_off(o) != 0) {
+		int *n = (int *)(void *)((char *)c + count_off(o));
+		if (*n == DG_CLI_MAX_MULTI) {
+			fprintf(stderr, "devgate %s: --%s at most %d times\n", cmd->name, o->name,
+			        DG_CLI_MAX_MULTI);
+			return -EINVAL;
+		}
+		((const char **)(void *)((char *)c + o->off))[(*n)++] = value;
+	} else {
 		*(const char **)(void *)((char *)c + o->off) = value;
+	}
 	if (o->off == offsetof(dg_cli, config))
 		c->config_from = DG_CLI_FROM_OPTION;
 	return 0;

@@ -7,6 +7,7 @@
 
 #include "devgate/router.h"
 #include "devgate/services.h"
+#include "devgate/session.h"
 
 #define M_GET    (1u << DG_COAP_GET)
 #define M_POST   (1u << DG_COAP_POST)
@@ -34,7 +35,22 @@ static const route routes[] = {
         {{".s", "logs", NULL}, 0, M_POST | M_PUT, dg_svc_logs, ";ct=\"50 60\""},
         {{".s", NULL}, 1, M_POST | M_PUT, dg_svc_stream, ";ct=\"50 60\""},
         {{"logs", NULL}, 0, M_POST | M_PUT, dg_svc_logs, ";ct=\"50 60\""},
+        {{".rpc", NULL}, 1, M_GET | M_POST | M_PUT, dg_svc_rpc, ";obs;ct=\"50 60\""},
 };
+
+/* The renderer of each kind of observed resource that is made from the store. */
+static const dg_render_fn renderers[DG_OBS_KINDS] = {
+        [DG_OBS_STATE] = NULL,    /* From the state cache or a read: services.c. */
+        [DG_OBS_SETTINGS] = NULL, /* Settings: services/settings.c. */
+        [DG_OBS_RPC] = NULL,      /* From the session's queue: services/rpc.c. */
+        [DG_OBS_OTA] = NULL,      /* The OTA manifest: services/ota.c. */
+};
+
+dg_render_fn
+dg_router_renderer(int kind)
+{
+	return kind >= 0 && kind < DG_OBS_KINDS ? renderers[kind] : NULL;
+}
 
 static void
 well_known_core(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp)

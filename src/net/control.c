@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "devgate/confdir.h"
+#include "devgate/rpc.h"
+#include "devgate/session.h"
 #include "devgate/control.h"
 #include "devgate/data.h"
 #include "devgate/log.h"
@@ -303,6 +305,46 @@ serial_poll_cb(uv_timer_t *t)
 		reload(c, 0, "store changed", 1);
 }
 
+static void
+free_mark(void *arg, int rc)
+{
+	(void)rc;
+	free(arg);
+}
+
+/*
+ * One change of the feed, to the workers: a state change with its
+ * document, settings and OTA manifest changes of a device or a project, an
+ * RPC call (a call for a device with no session is answered "offline" at
+ * once, in the store, for the CLI that waits on it).
+ */
+static void
+dispatch_change(dg_control *c, const dg_change_item *it)
+{
+	switch (it->kind) {
+	case DG_OBS_STATE:
+		dg_server_state_changed(c->srv, it->device_id, it->path, it->doc);
+		break;
+	case DG_OBS_RPC:
+		if (it->doc == NULL)
+			break; /* Gone, or no longer pending (the CLI gave up). */
+		if (dg_server_rpc(c->srv, it->device_id, it->ref, it->path, it->doc,
+		                  it->deadline_ms) == -ENOENT) {
+			dg_rpc_mark *m = calloc(1, sizeof(*m));
+			if (m == NULL)
+				break;
+			m->row_id = it->ref;
+			m->status = "offline";
+			if (dg_store_job(c->store, dg_rpc_mark_apply, free_mark, m) != 0)
+				free(m);
+		}
+		break;
+	default:
+		dg_server_resource_changed(c->srv, it->kind, it->project_id, it->device_id);
+		break;
+	}
+}
+
 /*
  * Runs on the store's reader thread once the CLI's changes are read: each
  * goes, with the document as it is now, to the worker that holds the
@@ -315,8 +357,7 @@ changes_read_done(void *arg, int rc)
 	dg_control *c = ch->owner;
 	if (rc == 0) {
 		for (size_t i = 0; i < ch->n; i++)
-			dg_server_state_changed(c->srv, ch->items[i].device_id, ch->items[i].path,
-			                        ch->items[i].doc);
+			dispatch_change(c, &ch->items[i]);
 		atomic_store(&c->changes_seen, ch->last_id);
 	}
 	dg_data_changes_clear(ch);

@@ -192,6 +192,31 @@ dg_server_state_changed(dg_server *srv, int64_t device_id, const char *path, con
 }
 
 void
+dg_server_resource_changed(dg_server *srv, int kind, int64_t project_id, int64_t device_id)
+{
+	dg_devtab_owner o;
+	if (device_id > 0) {
+		if (dg_devtab_lookup(srv->sh.devices, device_id, &o) == 0 &&
+		    o.worker < srv->sh.n_workers)
+			dg_worker_resource_changed(srv->workers[o.worker], kind, project_id,
+			                           device_id);
+		return;
+	}
+	for (size_t k = 0; k < srv->sh.n_workers; k++)
+		dg_worker_resource_changed(srv->workers[k], kind, project_id, 0);
+}
+
+int
+dg_server_rpc(dg_server *srv, int64_t device_id, int64_t row_id, const char *id, const char *call,
+              int64_t deadline_ms)
+{
+	dg_devtab_owner o;
+	if (dg_devtab_lookup(srv->sh.devices, device_id, &o) != 0 || o.worker >= srv->sh.n_workers)
+		return -ENOENT;
+	return dg_worker_rpc(srv->workers[o.worker], device_id, row_id, id, call, deadline_ms);
+}
+
+void
 dg_server_stop(dg_server *srv)
 {
 	if (srv->stopped)

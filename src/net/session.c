@@ -49,10 +49,23 @@ enum auth { AUTH_NONE = 0, AUTH_PSK, AUTH_CERT };
 typedef struct observer {
 	uint8_t token[DG_COAP_MAX_TOKEN];
 	size_t token_len;
-	char path[OBS_PATH_MAX];
+	int kind;                /* enum dg_obs_kind. */
+	char path[OBS_PATH_MAX]; /* DG_OBS_STATE: the state path observed. */
 	int format;
 	int dirty; /* A change is waiting to be sent. */
 } observer;
+
+/* An RPC call waiting for the device's status: the head of the queue is notified. */
+typedef struct rpc_call {
+	int64_t row_id;       /* In the store's rpc_calls. */
+	uint64_t deadline_ms; /* On the loop's clock. */
+	char *id;             /* The call's "id". */
+	char *call;           /* Its JSON text: {"id", "method", "params"}. */
+	int sent;             /* Notified at least once. */
+} rpc_call;
+
+/* One call in flight and this many behind it, at most. */
+#define RPC_QUEUE_MAX 5
 
 typedef struct held {
 	uint8_t *data;
@@ -141,12 +154,18 @@ struct dg_session {
 	uint8_t inflight_token_len;
 	uint8_t block1_token_len;
 	char *notify_doc; /* The state document to notify from, while notifications are due. */
+	int rendering;    /* A render for a notification is on the store's reader thread. */
 	dg_wheel_entry notify_rtx;
 	uint8_t *inflight; /* The CON notification as sent, or NULL. */
 	size_t inflight_len;
 	uint8_t inflight_token[DG_COAP_MAX_TOKEN];
 	int inflight_tries;
 	uint32_t inflight_timeout_ms;
+
+	/* RPC calls (allocated with the first one), oldest first. */
+	rpc_call *rpcq;
+	uint32_t n_rpc;
+	dg_wheel_entry rpc_deadline;
 
 	/* The Block1 transfer under way, if any. */
 	dg_block1 *block1;
@@ -221,6 +240,7 @@ dg_session_new(const dg_session_env *env, uint64_t id, WOLFSSL *ssl, uv_udp_t *u
 	dg_wheel_entry_init(&s->block_expiry);
 	s->notify_rtx.tag = DG_TIMER_SESSION_NOTIFY;
 	s->block_expiry.tag = DG_TIMER_SESSION_BLOCK;
+	s->rpc_deadline.tag = DG_TIMER_SESSION_RPC;
 	s->bucket = (int64_t)env->cfg->limits.device_burst * 1000;
 	s->bucket_ms = now_ms;
 	s->io.owner = s;
@@ -307,6 +327,12 @@ dg_session_free(dg_session *s)
 	dg_wheel_cancel(s->env->wheel, &s->dedup);
 	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
+	dg_wheel_cancel(s->env->wheel, &s->rpc_deadline);
+	for (uint32_t i = 0; i < s->n_rpc; i++) {
+		free(s->rpcq[i].id);
+		free(s->rpcq[i].call);
+	}
+	free(s->rpcq);
 	free(s->obs);
 	free(s->inflight);
 	free(s->notify_doc);
@@ -880,6 +906,10 @@ dg_session_provisioned(dg_session *s, const dg_provision_result *res, uint64_t n
 
 static void send_next_notification(dg_session *s, uint64_t now_ms);
 static void notify_timeout(dg_session *s, uint64_t now_ms);
+static void notify_rpc(dg_session *s, observer *o, uint64_t now_ms);
+static void rpc_expired(dg_session *s, uint64_t now_ms);
+static void send_notification(dg_session *s, const observer *o, const uint8_t *body, size_t len,
+                              int format, uint64_t now_ms);
 
 /* An ACK or RST from the device: the answer to a notification. */
 static void
@@ -964,6 +994,12 @@ service_of(const dg_coap_request *req)
 		return DG_SVC_LOGS;
 	if (p->len == 2 && memcmp(p->s, ".s", 2) == 0)
 		return DG_SVC_STREAM;
+	if (p->len == 2 && memcmp(p->s, ".c", 2) == 0)
+		return DG_SVC_SETTINGS;
+	if (p->len == 4 && memcmp(p->s, ".rpc", 4) == 0)
+		return DG_SVC_RPC;
+	if (p->len == 2 && memcmp(p->s, ".u", 2) == 0)
+		return DG_SVC_OTA;
 	return DG_SVC_OTHER;
 }
 
@@ -1049,6 +1085,7 @@ handle_plaintext(dg_session *s, const uint8_t *msg, size_t len, uint64_t now_ms)
 	        .project = s->project,
 	        .device = s->device,
 	        .device_id = s->device_id,
+	        .project_id = s->project_id,
 	        .session = s,
 	        .now_ms = now_ms,
 	};
@@ -1314,6 +1351,7 @@ dg_session_close(dg_session *s, const char *reason, int notify)
 	dg_wheel_cancel(s->env->wheel, &s->dedup);
 	dg_wheel_cancel(s->env->wheel, &s->notify_rtx);
 	dg_wheel_cancel(s->env->wheel, &s->block_expiry);
+	dg_wheel_cancel(s->env->wheel, &s->rpc_deadline);
 	free_handshake(s);
 	s->env->closed(s->env->owner, s, was_established);
 }
@@ -1330,6 +1368,12 @@ dg_session_timer(dg_wheel_entry *e, uint64_t now_ms)
 		uint64_t next = dg_coap_expire(s->coap, now_ms);
 		if (next != 0 && s->state == DG_SESSION_ESTABLISHED)
 			dg_wheel_schedule(s->env->wheel, &s->dedup, next);
+		return;
+	}
+	if (e->tag == DG_TIMER_SESSION_RPC) {
+		dg_session *s = dg_container_of(e, dg_session, rpc_deadline);
+		if (s->state == DG_SESSION_ESTABLISHED)
+			rpc_expired(s, now_ms);
 		return;
 	}
 	if (e->tag == DG_TIMER_SESSION_BLOCK) {
@@ -1423,9 +1467,39 @@ text_body(dg_coap_response *resp, char *msg, size_t len)
 	resp->content_format = DG_COAP_FMT_TEXT;
 }
 
+/*
+ * A render for a notification came back: send it to its observation, if
+ * that is still there, then whatever else is due.
+ */
+static void
+rendered(dg_session *s, dg_deferred *d, uint64_t now_ms)
+{
+	const dg_render *r = d->arg;
+	s->rendering = 0;
+	if (s->state != DG_SESSION_ESTABLISHED)
+		return;
+	for (size_t i = 0; d->rc == 0 && i < s->n_obs; i++) {
+		observer *o = &s->obs[i];
+		if (o->token_len == d->token_len && memcmp(o->token, d->token, d->token_len) == 0) {
+			send_notification(s, o, r->body, r->len, r->format, now_ms);
+			break;
+		}
+	}
+	if (d->rc != 0)
+		log_session(s, DG_LOG_ERROR, "store.read_failed", "error", strerror(-d->rc), NULL,
+		            NULL);
+	send_next_notification(s, now_ms);
+}
+
 void
 dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 {
+	if (d->notification) {
+		if (s != NULL)
+			rendered(s, d, now_ms);
+		dg_deferred_free(d);
+		return;
+	}
 	if (s != NULL && s->state == DG_SESSION_ESTABLISHED) {
 		dg_coap_response resp;
 		uint8_t out[PLAIN_MAX], body[PLAIN_MAX];
@@ -1478,7 +1552,8 @@ dg_session_deferred_done(dg_session *s, dg_deferred *d, uint64_t now_ms)
 /* Observations. */
 
 int64_t
-dg_session_observe(dg_session *s, const dg_coap_request *req, const char *path, int format)
+dg_session_observe(dg_session *s, const dg_coap_request *req, int kind, const char *path,
+                   int format)
 {
 	observer *o = NULL;
 	for (size_t i = 0; i < s->n_obs; i++)
@@ -1505,7 +1580,8 @@ dg_session_observe(dg_session *s, const dg_coap_request *req, const char *path, 
 	memset(o, 0, sizeof(*o));
 	memcpy(o->token, req->token, req->token_len);
 	o->token_len = req->token_len;
-	snprintf(o->path, sizeof(o->path), "%s", path);
+	o->kind = kind;
+	snprintf(o->path, sizeof(o->path), "%s", path != NULL ? path : "");
 	o->format = format;
 	s->obs_seq = (s->obs_seq + 1) & 0xffffff;
 	return s->obs_seq;
@@ -1524,71 +1600,44 @@ dg_session_unobserve(dg_session *s, const uint8_t *token, size_t token_len)
 }
 
 /*
- * Encodes and sends the notification of observer `o` as a CON, and arms its
- * retransmission. A value larger than one message is notified as its first
- * Block2 block (M=1, with ETag and Size2); the device fetches the rest with
- * GET and Block2 (RFC 7959 section 3.4), answered from the state then.
+ * Sends `body` (`len` bytes in `format`; NULL: an empty 2.05) as the
+ * notification of observer `o`, a CON, and arms its retransmission. A
+ * representation larger than one message is notified as its first Block2
+ * block (M=1, with ETag and Size2); the device fetches the rest with GET
+ * and Block2 (RFC 7959 section 3.4), answered from the resource then.
  */
 static void
-notify(dg_session *s, observer *o, uint64_t now_ms)
+send_notification(dg_session *s, const observer *o, const uint8_t *body, size_t len, int format,
+                  uint64_t now_ms)
 {
-	dg_path_seg path[32];
-	size_t n = dg_state_path_parse(o->path, path, 32);
-	cJSON *doc = NULL;
-	uint8_t *body = NULL, out[PLAIN_MAX];
-	size_t body_len = 0, outlen = 0, cap = PLAIN_MAX, max = max_message(s);
+	uint8_t out[PLAIN_MAX];
+	size_t outlen = 0, max = max_message(s);
 	dg_coap_response resp;
 
-	o->dirty = 0;
-	if (s->notify_doc == NULL)
-		return;
-	if (s->notify_doc[0] != '\0') {
-		doc = cJSON_Parse(s->notify_doc);
-		if (doc == NULL)
-			return;
-	}
-	const cJSON *v = dg_state_get(doc, path, n);
 	dg_coap_response_init(&resp);
 	resp.code = DG_COAP_CONTENT;
 	s->obs_seq = (s->obs_seq + 1) & 0xffffff;
 	resp.observe = s->obs_seq;
-	/* The whole value, however large: the first block is cut from it. */
-	while (v != NULL && cap <= (64u << 20)) {
-		body = malloc(cap);
-		if (body == NULL)
-			break;
-		int rc = dg_payload_encode(o->format, v, body, cap, &body_len);
-		if (rc == 0)
-			break;
-		free(body);
-		body = NULL;
-		if (rc != -ENOBUFS)
-			break;
-		cap *= 4;
-	}
-	cJSON_Delete(doc);
 	if (body != NULL) {
 		dg_block_opt first;
-		size_t offset = 0, chunk = body_len;
+		size_t offset = 0, chunk = len;
 		/* Room for the header, as the message layer keeps for replies. */
 		size_t room = max > 64 ? max - 64 : 16;
-		resp.content_format = o->format;
-		if (dg_block2_slice(body_len, room, -1, &first, &offset, &chunk) == 1) {
+		resp.content_format = format;
+		if (dg_block2_slice(len, room, -1, &first, &offset, &chunk) == 1) {
 			resp.block2 = dg_block_encode(&first);
-			resp.size2 = (uint32_t)body_len;
-			dg_block2_etag(body, body_len, resp.etag);
+			resp.size2 = (uint32_t)len;
+			dg_block2_etag(body, len, resp.etag);
 			resp.etag_len = sizeof(resp.etag);
 			dg_session_block2_served(s, first.num, now_ms);
 		}
-		resp.body = body;
+		resp.body = (uint8_t *)(uintptr_t)body;
 		resp.body_len = chunk;
 		resp.body_cap = chunk;
 	}
 	uint16_t mid = dg_coap_next_mid(s->coap);
-	int erc = dg_coap_encode(DG_COAP_CON, mid, o->token, o->token_len, &resp, out,
-	                         max < sizeof(out) ? max : sizeof(out), &outlen);
-	free(body);
-	if (erc != 0)
+	if (dg_coap_encode(DG_COAP_CON, mid, o->token, o->token_len, &resp, out,
+	                   max < sizeof(out) ? max : sizeof(out), &outlen) != 0)
 		return;
 	free(s->inflight);
 	s->inflight = malloc(outlen);
@@ -1611,16 +1660,103 @@ notify(dg_session *s, observer *o, uint64_t now_ms)
 	dg_wheel_schedule(s->env->wheel, &s->notify_rtx, now_ms + s->inflight_timeout_ms);
 }
 
+/* Notifies state observer `o` of the value at its path in the session's notify_doc. */
+static void
+notify_state(dg_session *s, observer *o, uint64_t now_ms)
+{
+	dg_path_seg path[32];
+	size_t n = dg_state_path_parse(o->path, path, 32);
+	cJSON *doc = NULL;
+	uint8_t *body = NULL;
+	size_t body_len = 0, cap = PLAIN_MAX;
+
+	o->dirty = 0;
+	if (s->notify_doc == NULL)
+		return;
+	if (s->notify_doc[0] != '\0') {
+		doc = cJSON_Parse(s->notify_doc);
+		if (doc == NULL)
+			return;
+	}
+	const cJSON *v = dg_state_get(doc, path, n);
+	/* The whole value, however large: the first block is cut from it. */
+	while (v != NULL && cap <= (64u << 20)) {
+		body = malloc(cap);
+		if (body == NULL)
+			break;
+		int rc = dg_payload_encode(o->format, v, body, cap, &body_len);
+		if (rc == 0)
+			break;
+		free(body);
+		body = NULL;
+		if (rc != -ENOBUFS)
+			break;
+		cap *= 4;
+	}
+	cJSON_Delete(doc);
+	if (v == NULL || body != NULL)
+		send_notification(s, o, body, body_len, o->format, now_ms);
+	free(body);
+}
+
+/*
+ * Asks the store's reader thread to render the resource of observer `o`
+ * for its notification; dg_session_deferred_done() sends it.
+ */
+static void
+notify_rendered(dg_session *s, observer *o)
+{
+	dg_render_fn fn = dg_router_renderer(o->kind);
+	dg_render *r = calloc(1, sizeof(*r));
+	dg_deferred *d = calloc(1, sizeof(*d));
+
+	o->dirty = 0;
+	if (fn == NULL || r == NULL || d == NULL)
+		goto fail;
+	r->kind = o->kind;
+	r->project_id = s->project_id;
+	r->device_id = s->device_id;
+	r->format = o->format;
+	r->fn = fn;
+	d->session_id = s->id;
+	d->notification = 1;
+	d->read = 1;
+	d->run = dg_render_run;
+	d->arg = r;
+	d->free_arg = dg_render_free;
+	d->notify_device = -1;
+	d->service = DG_SVC_OTHER;
+	memcpy(d->token, o->token, o->token_len);
+	d->token_len = o->token_len;
+	if (s->env->submit(s->env->owner, d) != 0) {
+		/* The reader's queue is full: the next change notifies again. */
+		dg_deferred_free(d);
+		return;
+	}
+	s->rendering = 1;
+	return;
+fail:
+	free(r);
+	free(d);
+}
+
 static void
 send_next_notification(dg_session *s, uint64_t now_ms)
 {
-	if (s->inflight != NULL || s->state != DG_SESSION_ESTABLISHED)
+	if (s->inflight != NULL || s->rendering || s->state != DG_SESSION_ESTABLISHED)
 		return;
 	for (size_t i = 0; i < s->n_obs; i++) {
-		if (s->obs[i].dirty) {
-			notify(s, &s->obs[i], now_ms);
+		observer *o = &s->obs[i];
+		if (!o->dirty)
+			continue;
+		if (o->kind == DG_OBS_STATE)
+			notify_state(s, o, now_ms);
+		else if (o->kind == DG_OBS_RPC)
+			notify_rpc(s, o, now_ms);
+		else
+			notify_rendered(s, o);
+		if (s->inflight != NULL || s->rendering)
 			return;
-		}
 	}
 	/* Nothing is due: the document is not needed any more. */
 	free(s->notify_doc);
@@ -1634,6 +1770,8 @@ dg_session_state_changed(dg_session *s, const char *path, const char *doc, uint6
 	size_t n_chg = dg_state_path_parse(path, changed, 32);
 	int any = 0;
 	for (size_t i = 0; i < s->n_obs; i++) {
+		if (s->obs[i].kind != DG_OBS_STATE)
+			continue;
 		size_t n_obs = dg_state_path_parse(s->obs[i].path, observed, 32);
 		if (dg_state_path_overlaps(observed, n_obs, changed, n_chg)) {
 			s->obs[i].dirty = 1;
@@ -1650,6 +1788,172 @@ dg_session_state_changed(dg_session *s, const char *path, const char *doc, uint6
 		}
 	}
 	send_next_notification(s, now_ms);
+}
+
+/* Notifies RPC observer `o` of the call at the head of the queue, if any. */
+static void
+notify_rpc(dg_session *s, observer *o, uint64_t now_ms)
+{
+	uint8_t *body = NULL;
+	size_t len = 0;
+	o->dirty = 0;
+	if (s->n_rpc == 0)
+		return;
+	cJSON *v = cJSON_Parse(s->rpcq[0].call);
+	if (v == NULL)
+		return;
+	for (size_t cap = 512; cap <= (1u << 20); cap *= 4) {
+		body = malloc(cap);
+		if (body == NULL)
+			break;
+		int rc = dg_payload_encode(o->format, v, body, cap, &len);
+		if (rc == 0)
+			break;
+		free(body);
+		body = NULL;
+		if (rc != -ENOBUFS)
+			break;
+	}
+	cJSON_Delete(v);
+	if (body == NULL)
+		return;
+	s->rpcq[0].sent = 1;
+	send_notification(s, o, body, len, o->format, now_ms);
+	free(body);
+}
+
+/* Arms the deadline of the call at the head of the queue. */
+static void
+arm_rpc_deadline(dg_session *s)
+{
+	if (s->n_rpc > 0)
+		dg_wheel_schedule(s->env->wheel, &s->rpc_deadline, s->rpcq[0].deadline_ms);
+	else
+		dg_wheel_cancel(s->env->wheel, &s->rpc_deadline);
+}
+
+/* Drops the call at the head of the queue and notifies the next one. */
+static void
+rpc_pop(dg_session *s, uint64_t now_ms)
+{
+	if (s->n_rpc == 0)
+		return;
+	free(s->rpcq[0].id);
+	free(s->rpcq[0].call);
+	memmove(&s->rpcq[0], &s->rpcq[1], (s->n_rpc - 1) * sizeof(*s->rpcq));
+	s->n_rpc--;
+	arm_rpc_deadline(s);
+	if (s->n_rpc > 0)
+		dg_session_resource_changed(s, DG_OBS_RPC, now_ms);
+}
+
+int
+dg_session_rpc_call(dg_session *s, int64_t row_id, const char *id, const char *call,
+                    uint64_t deadline_ms, uint64_t now_ms)
+{
+	if (s->state != DG_SESSION_ESTABLISHED || !dg_session_observes(s, DG_OBS_RPC))
+		return -ENOENT;
+	if (s->n_rpc >= RPC_QUEUE_MAX)
+		return -EBUSY;
+	if (s->rpcq == NULL) {
+		s->rpcq = calloc(RPC_QUEUE_MAX, sizeof(*s->rpcq));
+		if (s->rpcq == NULL)
+			return -ENOMEM;
+	}
+	rpc_call *c = &s->rpcq[s->n_rpc];
+	c->row_id = row_id;
+	c->deadline_ms = deadline_ms;
+	c->sent = 0;
+	c->id = strdup(id);
+	c->call = strdup(call);
+	if (c->id == NULL || c->call == NULL) {
+		free(c->id);
+		free(c->call);
+		return -ENOMEM;
+	}
+	if (++s->n_rpc == 1) {
+		arm_rpc_deadline(s);
+		dg_session_resource_changed(s, DG_OBS_RPC, now_ms);
+	}
+	return 0;
+}
+
+int64_t
+dg_session_rpc_done(dg_session *s, const char *id, uint64_t now_ms)
+{
+	for (uint32_t i = 0; i < s->n_rpc; i++) {
+		if (strcmp(s->rpcq[i].id, id) != 0)
+			continue;
+		int64_t row = s->rpcq[i].row_id;
+		if (i == 0) {
+			rpc_pop(s, now_ms);
+		} else {
+			/* Answered out of order (a device may): it leaves the queue all the same.
+			 */
+			free(s->rpcq[i].id);
+			free(s->rpcq[i].call);
+			memmove(&s->rpcq[i], &s->rpcq[i + 1],
+			        (s->n_rpc - i - 1) * sizeof(*s->rpcq));
+			s->n_rpc--;
+		}
+		return row;
+	}
+	return -ENOENT;
+}
+
+/*
+ * The call at the head of the queue passed its deadline: it goes, and so
+ * does every other one past its own (the CLI that made them marks them
+ * timed out in the store).
+ */
+static void
+rpc_expired(dg_session *s, uint64_t now_ms)
+{
+	while (s->n_rpc > 0 && s->rpcq[0].deadline_ms <= now_ms) {
+		log_session(s, DG_LOG_INFO, "rpc.timeout", "id", s->rpcq[0].id, NULL, NULL);
+		free(s->rpcq[0].id);
+		free(s->rpcq[0].call);
+		memmove(&s->rpcq[0], &s->rpcq[1], (s->n_rpc - 1) * sizeof(*s->rpcq));
+		s->n_rpc--;
+	}
+	arm_rpc_deadline(s);
+	if (s->n_rpc > 0)
+		dg_session_resource_changed(s, DG_OBS_RPC, now_ms);
+}
+
+const char *
+dg_session_rpc_head(const dg_session *s)
+{
+	return s->n_rpc > 0 ? s->rpcq[0].call : NULL;
+}
+
+int
+dg_session_observes(const dg_session *s, int kind)
+{
+	for (size_t i = 0; i < s->n_obs; i++)
+		if (s->obs[i].kind == kind)
+			return 1;
+	return 0;
+}
+
+void
+dg_session_resource_changed(dg_session *s, int kind, uint64_t now_ms)
+{
+	int any = 0;
+	for (size_t i = 0; i < s->n_obs; i++) {
+		if (s->obs[i].kind == kind) {
+			s->obs[i].dirty = 1;
+			any = 1;
+		}
+	}
+	if (any)
+		send_next_notification(s, now_ms);
+}
+
+int64_t
+dg_session_project_id(const dg_session *s)
+{
+	return s->project_id;
 }
 
 /* A notification went unanswered: send it again, or give up on the device. */

@@ -22,6 +22,7 @@
 #include "devgate/statecache.h"
 #include "devgate/udpio.h"
 #include "devgate/wheel.h"
+#include "devgate/rpc.h"
 #include "devgate/worker.h"
 
 /*
@@ -58,6 +59,8 @@ enum msg_kind {
 	MSG_CONFIG,
 	MSG_CLOSE,
 	MSG_STATE,
+	MSG_RESOURCE, /* Settings or the OTA manifest of a device, or of a project's devices. */
+	MSG_RPC,      /* An RPC call for a device's session. */
 	MSG_EVICT, /* Every handshake slot is taken: close a stalled handshake if there is one. */
 	MSG_STOP,
 };
@@ -74,7 +77,11 @@ typedef struct msg {
 	struct sockaddr_storage from;
 	size_t len;
 	size_t doc_off; /* MSG_STATE: where the document after the change starts in data, or 0. */
-	uint8_t data[]; /* MSG_DATAGRAM: the datagram; MSG_CLOSE, MSG_STATE: a string. */
+	int res_kind;   /* MSG_RESOURCE: enum dg_obs_kind. */
+	int64_t project_id;  /* MSG_RESOURCE */
+	int64_t row_id;      /* MSG_RPC: the call's row; data holds its id, then its text. */
+	int64_t deadline_ms; /* MSG_RPC: wall clock. */
+	uint8_t data[];      /* MSG_DATAGRAM: the datagram; MSG_CLOSE, MSG_STATE: a string. */
 } msg;
 
 struct dg_worker {
@@ -949,6 +956,35 @@ dg_worker_state_changed(dg_worker *w, int64_t device_id, const char *path, const
 }
 
 int
+dg_worker_resource_changed(dg_worker *w, int kind, int64_t project_id, int64_t device_id)
+{
+	msg *m = msg_new(MSG_RESOURCE, 0);
+	if (m == NULL)
+		return -ENOMEM;
+	m->res_kind = kind;
+	m->project_id = project_id;
+	m->device_id = device_id;
+	return post(w, m);
+}
+
+int
+dg_worker_rpc(dg_worker *w, int64_t device_id, int64_t row_id, const char *id, const char *call,
+              int64_t deadline_ms)
+{
+	size_t ni = strlen(id), nc = strlen(call);
+	msg *m = msg_new(MSG_RPC, ni + nc + 2);
+	if (m == NULL)
+		return -ENOMEM;
+	memcpy(m->data, id, ni);
+	m->doc_off = ni + 1;
+	memcpy(m->data + m->doc_off, call, nc);
+	m->device_id = device_id;
+	m->row_id = row_id;
+	m->deadline_ms = deadline_ms;
+	return post(w, m);
+}
+
+int
 dg_worker_stop(dg_worker *w)
 {
 	msg *m = msg_new(MSG_STOP, 0);
@@ -987,6 +1023,52 @@ notify_device(dg_worker *w, int64_t device_id, const char *path, const char *doc
 		dg_worker_state_changed(w->sh->workers[o.worker], device_id, path, doc);
 }
 
+static void
+free_mark(void *arg, int rc)
+{
+	(void)rc;
+	free(arg);
+}
+
+/* Records in the store what became of RPC call `row_id` (status: dg_rpc_mark). */
+static void
+mark_rpc(dg_worker *w, int64_t row_id, const char *status)
+{
+	dg_rpc_mark *m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return;
+	m->row_id = row_id;
+	m->status = status;
+	if (dg_store_job(w->sh->store, dg_rpc_mark_apply, free_mark, m) != 0)
+		free(m);
+}
+
+/* An RPC call for a device: its session queues it, or the store learns why not. */
+static void
+take_rpc(dg_worker *w, const msg *m)
+{
+	dg_map_key key;
+	uint64_t now = uv_now(w->loop);
+	int64_t left = m->deadline_ms - dg_now_ms();
+	dg_map_key_u64(&key, (uint64_t)m->device_id);
+	dg_session *s = dg_map_get(w->devices, &key);
+	if (s == NULL) {
+		mark_rpc(w, m->row_id, "offline");
+		return;
+	}
+	if (left <= 0) {
+		mark_rpc(w, m->row_id, "timeout");
+		return;
+	}
+	int rc = dg_session_rpc_call(s, m->row_id, (const char *)m->data,
+	                             (const char *)m->data + m->doc_off, now + (uint64_t)left, now);
+	mark_rpc(w, m->row_id,
+	         rc == 0         ? "queued"
+	         : rc == -ENOENT ? "not_observing"
+	         : rc == -EBUSY  ? "busy"
+	                         : "offline");
+}
+
 typedef struct collect {
 	dg_session **v;
 	size_t n, cap;
@@ -998,6 +1080,35 @@ collect_cb(void *v, void *arg)
 	collect *c = arg;
 	if (c->n < c->cap)
 		c->v[c->n++] = v;
+}
+
+/*
+ * Settings or an OTA manifest changed: of one device, or (device 0) of
+ * every device of a project, whose sessions here are collected first, so
+ * that what a notification does cannot change the table being walked.
+ */
+static void
+changed_resource(dg_worker *w, const msg *m)
+{
+	dg_map_key key;
+	uint64_t now = uv_now(w->loop);
+	if (m->device_id > 0) {
+		dg_map_key_u64(&key, (uint64_t)m->device_id);
+		dg_session *s = dg_map_get(w->devices, &key);
+		if (s != NULL)
+			dg_session_resource_changed(s, m->res_kind, now);
+		return;
+	}
+	collect c = {0};
+	c.cap = dg_map_count(w->devices);
+	c.v = c.cap ? calloc(c.cap, sizeof(*c.v)) : NULL;
+	if (c.v == NULL)
+		return;
+	dg_map_each(w->devices, collect_cb, &c);
+	for (size_t i = 0; i < c.n; i++)
+		if (dg_session_project_id(c.v[i]) == m->project_id)
+			dg_session_resource_changed(c.v[i], m->res_kind, now);
+	free(c.v);
 }
 
 /*
@@ -1146,6 +1257,12 @@ handle(dg_worker *w, msg *m)
 			        s, (const char *)m->data,
 			        m->doc_off != 0 ? (const char *)m->data + m->doc_off : NULL,
 			        uv_now(w->loop));
+		break;
+	case MSG_RESOURCE:
+		changed_resource(w, m);
+		break;
+	case MSG_RPC:
+		take_rpc(w, m);
 		break;
 	case MSG_EVICT:
 		evict_stalled(w);

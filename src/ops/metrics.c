@@ -40,8 +40,8 @@
 static const char *const auth_names[N_AUTH] = {"psk", "cert", "none"};
 static const char *const result_names[2] = {"failed", "ok"};
 static const char *const dir_names[2] = {"in", "out"};
-static const char *const service_names[DG_SVC_COUNT] = {"core",   "keepalive", "state",
-                                                        "stream", "logs",      "other"};
+static const char *const service_names[DG_SVC_COUNT] = {
+        "core", "keepalive", "state", "stream", "logs", "other", "settings", "rpc", "ota"};
 /* The classes rendered even when zero; others only once counted. */
 static const int fixed_classes[] = {2, 4, 5};
 

@@ -73,8 +73,9 @@ decode(const dg_coap_request *req, const uint8_t *data, size_t len, dg_coap_resp
 	return v;
 }
 
-static dg_deferred *
-deferred_new(uint8_t code_ok, int (*run)(sqlite3 *, void *), void *arg, void (*free_arg)(void *))
+dg_deferred *
+dg_svc_deferred_new(uint8_t code_ok, int (*run)(sqlite3 *, void *), void *arg,
+                    void (*free_arg)(void *))
 {
 	dg_deferred *d = calloc(1, sizeof(*d));
 	if (d == NULL) {
@@ -161,49 +162,27 @@ get_reply(dg_session *s, const get_args *a, const uint8_t *token, size_t token_l
 	dg_path_seg segs[32];
 	size_t n = dg_state_path_parse(a->path, segs, 32);
 	uint8_t *data = NULL;
-	size_t len = 0, offset = 0, chunk = 0;
-	dg_block_opt answer;
+	size_t len = 0;
 
 	const cJSON *v = dg_state_get(doc, segs, n);
 	if (v != NULL && encode_alloc(a->fmt, v, &data, &len) != 0) {
 		dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR, "value cannot be encoded");
 		return;
 	}
-	int blockwise = dg_block2_slice(len, resp->body_cap, a->block2, &answer, &offset, &chunk);
-	if (blockwise < 0) {
-		dg_coap_set_text(
-		        resp, blockwise == -ERANGE ? DG_COAP_BAD_OPTION : DG_COAP_INTERNAL_ERROR,
-		        blockwise == -ERANGE ? "block out of range" : "no room for a block");
+	if (dg_svc_reply_blocks(s, resp, data, len, a->fmt, a->block2, now_ms) != 0)
 		goto out;
-	}
 	if (a->observe) {
 		dg_coap_request req;
 		memset(&req, 0, sizeof(req));
 		memcpy(req.token, token, token_len);
 		req.token_len = token_len;
-		int64_t seq = dg_session_observe(s, &req, a->path, a->fmt);
+		int64_t seq = dg_session_observe(s, &req, DG_OBS_STATE, a->path, a->fmt);
 		if (seq < 0) {
 			dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE,
 			                 "too many observations");
 			goto out;
 		}
 		resp->observe = seq;
-	}
-	resp->code = DG_COAP_CONTENT;
-	if (v != NULL) {
-		resp->content_format = a->fmt;
-		if (chunk > 0)
-			memcpy(resp->body, data + offset, chunk);
-		resp->body_len = chunk;
-	}
-	if (blockwise) {
-		resp->block2 = dg_block_encode(&answer);
-		dg_block2_etag(data, len, resp->etag);
-		resp->etag_len = sizeof(resp->etag);
-		if (answer.num == 0)
-			resp->size2 = (uint32_t)len;
-		if (answer.more)
-			dg_session_block2_served(s, answer.num, now_ms);
 	}
 out:
 	free(data);
@@ -249,17 +228,15 @@ static void
 state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
           dg_coap_response *resp)
 {
-	int fmt = req->accept < 0 ? DG_COAP_FMT_JSON : req->accept;
+	int fmt = dg_svc_accept(req, resp);
 	dg_block_opt want;
 	int later_block = 0;
 	get_args a;
 	const cJSON *cached = NULL;
 	uint64_t ticket = 0;
 
-	if (fmt != DG_COAP_FMT_JSON && fmt != DG_COAP_FMT_CBOR) {
-		dg_coap_set_text(resp, DG_COAP_NOT_ACCEPTABLE, "accept must be 50 or 60");
+	if (fmt < 0)
 		return;
-	}
 	if (req->block2 >= 0) {
 		if (dg_block_decode((uint32_t)req->block2, &want) != 0) {
 			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad Block2");
@@ -287,7 +264,7 @@ state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
 	j->read.device_id = rc->device_id;
 	j->a = a;
 	j->ticket = ticket;
-	dg_deferred *d = deferred_new(DG_COAP_CONTENT, state_get_run, j, free_get);
+	dg_deferred *d = dg_svc_deferred_new(DG_COAP_CONTENT, state_get_run, j, free_get);
 	if (d == NULL) {
 		resp->code = DG_COAP_INTERNAL_ERROR;
 		return;
@@ -395,8 +372,8 @@ dg_svc_state(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respons
 			goto out;
 		}
 	}
-	dg_deferred *d = deferred_new(c->del ? DG_COAP_DELETED : DG_COAP_CHANGED,
-	                              dg_data_state_apply, c, free_state_change);
+	dg_deferred *d = dg_svc_deferred_new(c->del ? DG_COAP_DELETED : DG_COAP_CHANGED,
+	                                     dg_data_state_apply, c, free_state_change);
 	if (d == NULL || c->path == NULL) {
 		dg_deferred_free(d);
 		resp->code = DG_COAP_INTERNAL_ERROR;
@@ -461,7 +438,7 @@ store_stream(const dg_route_ctx *rc, const dg_coap_request *req, const char *pat
 		resp->code = DG_COAP_INTERNAL_ERROR;
 		return;
 	}
-	dg_deferred *d = deferred_new(DG_COAP_CHANGED, dg_data_stream_append, b, free_batch);
+	dg_deferred *d = dg_svc_deferred_new(DG_COAP_CHANGED, dg_data_stream_append, b, free_batch);
 	if (d == NULL) {
 		resp->code = DG_COAP_INTERNAL_ERROR;
 		return;
@@ -548,7 +525,7 @@ dg_svc_logs(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response
 	cJSON_Delete(v);
 	if (e->level == NULL)
 		e->level = strdup("info");
-	dg_deferred *d = deferred_new(DG_COAP_CHANGED, dg_data_logs_append, e, free_log);
+	dg_deferred *d = dg_svc_deferred_new(DG_COAP_CHANGED, dg_data_logs_append, e, free_log);
 	if (d == NULL) {
 		resp->code = DG_COAP_INTERNAL_ERROR;
 		return;

@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 
 #include "devgate/data.h"
+#include "devgate/rpc.h"
 #include "devgate/payload.h"
 #include "devgate/state.h"
 
@@ -103,6 +104,35 @@ step_cached(sqlite3_stmt *s)
 	return rc;
 }
 
+/* Changes are read within a second; an hour of them is plenty to keep. */
+static int
+prune_changes(sqlite3 *db)
+{
+	return sqlite3_exec(db,
+	                    "DELETE FROM state_changes WHERE at < CAST(strftime('%s','now') AS"
+	                    " INTEGER) * 1000 - 3600000",
+	                    NULL, NULL, NULL) == SQLITE_OK
+	               ? 0
+	               : -EIO;
+}
+
+int
+dg_data_change_record(sqlite3 *db, int kind, int64_t project_id, int64_t device_id, int64_t ref)
+{
+	sqlite3_stmt *s = dg_store_stmt(db, "INSERT INTO state_changes (kind, project_id,"
+	                                    " device_id, ref, path, at) VALUES (?1, ?2, ?3, ?4,"
+	                                    " '', ?5)");
+	if (s == NULL)
+		return -EIO;
+	sqlite3_bind_int(s, 1, kind);
+	sqlite3_bind_int64(s, 2, project_id);
+	sqlite3_bind_int64(s, 3, device_id);
+	sqlite3_bind_int64(s, 4, ref);
+	sqlite3_bind_int64(s, 5, dg_now_ms());
+	int rc = step_cached(s);
+	return rc == 0 ? prune_changes(db) : rc;
+}
+
 int
 dg_data_state_apply(sqlite3 *db, void *arg)
 {
@@ -175,13 +205,8 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 		sqlite3_bind_text(s, 2, c->path != NULL ? c->path : "", -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 3, dg_now_ms());
 		rc = step_cached(s);
-		/* Changes are read within a second; an hour of them is plenty to keep. */
-		if (rc == 0 &&
-		    sqlite3_exec(db,
-		                 "DELETE FROM state_changes WHERE at < CAST(strftime('%s','now') AS"
-		                 " INTEGER) * 1000 - 3600000",
-		                 NULL, NULL, NULL) != SQLITE_OK)
-			rc = -EIO;
+		if (rc == 0)
+			rc = prune_changes(db);
 	}
 	if (rc == 0) {
 		/* The document as stored, for the notifications of this change. */
@@ -404,8 +429,9 @@ int
 dg_data_changes_read(sqlite3 *db, void *arg)
 {
 	dg_changes *c = arg;
-	sqlite3_stmt *s = dg_store_stmt(db, "SELECT id, device_id, path FROM state_changes"
-	                                    " WHERE id > ?1 ORDER BY id LIMIT 1000");
+	sqlite3_stmt *s = dg_store_stmt(db, "SELECT id, device_id, path, kind, project_id, ref"
+	                                    " FROM state_changes WHERE id > ?1 ORDER BY id"
+	                                    " LIMIT 1000");
 	size_t cap = 0;
 	int rc;
 
@@ -427,9 +453,12 @@ dg_data_changes_read(sqlite3 *db, void *arg)
 		}
 		const char *path = (const char *)sqlite3_column_text(s, 2);
 		dg_change_item *it = &c->items[c->n];
+		memset(it, 0, sizeof(*it));
 		it->device_id = sqlite3_column_int64(s, 1);
+		it->kind = sqlite3_column_int(s, 3);
+		it->project_id = sqlite3_column_int64(s, 4);
+		it->ref = sqlite3_column_int64(s, 5);
 		it->path = strdup(path != NULL ? path : "");
-		it->doc = NULL;
 		if (it->path == NULL) {
 			rc = SQLITE_NOMEM;
 			break;
@@ -440,13 +469,23 @@ dg_data_changes_read(sqlite3 *db, void *arg)
 	dg_store_stmt_done(s);
 	if (rc != SQLITE_DONE)
 		return rc == SQLITE_NOMEM ? -ENOMEM : dg_store_errno(rc);
-	/* Each change goes with the document as it is now, so the loop reads nothing. */
+	/*
+	 * Each state change goes with the document as it is now, and each RPC
+	 * call with its text, so the loop reads nothing.
+	 */
 	for (size_t i = 0; i < c->n; i++) {
-		dg_state_read r = {.device_id = c->items[i].device_id};
-		rc = dg_data_state_read(db, &r);
-		if (rc != 0)
-			return rc;
-		c->items[i].doc = r.doc;
+		dg_change_item *it = &c->items[i];
+		if (it->kind == 0) {
+			dg_state_read r = {.device_id = it->device_id};
+			rc = dg_data_state_read(db, &r);
+			if (rc != 0)
+				return rc;
+			it->doc = r.doc;
+		} else if (it->kind == 2) {
+			rc = dg_rpc_call_text(db, it->ref, &it->path, &it->doc, &it->deadline_ms);
+			if (rc != 0 && rc != -ENOENT)
+				return rc;
+		}
 	}
 	return 0;
 }

@@ -1,0 +1,103 @@
+/*
+ * Remote procedure calls in the store: the CLI makes a call (a row of
+ * rpc_calls and a change feed row, in one transaction), the daemon hands it
+ * to the device's session and records what became of it, the device's
+ * ".rpc/status" answers it.
+ */
+#ifndef DEVGATE_RPC_H
+#define DEVGATE_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "devgate/store.h"
+
+/* The longest method name and call id taken. */
+#define DG_RPC_METHOD_MAX 128
+#define DG_RPC_ID_LEN     16
+
+/*
+ * Reads call `row` for the daemon: its id, its JSON text {"id", "method",
+ * "params"} (both malloc'ed) and its deadline (ms since the epoch).
+ * Returns 0, -ENOENT when the call is gone or no longer pending, or a
+ * negative errno.
+ */
+int dg_rpc_call_text(sqlite3 *db, int64_t row, char **id, char **json, int64_t *deadline_ms);
+
+/* What became of a call, for dg_rpc_mark_apply(). */
+typedef struct dg_rpc_mark {
+	int64_t row_id;
+	const char *status; /* "queued", "offline", "not_observing", "busy", "timeout"; static. */
+} dg_rpc_mark;
+
+/*
+ * A `run` function (arg: dg_rpc_mark): sets the status of a call that is
+ * still pending or queued. Returns 0 or a negative errno.
+ */
+int dg_rpc_mark_apply(sqlite3 *db, void *arg);
+
+/* A device's answer to a call, for dg_rpc_result_apply(). */
+typedef struct dg_rpc_result {
+	int64_t device_id;
+	char *call_id;       /* Owned. */
+	int64_t status_code; /* The device's statusCode. */
+	char *detail;        /* JSON text, or NULL; owned. */
+} dg_rpc_result;
+
+/*
+ * A `run` function (arg: dg_rpc_result): records the answer to the call of
+ * that device with that id, unless it was answered or timed out already.
+ * Returns 0 (an unknown call changes nothing) or a negative errno.
+ */
+int dg_rpc_result_apply(sqlite3 *db, void *arg);
+
+/* Frees a dg_rpc_result made with malloc. */
+void dg_rpc_result_free(void *arg);
+
+/* A new call, for dg_rpc_create(). */
+typedef struct dg_rpc_new {
+	int64_t project_id; /* 0: the device's. */
+	int64_t device_id;
+	const char *method;
+	const char *params; /* JSON array text. */
+	int64_t timeout_ms;
+	int64_t row_id;                  /* Out. */
+	char call_id[DG_RPC_ID_LEN + 1]; /* Out: random hex. */
+} dg_rpc_new;
+
+/*
+ * A `run` function (arg: dg_rpc_new): makes the call, pending, with its
+ * change feed row for the daemon. Returns 0 or a negative errno.
+ */
+int dg_rpc_create(sqlite3 *db, void *arg);
+
+/* One call as stored. */
+typedef struct dg_rpc_row {
+	int64_t id;
+	char device[160];
+	char call_id[DG_RPC_ID_LEN + 1];
+	char method[DG_RPC_METHOD_MAX + 1];
+	char status[16];     /* A pending or queued call past its deadline reads "timeout". */
+	int64_t status_code; /* -1 until answered. */
+	int64_t created_at, deadline, done_at;
+	char *params; /* Owned. */
+	char *detail; /* Owned; NULL when none. */
+} dg_rpc_row;
+
+/* Frees what a row owns. */
+void dg_rpc_row_clear(dg_rpc_row *r);
+
+/* Reads call `id` into *out. Returns 0, -ENOENT or a negative errno. */
+int dg_rpc_get(dg_store *st, int64_t id, dg_rpc_row *out);
+
+/*
+ * Calls cb for the newest `limit` calls of the project (by slug) (of one device when
+ * `device` is not NULL), oldest first; a non-zero return from cb stops.
+ * Returns 0 or a negative errno.
+ */
+int dg_rpc_list(dg_store *st, const char *project, const char *device, int64_t limit,
+                int (*cb)(void *arg, const dg_rpc_row *r), void *arg);
+
+#endif

@@ -1,0 +1,172 @@
+/*
+ * Remote procedure calls (".rpc"): a device observes ".rpc" and each
+ * notification is one call {"id", "method", "params"}; it answers each
+ * with a POST to ".rpc/status" {"id", "statusCode", "detail"}. Calls come
+ * from the store (the CLI); the session queues them (session.h).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "devgate/block.h"
+#include "devgate/payload.h"
+#include "devgate/rpc.h"
+#include "devgate/services.h"
+#include "devgate/session.h"
+
+/*
+ * The representation of ".rpc" now: the call at the head of the queue, or
+ * the text "OK" when there is none (the SDK ignores "OK", the answer to
+ * its registration). Returns 0 or a negative errno.
+ */
+static int
+rpc_body(const dg_session *s, int fmt, uint8_t *buf, size_t cap, size_t *len)
+{
+	const char *head = dg_session_rpc_head(s);
+	cJSON *v = head != NULL ? cJSON_Parse(head) : cJSON_CreateString("OK");
+	if (v == NULL)
+		return -ENOMEM;
+	int rc = dg_payload_encode(fmt, v, buf, cap, len);
+	cJSON_Delete(v);
+	return rc;
+}
+
+/* GET ".rpc": Observe=0 registers for calls, 1 cancels; a later Block2 block of a call. */
+static void
+rpc_get(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp)
+{
+	dg_block_opt want;
+	int later_block = 0;
+	uint8_t body[8192];
+	size_t len = 0;
+	int fmt = dg_svc_accept(req, resp);
+
+	if (fmt < 0)
+		return;
+	if (req->block2 >= 0) {
+		if (dg_block_decode((uint32_t)req->block2, &want) != 0) {
+			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad Block2");
+			return;
+		}
+		later_block = want.num > 0;
+	}
+	if (req->observe == 1)
+		dg_session_unobserve(rc->session, req->token, req->token_len);
+	/*
+	 * The registration is answered "OK" even with a call queued (the call
+	 * is notified right after); a later block is cut from the call at the
+	 * head of the queue.
+	 */
+	if (later_block || req->observe != 0) {
+		if (rpc_body(rc->session, fmt, body, sizeof(body), &len) != 0) {
+			dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR, "call cannot be encoded");
+			return;
+		}
+	} else {
+		cJSON *ok = cJSON_CreateString("OK");
+		int erc =
+		        ok != NULL ? dg_payload_encode(fmt, ok, body, sizeof(body), &len) : -ENOMEM;
+		cJSON_Delete(ok);
+		if (erc != 0) {
+			resp->code = DG_COAP_INTERNAL_ERROR;
+			return;
+		}
+	}
+	if (dg_svc_reply_blocks(rc->session, resp, body, len, fmt, req->block2, rc->now_ms) != 0)
+		return;
+	if (req->observe == 0 && !later_block) {
+		int64_t seq = dg_session_observe(rc->session, req, DG_OBS_RPC, "", fmt);
+		if (seq < 0) {
+			dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE,
+			                 "too many observations");
+			return;
+		}
+		resp->observe = seq;
+		/* A call queued before this registration replaced an older one is notified again.
+		 */
+		if (dg_session_rpc_head(rc->session) != NULL)
+			dg_session_resource_changed(rc->session, DG_OBS_RPC, rc->now_ms);
+	}
+}
+
+/* POST ".rpc/status": the device's answer to a call, stored before the 2.04. */
+static void
+rpc_status(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp)
+{
+	char diag[96];
+	cJSON *v = NULL;
+	int fmt = req->content_format < 0 ? DG_COAP_FMT_JSON : req->content_format;
+
+	if (fmt != DG_COAP_FMT_JSON && fmt != DG_COAP_FMT_CBOR) {
+		dg_coap_set_text(resp, DG_COAP_UNSUPPORTED_FORMAT,
+		                 "content-format must be 50 or 60");
+		return;
+	}
+	if (req->payload == NULL) {
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
+		return;
+	}
+	int drc = dg_payload_decode(fmt, req->payload, req->payload_len, &v, diag, sizeof(diag));
+	if (drc != 0) {
+		dg_coap_set_text(resp,
+		                 drc == -ENOMEM ? DG_COAP_INTERNAL_ERROR : DG_COAP_BAD_REQUEST,
+		                 diag[0] != '\0' ? diag : "malformed payload");
+		return;
+	}
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(v, "id");
+	const cJSON *code = cJSON_GetObjectItemCaseSensitive(v, "statusCode");
+	const cJSON *detail = cJSON_GetObjectItemCaseSensitive(v, "detail");
+	if (!cJSON_IsString(id) || strlen(id->valuestring) > 64) {
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "id: a text of at most 64 bytes");
+		goto out;
+	}
+	if (!cJSON_IsNumber(code) || code->valuedouble < 0 || code->valuedouble > 65535) {
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "statusCode: an integer");
+		goto out;
+	}
+	dg_rpc_result *r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		resp->code = DG_COAP_INTERNAL_ERROR;
+		goto out;
+	}
+	r->device_id = rc->device_id;
+	r->call_id = strdup(id->valuestring);
+	r->status_code = (int64_t)code->valuedouble;
+	r->detail = detail != NULL ? cJSON_PrintUnformatted(detail) : NULL;
+	if (r->call_id == NULL || (detail != NULL && r->detail == NULL)) {
+		dg_rpc_result_free(r);
+		resp->code = DG_COAP_INTERNAL_ERROR;
+		goto out;
+	}
+	/* The call leaves the queue now: the next one goes out while this answer commits. */
+	dg_session_rpc_done(rc->session, r->call_id, rc->now_ms);
+	dg_deferred *d =
+	        dg_svc_deferred_new(DG_COAP_CHANGED, dg_rpc_result_apply, r, dg_rpc_result_free);
+	if (d == NULL) {
+		resp->code = DG_COAP_INTERNAL_ERROR;
+		goto out;
+	}
+	dg_session_defer(rc->session, req, resp, d);
+out:
+	cJSON_Delete(v);
+}
+
+void
+dg_svc_rpc(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp)
+{
+	if (req->n_path == 1 && req->code == DG_COAP_GET) {
+		rpc_get(rc, req, resp);
+		return;
+	}
+	if (req->n_path == 2 && req->path[1].len == 6 && memcmp(req->path[1].s, "status", 6) == 0 &&
+	    (req->code == DG_COAP_POST || req->code == DG_COAP_PUT)) {
+		rpc_status(rc, req, resp);
+		return;
+	}
+	if (req->n_path <= 2)
+		dg_coap_set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "method not allowed");
+	else
+		dg_coap_set_text(resp, DG_COAP_NOT_FOUND, "not found");
+}
