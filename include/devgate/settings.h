@@ -130,13 +130,6 @@ int dg_settings_parse_file(const char *path, const char *text, size_t len, dg_se
                            char *err, size_t errlen);
 
 /*
- * Writes a list as settings.json text (a malloc'ed, NUL-terminated
- * string, one setting a line, by name), each value in the form
- * dg_settings_to_json() gives. Returns NULL when out of memory.
- */
-char *dg_settings_file_text(const dg_settings *l);
-
-/*
  * Encodes `{"version": version, "settings": {NAME: value, ...}}` in
  * content-format `format` (DG_COAP_FMT_JSON or DG_COAP_FMT_CBOR) into a
  * malloc'ed *out. Each value keeps its type: in CBOR an int is an
@@ -147,6 +140,12 @@ char *dg_settings_file_text(const dg_settings *l);
  */
 int dg_settings_encode(const dg_settings *l, int64_t version, int format, uint8_t **out,
                        size_t *len);
+
+/*
+ * A setting's value as JSON text, as dg_settings_encode() writes it (a
+ * malloc'ed string), or NULL when out of memory.
+ */
+char *dg_settings_value_text(const dg_setting *s);
 
 /* Store: reads. Each runs on the caller's connection `db`. */
 
@@ -171,6 +170,15 @@ int dg_settings_effective(sqlite3 *db, int64_t project_id, int64_t device_id, dg
 int dg_settings_render_body(sqlite3 *db, int64_t project_id, int64_t device_id, int format,
                             uint8_t **out, size_t *len);
 
+struct dg_render;
+
+/*
+ * The renderer of DG_OBS_SETTINGS (a dg_render_fn): r->body is the
+ * effective settings of r->device_id in r->format, as
+ * dg_settings_render_body() makes them.
+ */
+int dg_settings_render(sqlite3 *db, struct dg_render *r);
+
 /* Finds a project's id by slug. Returns 0, -ENOENT, or a negative errno. */
 int dg_settings_project_id(sqlite3 *db, const char *slug, int64_t *id);
 
@@ -191,6 +199,14 @@ typedef struct dg_settings_sync {
  * nothing. Returns 0 or a negative errno.
  */
 int dg_settings_sync_apply(sqlite3 *db, void *arg);
+
+/*
+ * As dg_settings_sync_apply() for project `slug`, in a transaction of its
+ * own on the caller's connection (the import of the projects directory,
+ * the CLI). Sets *changed (NULL: not wanted). Returns 0, -ENOENT when
+ * there is no such project, or a negative errno.
+ */
+int dg_settings_sync_slug(dg_store *st, const char *slug, const dg_settings *l, int *changed);
 
 /* Sets or deletes one override of a device. */
 typedef struct dg_settings_override {

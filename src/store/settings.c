@@ -15,6 +15,7 @@
 
 #include "devgate/coap.h"
 #include "devgate/data.h"
+#include "devgate/render.h"
 #include "devgate/session.h"
 #include "devgate/settings.h"
 
@@ -567,6 +568,27 @@ json_float(buf *b, double d)
 }
 
 static void
+json_value(buf *b, const dg_setting *s)
+{
+	char num[32];
+	switch (s->type) {
+	case DG_SETTING_INT:
+		snprintf(num, sizeof(num), "%lld", (long long)s->i);
+		puts_(b, num);
+		break;
+	case DG_SETTING_FLOAT:
+		json_float(b, s->f);
+		break;
+	case DG_SETTING_BOOL:
+		puts_(b, s->i ? "true" : "false");
+		break;
+	case DG_SETTING_STRING:
+		json_text(b, s->s);
+		break;
+	}
+}
+
+static void
 encode_json(const dg_settings *l, int64_t version, buf *b)
 {
 	char num[32];
@@ -575,28 +597,26 @@ encode_json(const dg_settings *l, int64_t version, buf *b)
 	puts_(b, num);
 	puts_(b, ",\"settings\":{");
 	for (size_t i = 0; i < l->n; i++) {
-		const dg_setting *s = &l->v[i];
 		if (i > 0)
 			put(b, ",", 1);
-		json_text(b, s->name);
+		json_text(b, l->v[i].name);
 		put(b, ":", 1);
-		switch (s->type) {
-		case DG_SETTING_INT:
-			snprintf(num, sizeof(num), "%lld", (long long)s->i);
-			puts_(b, num);
-			break;
-		case DG_SETTING_FLOAT:
-			json_float(b, s->f);
-			break;
-		case DG_SETTING_BOOL:
-			puts_(b, s->i ? "true" : "false");
-			break;
-		case DG_SETTING_STRING:
-			json_text(b, s->s);
-			break;
-		}
+		json_value(b, &l->v[i]);
 	}
 	puts_(b, "}}");
+}
+
+char *
+dg_settings_value_text(const dg_setting *s)
+{
+	buf b = {0};
+	json_value(&b, s);
+	put(&b, "", 1);
+	if (b.rc != 0) {
+		free(b.p);
+		return NULL;
+	}
+	return (char *)b.p;
 }
 
 int
@@ -620,46 +640,6 @@ dg_settings_encode(const dg_settings *l, int64_t version, int format, uint8_t **
 	*out = b.p;
 	*len = b.len;
 	return 0;
-}
-
-char *
-dg_settings_file_text(const dg_settings *l)
-{
-	buf b = {0};
-
-	puts_(&b, l->n == 0 ? "{" : "{\n");
-	for (size_t i = 0; i < l->n; i++) {
-		const dg_setting *s = &l->v[i];
-		cJSON *v = dg_settings_to_json(s);
-		char *text = v != NULL ? cJSON_PrintUnformatted(v) : NULL;
-		cJSON_Delete(v);
-		if (text == NULL) {
-			free(b.p);
-			return NULL;
-		}
-		puts_(&b, "\t");
-		json_text(&b, s->name);
-		puts_(&b, ": ");
-		if (s->type == DG_SETTING_FLOAT && s->f == trunc(s->f)) {
-			/* The typed form, with the value written as a float. */
-			puts_(&b, "{\"type\": \"float\", \"value\": ");
-			json_float(&b, s->f);
-			puts_(&b, "}");
-		} else if (s->type == DG_SETTING_FLOAT) {
-			json_float(&b, s->f);
-		} else {
-			puts_(&b, text);
-		}
-		free(text);
-		puts_(&b, i + 1 < l->n ? ",\n" : "\n");
-	}
-	puts_(&b, "}\n");
-	put(&b, "", 1);
-	if (b.rc != 0) {
-		free(b.p);
-		return NULL;
-	}
-	return (char *)b.p;
 }
 
 /* Store */
@@ -819,6 +799,13 @@ dg_settings_render_body(sqlite3 *db, int64_t project_id, int64_t device_id, int 
 }
 
 int
+dg_settings_render(sqlite3 *db, dg_render *r)
+{
+	return dg_settings_render_body(db, r->project_id, r->device_id, r->format, &r->body,
+	                               &r->len);
+}
+
+int
 dg_settings_project_id(sqlite3 *db, const char *slug, int64_t *id)
 {
 	sqlite3_stmt *s = dg_store_stmt(db, "SELECT id FROM projects WHERE slug = ?1");
@@ -887,7 +874,7 @@ bump_version(sqlite3 *db, int64_t project_id, int64_t device_id, int64_t *versio
 	}
 	dg_store_stmt_done(s);
 	if (rc == 0)
-		rc = dg_data_change_record(db, DG_OBS_SETTINGS, project_id, device_id);
+		rc = dg_data_change_record(db, DG_OBS_SETTINGS, project_id, device_id, 0);
 	return rc;
 }
 
@@ -933,6 +920,30 @@ dg_settings_sync_apply(sqlite3 *db, void *arg)
 		y->changed = 1;
 out:
 	dg_settings_clear(&cur);
+	return rc;
+}
+
+/* dg_settings_sync_slug()'s job: the project by slug, then the sync. */
+typedef struct slug_sync {
+	const char *slug;
+	dg_settings_sync y;
+} slug_sync;
+
+static int
+slug_sync_run(sqlite3 *db, void *arg)
+{
+	slug_sync *j = arg;
+	int rc = dg_settings_project_id(db, j->slug, &j->y.project_id);
+	return rc != 0 ? rc : dg_settings_sync_apply(db, &j->y);
+}
+
+int
+dg_settings_sync_slug(dg_store *st, const char *slug, const dg_settings *l, int *changed)
+{
+	slug_sync j = {.slug = slug, .y = {.l = l}};
+	int rc = dg_store_run(st, slug_sync_run, &j);
+	if (changed != NULL)
+		*changed = rc == 0 && j.y.changed;
 	return rc;
 }
 
@@ -1026,7 +1037,8 @@ dg_settings_report_parse(const cJSON *v, dg_settings_report *r, char *why, size_
 	out = cJSON_CreateArray();
 	if (out == NULL)
 		return -ENOMEM;
-	cJSON_ArrayForEach(e, cJSON_IsArray(errs) ? errs : NULL)
+	const cJSON *list = cJSON_IsArray(errs) ? errs : NULL;
+	cJSON_ArrayForEach(e, list)
 	{
 		const cJSON *key = cJSON_GetObjectItemCaseSensitive(e, "setting_key");
 		const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "error_code");
