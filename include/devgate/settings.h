@@ -58,7 +58,8 @@ typedef struct dg_setting {
 	char *s;   /* STRING, owned by the list that holds the setting. */
 } dg_setting;
 
-/* A list of settings, sorted by name, each name once. Zero-initialise; free with dg_settings_clear(). */
+/* A list of settings, sorted by name, each name once. Zero-initialise; free with
+ * dg_settings_clear(). */
 typedef struct dg_settings {
 	dg_setting *v;
 	size_t n, cap;
@@ -150,8 +151,7 @@ char *dg_settings_value_text(const dg_setting *s);
 /* Store: reads. Each runs on the caller's connection `db`. */
 
 /* Reads a project's settings (empty when none) and version (0 when never set). */
-int dg_settings_read_project(sqlite3 *db, int64_t project_id, dg_settings *out,
-                             int64_t *version);
+int dg_settings_read_project(sqlite3 *db, int64_t project_id, dg_settings *out, int64_t *version);
 
 /* Reads a device's overrides (empty when none) and version (0 when never set). */
 int dg_settings_read_device(sqlite3 *db, int64_t device_id, dg_settings *out, int64_t *version);

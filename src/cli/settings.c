@@ -288,8 +288,9 @@ change_project(const dg_cli *c, dg_config *cfg, dg_store *store, const char *nam
 	if (r == 0)
 		r = dg_settings_sync_slug(store, c->pos[0], &l, &changed);
 	if (r != 0) {
-		fprintf(stderr, "devgate %s: %s written; the store: %s (the daemon reads the file"
-		                " on its next reload)\n",
+		fprintf(stderr,
+		        "devgate %s: %s written; the store: %s (the daemon reads the file"
+		        " on its next reload)\n",
 		        c->cmd->name, path, strerror(-r));
 		goto out;
 	}
@@ -314,8 +315,8 @@ change_device(const dg_cli *c, dg_store *store, const char *device, const char *
 		o.value = *v;
 	int r = dg_store_run(store, dg_settings_override_apply, &o);
 	if (r == -ENOENT) {
-		fprintf(stderr, "devgate %s: device %s has no override %s\n", c->cmd->name,
-		        device, name);
+		fprintf(stderr, "devgate %s: device %s has no override %s\n", c->cmd->name, device,
+		        name);
 		return 1;
 	}
 	if (r != 0) {

@@ -42,10 +42,10 @@ static const route routes[] = {
 
 /* The renderer of each kind of observed resource that is made from the store. */
 static const dg_render_fn renderers[DG_OBS_KINDS] = {
-        [DG_OBS_STATE] = NULL,    /* From the state cache or a read: services.c. */
+        [DG_OBS_STATE] = NULL,                  /* From the state cache or a read: services.c. */
         [DG_OBS_SETTINGS] = dg_settings_render, /* Settings: store/settings.c. */
-        [DG_OBS_RPC] = NULL,      /* From the session's queue: services/rpc.c. */
-        [DG_OBS_OTA] = NULL,      /* The OTA manifest: services/ota.c. */
+        [DG_OBS_RPC] = NULL,                    /* From the session's queue: services/rpc.c. */
+        [DG_OBS_OTA] = NULL,                    /* The OTA manifest: services/ota.c. */
 };
 
 dg_render_fn

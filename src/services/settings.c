@@ -70,8 +70,8 @@ settings_status(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_resp
 		free_report(r);
 		goto out;
 	}
-	struct dg_deferred *d = dg_svc_deferred_new(DG_COAP_CHANGED, dg_settings_report_apply, r,
-	                                            free_report);
+	struct dg_deferred *d =
+	        dg_svc_deferred_new(DG_COAP_CHANGED, dg_settings_report_apply, r, free_report);
 	if (d == NULL) {
 		resp->code = DG_COAP_INTERNAL_ERROR;
 		goto out;

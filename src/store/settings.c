@@ -222,7 +222,8 @@ plain_value(const cJSON *v, dg_setting *s, char *why, size_t whylen)
 	}
 	if (cJSON_IsString(v)) {
 		if (strlen(v->valuestring) > DG_SETTING_STRING_MAX) {
-			snprintf(why, whylen, "a string of at most %d bytes", DG_SETTING_STRING_MAX);
+			snprintf(why, whylen, "a string of at most %d bytes",
+			         DG_SETTING_STRING_MAX);
 			return -EINVAL;
 		}
 		s->type = DG_SETTING_STRING;
@@ -245,7 +246,8 @@ dg_settings_from_json(const cJSON *v, dg_setting *s, char *why, size_t whylen)
 	cJSON_ArrayForEach(m, v)
 	{
 		if (strcmp(m->string, "type") != 0 && strcmp(m->string, "value") != 0) {
-			snprintf(why, whylen, "%.32s: unknown key (the typed form has type and value)",
+			snprintf(why, whylen,
+			         "%.32s: unknown key (the typed form has type and value)",
 			         m->string);
 			return -EINVAL;
 		}
@@ -350,7 +352,8 @@ dg_settings_from_text(const char *text, int type, dg_setting *s, char *why, size
 		return 0;
 	case DG_SETTING_STRING:
 		if (strlen(text) > DG_SETTING_STRING_MAX) {
-			snprintf(why, whylen, "a string of at most %d bytes", DG_SETTING_STRING_MAX);
+			snprintf(why, whylen, "a string of at most %d bytes",
+			         DG_SETTING_STRING_MAX);
 			return -EINVAL;
 		}
 		s->s = strdup(text);
@@ -361,8 +364,8 @@ dg_settings_from_text(const char *text, int type, dg_setting *s, char *why, size
 }
 
 int
-dg_settings_parse_file(const char *path, const char *text, size_t len, dg_settings *out,
-                       char *err, size_t errlen)
+dg_settings_parse_file(const char *path, const char *text, size_t len, dg_settings *out, char *err,
+                       size_t errlen)
 {
 	const char *end = NULL;
 	cJSON *root;
@@ -479,11 +482,11 @@ puts_(buf *b, const char *s)
 }
 
 /* Runs a cbor_encode_*() writer with 9 bytes of room, the most one header takes. */
-#define CBOR_PUT(b, call)                                                                  \
-	do {                                                                               \
-		uint8_t *p_ = room((b), 9);                                                \
-		if (p_ != NULL)                                                            \
-			(b)->len += call;                                                  \
+#define CBOR_PUT(b, call)                                                                          \
+	do {                                                                                       \
+		uint8_t *p_ = room((b), 9);                                                        \
+		if (p_ != NULL)                                                                    \
+			(b)->len += call;                                                          \
 	} while (0)
 
 static void
@@ -620,8 +623,7 @@ dg_settings_value_text(const dg_setting *s)
 }
 
 int
-dg_settings_encode(const dg_settings *l, int64_t version, int format, uint8_t **out,
-                   size_t *len)
+dg_settings_encode(const dg_settings *l, int64_t version, int format, uint8_t **out, size_t *len)
 {
 	buf b = {0};
 
@@ -682,7 +684,8 @@ read_rows(sqlite3 *db, const char *sql, int64_t id, dg_settings *l)
 			v.s = (char *)(uintptr_t) "";
 		rc = dg_settings_put(l, &v);
 		if (rc == -E2BIG)
-			rc = 0; /* More rows than a list holds cannot be made here; keep the first. */
+			rc = 0; /* More rows than a list holds cannot be made here; keep the first.
+			         */
 	}
 	if (rc == 0 && step != SQLITE_DONE)
 		rc = sql_errno(db);
@@ -967,7 +970,8 @@ dg_settings_override_apply(sqlite3 *db, void *arg)
 			rc = -ENOENT;
 			goto out;
 		}
-		s = dg_store_stmt(db, "DELETE FROM device_settings WHERE device_id = ?1 AND name = ?2");
+		s = dg_store_stmt(db,
+		                  "DELETE FROM device_settings WHERE device_id = ?1 AND name = ?2");
 	} else {
 		snprintf(o->value.name, sizeof(o->value.name), "%s", o->name);
 		if (had != NULL && setting_equal(had, &o->value))
@@ -976,9 +980,10 @@ dg_settings_override_apply(sqlite3 *db, void *arg)
 			rc = -E2BIG;
 			goto out;
 		}
-		s = dg_store_stmt(db, "INSERT INTO device_settings (device_id, name, type, value)"
-		                      " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (device_id, name)"
-		                      " DO UPDATE SET type = excluded.type, value = excluded.value");
+		s = dg_store_stmt(db,
+		                  "INSERT INTO device_settings (device_id, name, type, value)"
+		                  " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (device_id, name)"
+		                  " DO UPDATE SET type = excluded.type, value = excluded.value");
 	}
 	if (s == NULL) {
 		rc = sql_errno(db);
@@ -1050,8 +1055,9 @@ dg_settings_report_parse(const cJSON *v, dg_settings_report *r, char *why, size_
 		}
 		if (!cJSON_IsObject(e) || !cJSON_IsString(key) ||
 		    strlen(key->valuestring) > DG_SETTING_NAME_MAX) {
-			snprintf(why, whylen, "errors[%zu].setting_key: must be text of 1..%d bytes",
-			         idx, DG_SETTING_NAME_MAX);
+			snprintf(why, whylen,
+			         "errors[%zu].setting_key: must be text of 1..%d bytes", idx,
+			         DG_SETTING_NAME_MAX);
 			goto bad;
 		}
 		if (!json_int(code, &c) || c < 0 || c > DG_SETTINGS_ERROR_MAX) {
@@ -1136,8 +1142,8 @@ dg_settings_status_each(sqlite3 *db, int64_t project_id,
 		int64_t dv = sqlite3_column_int64(s, 1);
 		row.device = (const char *)sqlite3_column_text(s, 0);
 		row.current = dv > pv ? dv : pv;
-		row.applied = sqlite3_column_type(s, 2) == SQLITE_NULL ? -1
-		                                                       : sqlite3_column_int64(s, 2);
+		row.applied =
+		        sqlite3_column_type(s, 2) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 2);
 		row.errors = (const char *)sqlite3_column_text(s, 3);
 		row.reported_at =
 		        sqlite3_column_type(s, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 4);
