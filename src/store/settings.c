@@ -372,9 +372,15 @@ dg_settings_parse_file(const char *path, const char *text, size_t len, dg_settin
 	const cJSON *m;
 	int rc = 0;
 
-	if (memchr(text, '\0', len) != NULL || strstr(text, "\\u0000") != NULL) {
-		snprintf(err, errlen, "%s: NUL is not allowed", path);
-		return -EINVAL;
+	/* cJSON would cut a string at an escaped NUL silently. */
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] == '\0' || (text[i] == '\\' && i + 5 < len && text[i + 1] == 'u' &&
+		                        memcmp(text + i + 2, "0000", 4) == 0)) {
+			snprintf(err, errlen, "%s: NUL is not allowed", path);
+			return -EINVAL;
+		}
+		if (text[i] == '\\')
+			i++; /* The escaped character: "\\\\u0000" is not an escaped NUL. */
 	}
 	root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
 	if (root == NULL) {
