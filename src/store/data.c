@@ -482,9 +482,14 @@ dg_data_changes_read(sqlite3 *db, void *arg)
 				return rc;
 			it->doc = r.doc;
 		} else if (it->kind == 2) {
-			rc = dg_rpc_call_text(db, it->ref, &it->path, &it->doc, &it->deadline_ms);
+			char *id = NULL;
+			rc = dg_rpc_call_text(db, it->ref, &id, &it->doc, &it->deadline_ms);
 			if (rc != 0 && rc != -ENOENT)
 				return rc;
+			if (id != NULL) {
+				free(it->path);
+				it->path = id;
+			}
 		}
 	}
 	return 0;
