@@ -27,6 +27,7 @@ static const group groups[] = {
         {"state", dg_cli_state, "get, set and delete values of a device's LightDB State"},
         {"stream", dg_cli_stream, "list a device's LightDB Stream records"},
         {"logs", dg_cli_logs, "list a device's log lines"},
+        {"settings", dg_cli_settings, "get, set and delete settings, show what devices applied"},
         {"rpc", dg_cli_rpc, "call a method on a device, list the calls made"},
         {"check-config", dg_cli_check_config, "validate the config and its projects"},
         {"health", dg_cli_health, "check that the running daemon answers"},

@@ -60,4 +60,11 @@ struct dg_deferred *dg_svc_deferred_new(uint8_t code_ok, int (*run)(sqlite3 *, v
 /* ".rpc": GET with Observe=0 registers for calls; ".rpc/status": POST a call's result. */
 void dg_svc_rpc(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp);
 
+/*
+ * ".c": GET (Observe=0 registers, 1 cancels) the device's effective
+ * settings {"version", "settings"}; ".c/status": POST/PUT the version the
+ * device applied and the keys it rejected, stored before the 2.04.
+ */
+void dg_svc_settings(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp);
+
 #endif

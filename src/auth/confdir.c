@@ -13,6 +13,7 @@
 #include "devgate/confdir.h"
 #include "devgate/log.h"
 #include "devgate/registry.h"
+#include "devgate/settings.h"
 
 #define PSK_FILE_MAX    (16u << 20)
 #define DEVICE_NAME_MAX 128
@@ -519,6 +520,42 @@ free_trust_files(dg_trust_file *files, size_t n, char **names)
 	free_names(names, n);
 }
 
+/*
+ * Reads settings.json into the store: no file means no project settings;
+ * a bad file is logged and what it gave before stays. Returns 0, 1 when
+ * the file was rejected, or a negative errno.
+ */
+static int
+import_settings(const char *dir, const char *slug, dg_store *st)
+{
+	char path[4096], err[5000];
+	char *text = NULL;
+	size_t len = 0;
+	dg_settings l = {0};
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/%s/settings.json", dir, slug);
+	rc = read_small_file(path, &text, &len);
+	if (rc != 0 && rc != -ENOENT) {
+		snprintf(err, sizeof(err), "%s: cannot read: %s", path, strerror(-rc));
+		reject(err);
+		return 1;
+	}
+	if (rc == 0) {
+		rc = dg_settings_parse_file(path, text, len, &l, err, sizeof(err));
+		free(text);
+		if (rc == -EINVAL) {
+			reject(err);
+			return 1;
+		}
+		if (rc != 0)
+			return rc;
+	}
+	rc = dg_settings_sync_slug(st, slug, &l, NULL);
+	dg_settings_clear(&l);
+	return rc;
+}
+
 /* Imports one project directory. Returns 0, the number of files rejected, or a negative errno. */
 static int
 import_project(const char *dir, const char *slug, dg_store *st)
@@ -566,6 +603,12 @@ import_project(const char *dir, const char *slug, dg_store *st)
 	free_trust_files(crls, n_crls, crl_names);
 	if (rc < 0)
 		return rc;
+
+	/* settings.json */
+	rc = import_settings(dir, slug, st);
+	if (rc < 0)
+		return rc;
+	bad += rc;
 
 	/* psk.json */
 	snprintf(path, sizeof(path), "%s/%s/psk.json", dir, slug);
@@ -705,7 +748,7 @@ dg_confdir_check(const char *dir, FILE *out)
 		char path[4096], err[5000], name[DEVICE_NAME_MAX + 1];
 		const char *slug = ents[i]->d_name;
 		struct stat sb;
-		size_t n_cas = 0, n_crls = 0, n_psk = 0;
+		size_t n_cas = 0, n_crls = 0, n_psk = 0, n_settings = 0;
 		int errors = 0;
 
 		snprintf(path, sizeof(path), "%s/%s", dir, slug);
@@ -747,6 +790,21 @@ dg_confdir_check(const char *dir, FILE *out)
 			}
 			free_names(files, nf);
 		}
+		snprintf(path, sizeof(path), "%s/%s/settings.json", dir, slug);
+		rc = read_small_file(path, &text, &len);
+		if (rc == 0) {
+			dg_settings l = {0};
+			if (dg_settings_parse_file(path, text, len, &l, err, sizeof(err)) != 0) {
+				fprintf(out, "  error: %s\n", err);
+				errors++;
+			}
+			n_settings = l.n;
+			dg_settings_clear(&l);
+			free(text);
+		} else if (rc != -ENOENT) {
+			fprintf(out, "  error: %s: cannot read: %s\n", path, strerror(-rc));
+			errors++;
+		}
 		snprintf(path, sizeof(path), "%s/%s/psk.json", dir, slug);
 		rc = read_small_file(path, &text, &len);
 		if (rc == 0) {
@@ -765,9 +823,9 @@ dg_confdir_check(const char *dir, FILE *out)
 		}
 		fprintf(out,
 		        "project %s: %s, %s, auto_provision %s, %zu CAs, %zu CRL files, %zu PSK"
-		        " credentials%s\n",
+		        " credentials, %zu settings%s\n",
 		        slug, ps.name != NULL ? ps.name : slug, ps.enabled ? "enabled" : "disabled",
-		        ps.auto_provision ? "on" : "off", n_cas, n_crls, n_psk,
+		        ps.auto_provision ? "on" : "off", n_cas, n_crls, n_psk, n_settings,
 		        errors ? " (with errors above)" : "");
 		bad += errors;
 	next:

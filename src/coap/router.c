@@ -8,6 +8,7 @@
 #include "devgate/router.h"
 #include "devgate/services.h"
 #include "devgate/session.h"
+#include "devgate/settings.h"
 
 #define M_GET    (1u << DG_COAP_GET)
 #define M_POST   (1u << DG_COAP_POST)
@@ -35,15 +36,16 @@ static const route routes[] = {
         {{".s", "logs", NULL}, 0, M_POST | M_PUT, dg_svc_logs, ";ct=\"50 60\""},
         {{".s", NULL}, 1, M_POST | M_PUT, dg_svc_stream, ";ct=\"50 60\""},
         {{"logs", NULL}, 0, M_POST | M_PUT, dg_svc_logs, ";ct=\"50 60\""},
+        {{".c", NULL}, 1, M_GET | M_POST | M_PUT, dg_svc_settings, ";obs;ct=\"50 60\""},
         {{".rpc", NULL}, 1, M_GET | M_POST | M_PUT, dg_svc_rpc, ";obs;ct=\"50 60\""},
 };
 
 /* The renderer of each kind of observed resource that is made from the store. */
 static const dg_render_fn renderers[DG_OBS_KINDS] = {
-        [DG_OBS_STATE] = NULL,    /* From the state cache or a read: services.c. */
-        [DG_OBS_SETTINGS] = NULL, /* Settings: services/settings.c. */
-        [DG_OBS_RPC] = NULL,      /* From the session's queue: services/rpc.c. */
-        [DG_OBS_OTA] = NULL,      /* The OTA manifest: services/ota.c. */
+        [DG_OBS_STATE] = NULL,                  /* From the state cache or a read: services.c. */
+        [DG_OBS_SETTINGS] = dg_settings_render, /* Settings: store/settings.c. */
+        [DG_OBS_RPC] = NULL,                    /* From the session's queue: services/rpc.c. */
+        [DG_OBS_OTA] = NULL,                    /* The OTA manifest: services/ota.c. */
 };
 
 dg_render_fn

@@ -31,7 +31,7 @@ def test_check_config(d):
     rc, out = run("check-config", "-c", d.conf)
     assert rc == 0, out
     assert re.search(r"^project acme: acme, enabled, auto_provision on, 0 CAs, 0 CRL files, "
-                     r"1 PSK credentials$", out, re.M), out
+                     r"1 PSK credentials, 0 settings$", out, re.M), out
     bad = os.path.join(d.dir, "bad.json")
     with open(bad, "w") as f:
         f.write('{"limitz": {}}')

@@ -1,0 +1,100 @@
+/*
+ * Settings (".c"): a device observes ".c" (and GETs it whenever its
+ * application registers a setting) and receives its effective settings
+ * {"version": v, "settings": {NAME: value}}; after applying them it POSTs
+ * ".c/status" {"version": v, "errors"?: [{"setting_key", "error_code",
+ * "details"?}]}. The representation is rendered from the store
+ * (dg_settings_render); changes reach observers through the change feed.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "devgate/payload.h"
+#include "devgate/services.h"
+#include "devgate/session.h"
+#include "devgate/settings.h"
+
+static void
+free_report(void *arg)
+{
+	dg_settings_report *r = arg;
+	dg_settings_report_clear(r);
+	free(r);
+}
+
+/*
+ * POST ".c/status": stored through the writer and answered 2.04 once
+ * committed. A malformed report gets 4.00 with the reason; the session
+ * goes on.
+ */
+static void
+settings_status(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp)
+{
+	char diag[96];
+	cJSON *v = NULL;
+	dg_settings_report *r = NULL;
+	int fmt = req->content_format < 0 ? DG_COAP_FMT_JSON : req->content_format;
+
+	if (fmt != DG_COAP_FMT_JSON && fmt != DG_COAP_FMT_CBOR) {
+		dg_coap_set_text(resp, DG_COAP_UNSUPPORTED_FORMAT,
+		                 "content-format must be 50 or 60");
+		return;
+	}
+	if (req->payload == NULL || req->payload_len == 0) {
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
+		return;
+	}
+	diag[0] = '\0';
+	int drc = dg_payload_decode(fmt, req->payload, req->payload_len, &v, diag, sizeof(diag));
+	if (drc != 0) {
+		dg_coap_set_text(resp,
+		                 drc == -ENOMEM ? DG_COAP_INTERNAL_ERROR : DG_COAP_BAD_REQUEST,
+		                 diag[0] != '\0' ? diag : "malformed payload");
+		return;
+	}
+	r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		resp->code = DG_COAP_INTERNAL_ERROR;
+		goto out;
+	}
+	r->device_id = rc->device_id;
+	int prc = dg_settings_report_parse(v, r, diag, sizeof(diag));
+	if (prc != 0) {
+		if (prc == -EINVAL)
+			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, diag);
+		else
+			resp->code = DG_COAP_INTERNAL_ERROR;
+		free_report(r);
+		goto out;
+	}
+	struct dg_deferred *d =
+	        dg_svc_deferred_new(DG_COAP_CHANGED, dg_settings_report_apply, r, free_report);
+	if (d == NULL) {
+		resp->code = DG_COAP_INTERNAL_ERROR;
+		goto out;
+	}
+	dg_session_defer(rc->session, req, resp, d);
+out:
+	cJSON_Delete(v);
+}
+
+void
+dg_svc_settings(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp)
+{
+	if (req->n_path == 1 && req->code == DG_COAP_GET) {
+		dg_svc_get_rendered(rc, req, resp, DG_OBS_SETTINGS);
+		return;
+	}
+	if (req->n_path == 2 && req->path[1].len == 6 && memcmp(req->path[1].s, "status", 6) == 0 &&
+	    (req->code == DG_COAP_POST || req->code == DG_COAP_PUT)) {
+		settings_status(rc, req, resp);
+		return;
+	}
+	if (req->n_path <= 2)
+		dg_coap_set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "method not allowed");
+	else
+		dg_coap_set_text(resp, DG_COAP_NOT_FOUND, "not found");
+}
