@@ -16,6 +16,23 @@
 #define DG_PAYLOAD_MAX_DEPTH 32
 
 /*
+ * Returns the offset of the first byte of s (len bytes) that does not start
+ * a well-formed UTF-8 sequence (overlong forms, surrogates and code points
+ * above U+10FFFF are ill-formed), or len when all of it is UTF-8: the check
+ * that text in a payload passes, for text from elsewhere (the CLI's).
+ */
+size_t dg_payload_utf8_check(const uint8_t *s, size_t len);
+
+/*
+ * Encodes `value` as dg_payload_encode() does into a buffer it allocates,
+ * growing it up to `max` bytes (*out: free with free()). Returns 0 and sets
+ * *out and *out_len; -ENOBUFS when the encoding is longer than max;
+ * -ENOTSUP; -ENOMEM.
+ */
+int dg_payload_encode_alloc(int format, const cJSON *value, size_t max, uint8_t **out,
+                            size_t *out_len);
+
+/*
  * Decodes `len` bytes of content-format `format` (50 JSON, 60 CBOR) into a
  * new cJSON tree (*out, free with cJSON_Delete). Returns 0; -EINVAL for a
  * malformed payload with a short diagnostic in diag ("CBOR: map key is not

@@ -19,6 +19,14 @@
 #define DG_RPC_ID_LEN     16
 
 /*
+ * The longest params (JSON text) the CLI takes, and the longest encoding
+ * of a call the daemon sends (in a notification and in its Block2 blocks):
+ * 64 KiB of JSON text, re-encoded in CBOR or JSON, stays well below it.
+ */
+#define DG_RPC_PARAMS_MAX 65536
+#define DG_RPC_CALL_MAX   (1u << 20)
+
+/*
  * Reads call `row` for the daemon: its id, its JSON text {"id", "method",
  * "params"} (both malloc'ed) and its deadline (ms since the epoch).
  * Returns 0, -ENOENT when the call is gone or no longer pending, or a

@@ -14,6 +14,8 @@
 #include <cjson/cJSON.h>
 
 #include "devgate/cli.h"
+#include "devgate/coap.h"
+#include "devgate/payload.h"
 #include "devgate/rpc.h"
 
 /* Exit statuses of `rpc call`, besides 0 (statusCode 0), 1 (failed) and 2 (usage). */
@@ -124,6 +126,44 @@ mark(dg_store *store, int64_t row, const char *status)
 	return dg_store_run(store, dg_rpc_mark_apply, &m);
 }
 
+/*
+ * A method name is what the device's firmware registered: 1 to
+ * DG_RPC_METHOD_MAX bytes of UTF-8 without control characters (which no
+ * firmware registers and which `rpc list` would print raw). Returns 0 or
+ * -EINVAL.
+ */
+static int
+check_method(const char *m)
+{
+	size_t len = strlen(m);
+	if (len == 0 || len > DG_RPC_METHOD_MAX ||
+	    dg_payload_utf8_check((const uint8_t *)m, len) != len)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)m[i] < 0x20 || m[i] == 0x7f)
+			return -EINVAL;
+	return 0;
+}
+
+/*
+ * Params are a JSON array the daemon would take from a device (UTF-8, no
+ * NUL, nesting within DG_PAYLOAD_MAX_DEPTH), of at most DG_RPC_PARAMS_MAX
+ * bytes, so that every call can be encoded and sent. Returns 0 or -EINVAL.
+ */
+static int
+check_params(const char *params)
+{
+	char diag[96];
+	cJSON *p = NULL;
+	size_t len = strlen(params);
+	if (len > DG_RPC_PARAMS_MAX || dg_payload_decode(DG_COAP_FMT_JSON, (const uint8_t *)params,
+	                                                 len, &p, diag, sizeof(diag)) != 0)
+		return -EINVAL;
+	int is_array = cJSON_IsArray(p);
+	cJSON_Delete(p);
+	return is_array ? 0 : -EINVAL;
+}
+
 static int
 run_call(const dg_cli *c)
 {
@@ -144,18 +184,18 @@ run_call(const dg_cli *c)
 			return 2;
 		}
 	}
-	size_t mlen = strlen(c->pos[2]);
-	if (mlen == 0 || mlen > DG_RPC_METHOD_MAX) {
-		fprintf(stderr, "devgate rpc call: a method name has 1 to %d bytes\n",
+	if (check_method(c->pos[2]) != 0) {
+		fprintf(stderr,
+		        "devgate rpc call: a method name has 1 to %d bytes of UTF-8, no control"
+		        " characters\n",
 		        DG_RPC_METHOD_MAX);
 		return 2;
 	}
-	cJSON *p = cJSON_Parse(params);
-	int is_array = cJSON_IsArray(p);
-	cJSON_Delete(p);
-	if (!is_array) {
+	if (check_params(params) != 0) {
 		fprintf(stderr,
-		        "devgate rpc call: PARAMS must be a JSON array, e.g. '[1, \"on\"]'\n");
+		        "devgate rpc call: PARAMS must be a JSON array of at most %d bytes of"
+		        " UTF-8, e.g. '[1, \"on\"]'\n",
+		        DG_RPC_PARAMS_MAX);
 		return 2;
 	}
 	if (dg_cli_open(c, &cfg, &store) != 0)

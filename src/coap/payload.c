@@ -1184,3 +1184,33 @@ dg_payload_encode(int format, const cJSON *value, uint8_t *out, size_t cap, size
 		*out_len = w.len;
 	return rc;
 }
+
+size_t
+dg_payload_utf8_check(const uint8_t *s, size_t len)
+{
+	return utf8_check(s, len);
+}
+
+int
+dg_payload_encode_alloc(int format, const cJSON *value, size_t max, uint8_t **out, size_t *out_len)
+{
+	size_t cap = max < 512 ? max : 512;
+	int rc = -ENOBUFS;
+
+	*out = NULL;
+	*out_len = 0;
+	for (;;) {
+		uint8_t *buf = malloc(cap > 0 ? cap : 1);
+		if (buf == NULL)
+			return -ENOMEM;
+		rc = dg_payload_encode(format, value, buf, cap, out_len);
+		if (rc == 0) {
+			*out = buf;
+			return 0;
+		}
+		free(buf);
+		if (rc != -ENOBUFS || cap >= max)
+			return rc;
+		cap = cap > max / 4 ? max : cap * 4;
+	}
+}

@@ -22,6 +22,7 @@
 #include "devgate/log.h"
 #include "devgate/metrics.h"
 #include "devgate/router.h"
+#include "devgate/rpc.h"
 #include "devgate/session.h"
 #include "devgate/chaincache.h"
 #include "devgate/trust.h"
@@ -1802,20 +1803,9 @@ notify_rpc(dg_session *s, observer *o, uint64_t now_ms)
 	cJSON *v = cJSON_Parse(s->rpcq[0].call);
 	if (v == NULL)
 		return;
-	for (size_t cap = 512; cap <= (1u << 20); cap *= 4) {
-		body = malloc(cap);
-		if (body == NULL)
-			break;
-		int rc = dg_payload_encode(o->format, v, body, cap, &len);
-		if (rc == 0)
-			break;
-		free(body);
-		body = NULL;
-		if (rc != -ENOBUFS)
-			break;
-	}
+	int rc = dg_payload_encode_alloc(o->format, v, DG_RPC_CALL_MAX, &body, &len);
 	cJSON_Delete(v);
-	if (body == NULL)
+	if (rc != 0)
 		return;
 	s->rpcq[0].sent = 1;
 	send_notification(s, o, body, len, o->format, now_ms);
@@ -1832,18 +1822,36 @@ arm_rpc_deadline(dg_session *s)
 		dg_wheel_cancel(s->env->wheel, &s->rpc_deadline);
 }
 
-/* Drops the call at the head of the queue and notifies the next one. */
+/* Takes call i out of the queue. */
 static void
-rpc_pop(dg_session *s, uint64_t now_ms)
+rpc_remove(dg_session *s, uint32_t i)
 {
-	if (s->n_rpc == 0)
-		return;
-	free(s->rpcq[0].id);
-	free(s->rpcq[0].call);
-	memmove(&s->rpcq[0], &s->rpcq[1], (s->n_rpc - 1) * sizeof(*s->rpcq));
+	free(s->rpcq[i].id);
+	free(s->rpcq[i].call);
+	memmove(&s->rpcq[i], &s->rpcq[i + 1], (s->n_rpc - i - 1) * sizeof(*s->rpcq));
 	s->n_rpc--;
+}
+
+/*
+ * Drops every call past its deadline, wherever it is in the queue (the
+ * CLI that made it marks it timed out in the store), so that no call is
+ * notified after it expired; then arms the new head's deadline and
+ * notifies it if the head changed.
+ */
+static void
+rpc_sweep(dg_session *s, int head_changed, uint64_t now_ms)
+{
+	for (uint32_t i = 0; i < s->n_rpc;) {
+		if (s->rpcq[i].deadline_ms > now_ms) {
+			i++;
+			continue;
+		}
+		log_session(s, DG_LOG_INFO, "rpc.timeout", "id", s->rpcq[i].id, NULL, NULL);
+		head_changed |= i == 0;
+		rpc_remove(s, i);
+	}
 	arm_rpc_deadline(s);
-	if (s->n_rpc > 0)
+	if (head_changed && s->n_rpc > 0)
 		dg_session_resource_changed(s, DG_OBS_RPC, now_ms);
 }
 
@@ -1853,6 +1861,8 @@ dg_session_rpc_call(dg_session *s, int64_t row_id, const char *id, const char *c
 {
 	if (s->state != DG_SESSION_ESTABLISHED || !dg_session_observes(s, DG_OBS_RPC))
 		return -ENOENT;
+	/* Expired calls hold no place in the queue. */
+	rpc_sweep(s, 0, now_ms);
 	if (s->n_rpc >= RPC_QUEUE_MAX)
 		return -EBUSY;
 	if (s->rpcq == NULL) {
@@ -1884,41 +1894,20 @@ dg_session_rpc_done(dg_session *s, const char *id, uint64_t now_ms)
 	for (uint32_t i = 0; i < s->n_rpc; i++) {
 		if (strcmp(s->rpcq[i].id, id) != 0)
 			continue;
+		/* Answered out of order (a device may): it leaves the queue all the same. */
 		int64_t row = s->rpcq[i].row_id;
-		if (i == 0) {
-			rpc_pop(s, now_ms);
-		} else {
-			/* Answered out of order (a device may): it leaves the queue all the same.
-			 */
-			free(s->rpcq[i].id);
-			free(s->rpcq[i].call);
-			memmove(&s->rpcq[i], &s->rpcq[i + 1],
-			        (s->n_rpc - i - 1) * sizeof(*s->rpcq));
-			s->n_rpc--;
-		}
+		rpc_remove(s, i);
+		rpc_sweep(s, i == 0, now_ms);
 		return row;
 	}
 	return -ENOENT;
 }
 
-/*
- * The call at the head of the queue passed its deadline: it goes, and so
- * does every other one past its own (the CLI that made them marks them
- * timed out in the store).
- */
+/* The call at the head of the queue passed its deadline. */
 static void
 rpc_expired(dg_session *s, uint64_t now_ms)
 {
-	while (s->n_rpc > 0 && s->rpcq[0].deadline_ms <= now_ms) {
-		log_session(s, DG_LOG_INFO, "rpc.timeout", "id", s->rpcq[0].id, NULL, NULL);
-		free(s->rpcq[0].id);
-		free(s->rpcq[0].call);
-		memmove(&s->rpcq[0], &s->rpcq[1], (s->n_rpc - 1) * sizeof(*s->rpcq));
-		s->n_rpc--;
-	}
-	arm_rpc_deadline(s);
-	if (s->n_rpc > 0)
-		dg_session_resource_changed(s, DG_OBS_RPC, now_ms);
+	rpc_sweep(s, 0, now_ms);
 }
 
 const char *

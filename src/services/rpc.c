@@ -17,18 +17,18 @@
 #include "devgate/session.h"
 
 /*
- * The representation of ".rpc" now: the call at the head of the queue, or
- * the text "OK" when there is none (the SDK ignores "OK", the answer to
- * its registration). Returns 0 or a negative errno.
+ * The representation of ".rpc" now: the call at the head of the queue
+ * (`now` set), or the text "OK" (the SDK ignores "OK", the answer to its
+ * registration), in *body (malloc'ed). Returns 0 or a negative errno.
  */
 static int
-rpc_body(const dg_session *s, int fmt, uint8_t *buf, size_t cap, size_t *len)
+rpc_body(const dg_session *s, int now, int fmt, uint8_t **body, size_t *len)
 {
-	const char *head = dg_session_rpc_head(s);
+	const char *head = now ? dg_session_rpc_head(s) : NULL;
 	cJSON *v = head != NULL ? cJSON_Parse(head) : cJSON_CreateString("OK");
 	if (v == NULL)
 		return -ENOMEM;
-	int rc = dg_payload_encode(fmt, v, buf, cap, len);
+	int rc = dg_payload_encode_alloc(fmt, v, DG_RPC_CALL_MAX, body, len);
 	cJSON_Delete(v);
 	return rc;
 }
@@ -39,7 +39,7 @@ rpc_get(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *re
 {
 	dg_block_opt want;
 	int later_block = 0;
-	uint8_t body[8192];
+	uint8_t *body = NULL;
 	size_t len = 0;
 	int fmt = dg_svc_accept(req, resp);
 
@@ -57,24 +57,15 @@ rpc_get(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *re
 	/*
 	 * The registration is answered "OK" even with a call queued (the call
 	 * is notified right after); a later block is cut from the call at the
-	 * head of the queue.
+	 * head of the queue, which may be larger than any stack buffer.
 	 */
-	if (later_block || req->observe != 0) {
-		if (rpc_body(rc->session, fmt, body, sizeof(body), &len) != 0) {
-			dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR, "call cannot be encoded");
-			return;
-		}
-	} else {
-		cJSON *ok = cJSON_CreateString("OK");
-		int erc =
-		        ok != NULL ? dg_payload_encode(fmt, ok, body, sizeof(body), &len) : -ENOMEM;
-		cJSON_Delete(ok);
-		if (erc != 0) {
-			resp->code = DG_COAP_INTERNAL_ERROR;
-			return;
-		}
+	if (rpc_body(rc->session, later_block || req->observe != 0, fmt, &body, &len) != 0) {
+		dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR, "call cannot be encoded");
+		return;
 	}
-	if (dg_svc_reply_blocks(rc->session, resp, body, len, fmt, req->block2, rc->now_ms) != 0)
+	int brc = dg_svc_reply_blocks(rc->session, resp, body, len, fmt, req->block2, rc->now_ms);
+	free(body);
+	if (brc != 0)
 		return;
 	if (req->observe == 0 && !later_block) {
 		int64_t seq = dg_session_observe(rc->session, req, DG_OBS_RPC, "", fmt);

@@ -689,6 +689,31 @@ START_TEST(test_enobufs)
 }
 END_TEST
 
+/* The allocating encoder grows its buffer up to max, and the UTF-8 check is exact. */
+START_TEST(test_encode_alloc_and_utf8)
+{
+	cJSON *v = cJSON_CreateArray();
+	for (int i = 0; i < 3000; i++)
+		cJSON_AddItemToArray(v, cJSON_CreateString("abcdef"));
+	uint8_t *out = NULL;
+	size_t len = 0;
+	ck_assert_int_eq(dg_payload_encode_alloc(50, v, 1u << 20, &out, &len), 0);
+	ck_assert_uint_eq(len, 3000 * 9 + 1);
+	ck_assert_int_eq(out[0], '[');
+	free(out);
+	ck_assert_int_eq(dg_payload_encode_alloc(60, v, 1000, &out, &len), -ENOBUFS);
+	ck_assert_ptr_null(out);
+	ck_assert_int_eq(dg_payload_encode_alloc(7, v, 1000, &out, &len), -ENOTSUP);
+	cJSON_Delete(v);
+	ck_assert_uint_eq(dg_payload_utf8_check((const uint8_t *)"a\xc3\xa9"
+	                                                         "b",
+	                                        4),
+	                  4);
+	ck_assert_uint_eq(dg_payload_utf8_check((const uint8_t *)"ab\xff", 3), 2);
+	ck_assert_uint_eq(dg_payload_utf8_check((const uint8_t *)"\xed\xa0\x80", 3), 0);
+}
+END_TEST
+
 START_TEST(test_duplicate_keys_kept)
 {
 	/* Decoding keeps members as they come; the state tree resolves repeats. */
@@ -723,6 +748,7 @@ payload_suite(void)
 	tcase_add_test(tc, test_empty_and_unsupported);
 	tcase_add_test(tc, test_enobufs);
 	tcase_add_test(tc, test_duplicate_keys_kept);
+	tcase_add_test(tc, test_encode_alloc_and_utf8);
 	suite_add_tcase(s, tc);
 	return s;
 }
