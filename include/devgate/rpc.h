@@ -34,6 +34,31 @@
  */
 int dg_rpc_call_text(sqlite3 *db, int64_t row, char **id, char **json, int64_t *deadline_ms);
 
+/* A device's calls still waiting, for dg_rpc_waiting_read(). */
+typedef struct dg_rpc_waiting {
+	int64_t device_id; /* In. */
+	size_t n;          /* Out: at most DG_RPC_WAITING_MAX. */
+	struct {
+		int64_t row_id;
+		int64_t deadline_ms; /* Wall clock. */
+		char *id;            /* Owned. */
+		char *call;          /* Its JSON text; owned. */
+	} calls[5];
+} dg_rpc_waiting;
+
+#define DG_RPC_WAITING_MAX 5
+
+/*
+ * A `run` function for dg_store_read() (arg: dg_rpc_waiting): the oldest
+ * calls of the device that are pending or queued and not past their
+ * deadline (a device that reconnects gets those its old session held).
+ * Returns 0 or a negative errno.
+ */
+int dg_rpc_waiting_read(sqlite3 *db, void *arg);
+
+/* Frees what a dg_rpc_waiting holds (not the struct). */
+void dg_rpc_waiting_clear(dg_rpc_waiting *w);
+
 /* What became of a call, for dg_rpc_mark_apply(). */
 typedef struct dg_rpc_mark {
 	int64_t row_id;

@@ -240,7 +240,8 @@ void dg_session_resource_changed(dg_session *s, int kind, uint64_t now_ms);
  * `id` its id; both copied) for the device's ".rpc" observation: the head
  * of the queue is notified, the next one once the device answers
  * (dg_session_rpc_done()) or the head passes its `deadline_ms` (loop
- * clock). Returns 0, -ENOENT when the device does not observe ".rpc",
+ * clock). A call with an id already queued is left as it is (0).
+ * Returns 0, -ENOENT when the device does not observe ".rpc",
  * -EBUSY when the queue is full, -ENOMEM.
  */
 int dg_session_rpc_call(dg_session *s, int64_t row_id, const char *id, const char *call,

@@ -1861,6 +1861,10 @@ dg_session_rpc_call(dg_session *s, int64_t row_id, const char *id, const char *c
 {
 	if (s->state != DG_SESSION_ESTABLISHED || !dg_session_observes(s, DG_OBS_RPC))
 		return -ENOENT;
+	/* A call queued already (read back when the device observed again) stays as it is. */
+	for (uint32_t i = 0; i < s->n_rpc; i++)
+		if (strcmp(s->rpcq[i].id, id) == 0)
+			return 0;
 	/* Expired calls hold no place in the queue. */
 	rpc_sweep(s, 0, now_ms);
 	if (s->n_rpc >= RPC_QUEUE_MAX)

@@ -15,6 +15,7 @@
 #include "devgate/rpc.h"
 #include "devgate/services.h"
 #include "devgate/session.h"
+#include "devgate/store.h"
 
 /*
  * The representation of ".rpc" now: the call at the head of the queue
@@ -31,6 +32,90 @@ rpc_body(const dg_session *s, int now, int fmt, uint8_t **body, size_t *len)
 	int rc = dg_payload_encode_alloc(fmt, v, DG_RPC_CALL_MAX, body, len);
 	cJSON_Delete(v);
 	return rc;
+}
+
+/* A registration waiting for the device's calls read back from the store. */
+typedef struct registration {
+	dg_rpc_waiting w; /* First: the read's arg. */
+	int64_t seq;      /* The Observe number of the registration's answer. */
+	int fmt;          /* Of the answer. */
+	uint64_t loop_ms; /* The loop's clock and */
+	int64_t wall_ms;  /* the wall clock when the read was asked for. */
+} registration;
+
+static int
+waiting_run(sqlite3 *db, void *arg)
+{
+	return dg_rpc_waiting_read(db, arg);
+}
+
+static void
+registration_free(void *arg)
+{
+	registration *r = arg;
+	dg_rpc_waiting_clear(&r->w);
+	free(r);
+}
+
+/*
+ * The answer to a registration, once the device's waiting calls are read:
+ * those go into the session's queue (a device that reconnects mid-call gets
+ * what its old session held), the answer is "OK" with the Observe number.
+ */
+static void
+registration_reply(dg_session *s, dg_deferred *d, dg_coap_response *resp, uint64_t now_ms)
+{
+	registration *r = d->arg;
+	for (size_t i = 0; i < r->w.n; i++) {
+		int64_t left = r->w.calls[i].deadline_ms - r->wall_ms;
+		if (left > 0)
+			dg_session_rpc_call(s, r->w.calls[i].row_id, r->w.calls[i].id,
+			                    r->w.calls[i].call, r->loop_ms + (uint64_t)left,
+			                    now_ms);
+	}
+	resp->code = DG_COAP_CONTENT;
+	resp->observe = r->seq;
+	resp->content_format = r->fmt;
+	uint8_t *body = NULL;
+	size_t len = 0;
+	if (rpc_body(s, 0, resp->content_format, &body, &len) == 0 && len <= resp->body_cap) {
+		memcpy(resp->body, body, len);
+		resp->body_len = len;
+	}
+	free(body);
+	if (dg_session_rpc_head(s) != NULL)
+		dg_session_resource_changed(s, DG_OBS_RPC, now_ms);
+}
+
+/*
+ * Observe=0: the observation is registered now (a call the change feed
+ * brings meanwhile finds it), and answered once the device's waiting calls
+ * are read back from the store.
+ */
+static void
+register_observation(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp,
+                     int fmt)
+{
+	int64_t seq = dg_session_observe(rc->session, req, DG_OBS_RPC, "", fmt);
+	if (seq < 0) {
+		dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE, "too many observations");
+		return;
+	}
+	resp->observe = seq;
+	registration *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return; /* Answered now, without the waiting calls. */
+	r->w.device_id = rc->device_id;
+	r->seq = seq;
+	r->loop_ms = rc->now_ms;
+	r->wall_ms = dg_now_ms();
+	r->fmt = fmt;
+	dg_deferred *d = dg_svc_deferred_new(DG_COAP_CONTENT, waiting_run, r, registration_free);
+	if (d == NULL)
+		return;
+	d->read = 1;
+	d->reply = registration_reply;
+	dg_session_defer(rc->session, req, resp, d);
 }
 
 /* GET ".rpc": Observe=0 registers for calls, 1 cancels; a later Block2 block of a call. */
@@ -67,19 +152,8 @@ rpc_get(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *re
 	free(body);
 	if (brc != 0)
 		return;
-	if (req->observe == 0 && !later_block) {
-		int64_t seq = dg_session_observe(rc->session, req, DG_OBS_RPC, "", fmt);
-		if (seq < 0) {
-			dg_coap_set_text(resp, DG_COAP_SERVICE_UNAVAILABLE,
-			                 "too many observations");
-			return;
-		}
-		resp->observe = seq;
-		/* A call queued before this registration replaced an older one is notified again.
-		 */
-		if (dg_session_rpc_head(rc->session) != NULL)
-			dg_session_resource_changed(rc->session, DG_OBS_RPC, rc->now_ms);
-	}
+	if (req->observe == 0 && !later_block)
+		register_observation(rc, req, resp, fmt);
 }
 
 /* POST ".rpc/status": the device's answer to a call, stored before the 2.04. */
@@ -113,7 +187,8 @@ rpc_status(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response 
 		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "id: a text of at most 64 bytes");
 		goto out;
 	}
-	if (!cJSON_IsNumber(code) || code->valuedouble < 0 || code->valuedouble > 65535) {
+	if (!cJSON_IsNumber(code) || code->valuedouble < 0 || code->valuedouble > 65535 ||
+	    code->valuedouble != (double)(int64_t)code->valuedouble) {
 		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "statusCode: an integer");
 		goto out;
 	}

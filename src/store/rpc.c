@@ -22,18 +22,24 @@ run_done(sqlite3_stmt *s)
 	return rc == SQLITE_DONE ? 0 : dg_store_errno(rc);
 }
 
-int
-dg_rpc_call_text(sqlite3 *db, int64_t row, char **id, char **json, int64_t *deadline_ms)
+/*
+ * The text of call `row` when it is pending (or, with `queued_too`, queued
+ * as well). Returns 0, -ENOENT or a negative errno.
+ */
+static int
+call_text(sqlite3 *db, int64_t row, int queued_too, char **id, char **json, int64_t *deadline_ms)
 {
 	sqlite3_stmt *s =
 	        dg_store_stmt(db, "SELECT call_id, method, params, deadline FROM rpc_calls"
-	                          " WHERE id = ?1 AND status = 'pending'");
+	                          " WHERE id = ?1 AND (status = 'pending' OR (?2 AND"
+	                          " status = 'queued'))");
 	int rc;
 	*id = NULL;
 	*json = NULL;
 	if (s == NULL)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, row);
+	sqlite3_bind_int(s, 2, queued_too);
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
 		dg_store_stmt_done(s);
@@ -66,6 +72,55 @@ out:
 		*json = NULL;
 	}
 	return rc;
+}
+
+int
+dg_rpc_call_text(sqlite3 *db, int64_t row, char **id, char **json, int64_t *deadline_ms)
+{
+	return call_text(db, row, 0, id, json, deadline_ms);
+}
+
+void
+dg_rpc_waiting_clear(dg_rpc_waiting *w)
+{
+	for (size_t i = 0; i < w->n; i++) {
+		free(w->calls[i].id);
+		free(w->calls[i].call);
+	}
+	w->n = 0;
+}
+
+int
+dg_rpc_waiting_read(sqlite3 *db, void *arg)
+{
+	dg_rpc_waiting *w = arg;
+	int64_t rows[DG_RPC_WAITING_MAX];
+	size_t n = 0;
+	int rc;
+
+	dg_rpc_waiting_clear(w);
+	sqlite3_stmt *s = dg_store_stmt(db, "SELECT id FROM rpc_calls WHERE device_id = ?1 AND"
+	                                    " status IN ('pending', 'queued') AND deadline > ?2"
+	                                    " ORDER BY id LIMIT 5");
+	if (s == NULL)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, w->device_id);
+	sqlite3_bind_int64(s, 2, dg_now_ms());
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < DG_RPC_WAITING_MAX)
+		rows[n++] = sqlite3_column_int64(s, 0);
+	dg_store_stmt_done(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return dg_store_errno(rc);
+	for (size_t i = 0; i < n; i++) {
+		rc = call_text(db, rows[i], 1, &w->calls[w->n].id, &w->calls[w->n].call,
+		               &w->calls[w->n].deadline_ms);
+		if (rc == -ENOENT)
+			continue;
+		if (rc != 0)
+			return rc;
+		w->calls[w->n++].row_id = rows[i];
+	}
+	return 0;
 }
 
 int

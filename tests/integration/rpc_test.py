@@ -300,7 +300,45 @@ def test_reconnect_reobserves(d):
         c.close()
 
 
+def test_reconnect_mid_call_gets_it_again(d):
+    """The SDK's reconnect: the session vanishes with a call notified but not
+    answered, a new one observes .rpc with the old token, and the call comes
+    again on it; the device's answer completes it."""
+    c = client(d)
+    tok, _ = observe(c)
+    p = rpc_cli_bg(d, "call", "acme", "dev1", "reboot", "[3]", "--timeout", "10", "--json")
+    call, _ = next_call(c, tok)
+    assert call is not None
+    c.sock.close()  # Gone without a word, as after a NAT rebinding.
+    c2 = client(d)
+    try:
+        r = c2.request(fw.GET, ".rpc", options=[(fw.OPT_OBSERVE, b""),
+                                                (fw.OPT_ACCEPT, bytes([CBOR]))], token=tok)
+        assert r is not None and r.code == CONTENT, r and r.code_text
+        again, _ = next_call(c2, tok, timeout=3)
+        assert again is not None and again["id"] == call["id"], (call, again)
+        answer(c2, again["id"], 0, {"ok": True})
+        out, err = p.communicate(timeout=10)
+        assert p.returncode == 0, (p.returncode, err)
+        assert json.loads(out)["detail"] == {"ok": True}, out
+    finally:
+        c2.close()
+
+
+def test_fractional_status_code_refused(d):
+    c = client(d)
+    try:
+        r = c.request(fw.POST, ".rpc/status",
+                      payload=minicbor.dumps({"id": "a", "statusCode": 1.5}),
+                      options=[(fw.OPT_CONTENT_FORMAT, bytes([CBOR]))])
+        assert r is not None and r.code == 128, r and r.code_text
+    finally:
+        c.close()
+
+
 TESTS = [
+    (test_reconnect_mid_call_gets_it_again, {}),
+    (test_fractional_status_code_refused, {}),
     (test_round_trip_cbor, {}),
     (test_status_codes_and_json, {}),
     (test_offline_fails_at_once, {}),
