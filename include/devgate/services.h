@@ -60,4 +60,11 @@ struct dg_deferred *dg_svc_deferred_new(uint8_t code_ok, int (*run)(sqlite3 *, v
 /* ".rpc": GET with Observe=0 registers for calls; ".rpc/status": POST a call's result. */
 void dg_svc_rpc(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp);
 
+/*
+ * ".u": GET ".u/desired" (Observe=0 registers) the OTA manifest; GET
+ * ".u/c/<package>@<version>" an artifact's bytes by Block2; POST
+ * ".u/c/<package>" the device's state report.
+ */
+void dg_svc_ota(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp);
+
 #endif
