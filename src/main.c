@@ -28,6 +28,7 @@ static const group groups[] = {
         {"stream", dg_cli_stream, "list a device's LightDB Stream records"},
         {"logs", dg_cli_logs, "list a device's log lines"},
         {"rpc", dg_cli_rpc, "call a method on a device, list the calls made"},
+        {"ota", dg_cli_ota, "OTA artifacts, releases and rollbacks, devices' update status"},
         {"check-config", dg_cli_check_config, "validate the config and its projects"},
         {"health", dg_cli_health, "check that the running daemon answers"},
 };
