@@ -339,7 +339,7 @@ subgroup_usage(const char *group, const dg_cli_cmd *cmds, size_t n, FILE *f)
 	for (size_t i = 0; i < n; i++)
 		fprintf(f, "  %-10s %s\n", cmds[i].name + skip, cmds[i].summary);
 	fprintf(f,
-	        "\noptions:\n  -h, --help           this help\n\nRun `devgate %s "
+	        "\noptions:\n  -h, --help           print this help and exit\n\nRun `devgate %s "
 	        "<subcommand> --help` for its usage.\n",
 	        group);
 }
