@@ -29,6 +29,7 @@ static const group groups[] = {
         {"logs", dg_cli_logs, "list a device's log lines"},
         {"settings", dg_cli_settings, "get, set and delete settings, show what devices applied"},
         {"rpc", dg_cli_rpc, "call a method on a device, list the calls made"},
+        {"ota", dg_cli_ota, "OTA artifacts, releases and rollbacks, devices' update status"},
         {"check-config", dg_cli_check_config, "validate the config and its projects"},
         {"health", dg_cli_health, "check that the running daemon answers"},
 };

@@ -170,5 +170,6 @@ int dg_cli_check_config(int argc, char **argv);
 int dg_cli_health(int argc, char **argv);
 int dg_cli_rpc(int argc, char **argv);
 int dg_cli_settings(int argc, char **argv);
+int dg_cli_ota(int argc, char **argv);
 
 #endif

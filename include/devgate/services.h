@@ -67,4 +67,11 @@ void dg_svc_rpc(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_resp
  */
 void dg_svc_settings(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp);
 
+/*
+ * ".u": GET ".u/desired" (Observe=0 registers) the OTA manifest; GET
+ * ".u/c/<package>@<version>" an artifact's bytes by Block2; POST
+ * ".u/c/<package>" the device's state report.
+ */
+void dg_svc_ota(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp);
+
 #endif

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "devgate/ota.h"
 #include "devgate/router.h"
 #include "devgate/services.h"
 #include "devgate/session.h"
@@ -38,6 +39,7 @@ static const route routes[] = {
         {{"logs", NULL}, 0, M_POST | M_PUT, dg_svc_logs, ";ct=\"50 60\""},
         {{".c", NULL}, 1, M_GET | M_POST | M_PUT, dg_svc_settings, ";obs;ct=\"50 60\""},
         {{".rpc", NULL}, 1, M_GET | M_POST | M_PUT, dg_svc_rpc, ";obs;ct=\"50 60\""},
+        {{".u", NULL}, 1, M_GET | M_POST | M_PUT, dg_svc_ota, ";obs;ct=\"42 50 60\""},
 };
 
 /* The renderer of each kind of observed resource that is made from the store. */
@@ -45,7 +47,7 @@ static const dg_render_fn renderers[DG_OBS_KINDS] = {
         [DG_OBS_STATE] = NULL,                  /* From the state cache or a read: services.c. */
         [DG_OBS_SETTINGS] = dg_settings_render, /* Settings: store/settings.c. */
         [DG_OBS_RPC] = NULL,                    /* From the session's queue: services/rpc.c. */
-        [DG_OBS_OTA] = NULL,                    /* The OTA manifest: services/ota.c. */
+        [DG_OBS_OTA] = dg_ota_render_manifest,  /* The OTA manifest: store/ota.c. */
 };
 
 dg_render_fn
