@@ -170,7 +170,7 @@ def test_golioth_basics(d):
         dev.post_cbor(".c/status", {"version": s["version"]})
         out = json.loads(cli(d, "settings", "status", "acme", "--json"))
         row = [x for x in out if x.get("device") == "dev1"]
-        assert row and row[0].get("current") in (True, 1), out
+        assert row and row[0]["up_to_date"] is True and row[0]["applied"] == s["version"], out
 
         # The operator calls "double" (golioth_basics' RPC): the device answers.
         p = cli_bg(d, "rpc", "call", "acme", "dev1", "double", "[21]", "--json")
