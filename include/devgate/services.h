@@ -6,6 +6,7 @@
 #ifndef DEVGATE_SERVICES_H
 #define DEVGATE_SERVICES_H
 
+#include <cjson/cJSON.h>
 #include <sqlite3.h>
 
 #include "devgate/coap.h"
@@ -33,6 +34,18 @@ struct dg_deferred;
  */
 int dg_svc_reply_blocks(struct dg_session *s, dg_coap_response *resp, const uint8_t *data,
                         size_t len, int format, int64_t block2, uint64_t now_ms);
+
+/*
+ * Decodes `data` (`len` bytes) in the request's Content-Format (JSON when
+ * absent, or CBOR). Returns the value, or NULL with `resp` holding the
+ * answer: 4.15 for another format, 4.00 with a short diagnostic for a
+ * malformed payload, 5.00 when out of memory.
+ */
+cJSON *dg_svc_decode(const dg_coap_request *req, const uint8_t *data, size_t len,
+                     dg_coap_response *resp);
+
+/* As dg_svc_decode() for the request's own payload; an empty one is 4.00. */
+cJSON *dg_svc_decode_request(const dg_coap_request *req, dg_coap_response *resp);
 
 /*
  * The format a GET's Accept asks for: DG_COAP_FMT_JSON when absent, JSON or

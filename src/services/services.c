@@ -48,11 +48,10 @@ request_format(const dg_coap_request *req)
 	return f == DG_COAP_FMT_JSON || f == DG_COAP_FMT_CBOR ? f : -1;
 }
 
-/* Decodes the request's payload, or answers 4.15/4.00 and returns NULL. */
-static cJSON *
-decode(const dg_coap_request *req, const uint8_t *data, size_t len, dg_coap_response *resp)
+cJSON *
+dg_svc_decode(const dg_coap_request *req, const uint8_t *data, size_t len, dg_coap_response *resp)
 {
-	char diag[96];
+	char diag[96] = "";
 	cJSON *v = NULL;
 	int f = request_format(req);
 	if (f < 0) {
@@ -71,6 +70,16 @@ decode(const dg_coap_request *req, const uint8_t *data, size_t len, dg_coap_resp
 		return NULL;
 	}
 	return v;
+}
+
+cJSON *
+dg_svc_decode_request(const dg_coap_request *req, dg_coap_response *resp)
+{
+	if (req->payload == NULL || req->payload_len == 0) {
+		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
+		return NULL;
+	}
+	return dg_svc_decode(req, req->payload, req->payload_len, resp);
 }
 
 dg_deferred *
@@ -366,7 +375,7 @@ dg_svc_state(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_respons
 	if (req->code == DG_COAP_DELETE) {
 		c->del = 1;
 	} else {
-		c->value = decode(req, body, body_len, resp);
+		c->value = dg_svc_decode(req, body, body_len, resp);
 		if (c->value == NULL) {
 			free_state_change(c);
 			goto out;
@@ -429,7 +438,7 @@ static void
 store_stream(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
              const uint8_t *body, size_t len, dg_coap_response *resp)
 {
-	cJSON *v = decode(req, body, len, resp);
+	cJSON *v = dg_svc_decode(req, body, len, resp);
 	if (v == NULL)
 		return;
 	dg_stream_batch *b = make_batch(rc->device_id, path, v, (int64_t)dg_now_ms());
@@ -493,11 +502,7 @@ dg_svc_logs(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response
 		dg_coap_set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "POST a log entry");
 		return;
 	}
-	if (req->payload == NULL) {
-		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
-		return;
-	}
-	cJSON *v = decode(req, req->payload, req->payload_len, resp);
+	cJSON *v = dg_svc_decode_request(req, resp);
 	if (v == NULL)
 		return;
 	dg_log_entry *e = calloc(1, sizeof(*e));

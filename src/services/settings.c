@@ -36,25 +36,9 @@ settings_status(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_resp
 	char diag[96];
 	cJSON *v = NULL;
 	dg_settings_report *r = NULL;
-	int fmt = req->content_format < 0 ? DG_COAP_FMT_JSON : req->content_format;
-
-	if (fmt != DG_COAP_FMT_JSON && fmt != DG_COAP_FMT_CBOR) {
-		dg_coap_set_text(resp, DG_COAP_UNSUPPORTED_FORMAT,
-		                 "content-format must be 50 or 60");
+	v = dg_svc_decode_request(req, resp);
+	if (v == NULL)
 		return;
-	}
-	if (req->payload == NULL || req->payload_len == 0) {
-		dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "empty payload");
-		return;
-	}
-	diag[0] = '\0';
-	int drc = dg_payload_decode(fmt, req->payload, req->payload_len, &v, diag, sizeof(diag));
-	if (drc != 0) {
-		dg_coap_set_text(resp,
-		                 drc == -ENOMEM ? DG_COAP_INTERNAL_ERROR : DG_COAP_BAD_REQUEST,
-		                 diag[0] != '\0' ? diag : "malformed payload");
-		return;
-	}
 	r = calloc(1, sizeof(*r));
 	if (r == NULL) {
 		resp->code = DG_COAP_INTERNAL_ERROR;
