@@ -62,11 +62,28 @@ typedef struct dg_ota_add {
 	char bootloader[8]; /* "mcuboot" when the image starts with MCUboot's magic, else "". */
 	int blob_reused;    /* 1: the same bytes were stored already (for another artifact). */
 	char err[160];      /* Why it failed, for the user. */
+	/* Set by dg_ota_artifact_open(): the file, open and hashed. */
+	int fd;
+	int opened;
 } dg_ota_add;
 
 /*
+ * Opens a->path and hashes it (size, sha256, bootloader) before any
+ * transaction, so that a large file is read once without holding the
+ * store's write lock. Never waits on a FIFO: anything but a regular file
+ * is refused. Returns 0 (the file stays open in a->fd until
+ * dg_ota_artifact_close()); -EINVAL for a file that is not regular, empty
+ * or too large; or a negative errno. a->err says why.
+ */
+int dg_ota_artifact_open(dg_ota_add *a);
+
+/* Closes what dg_ota_artifact_open() opened; a no-op when nothing is open. */
+void dg_ota_artifact_close(dg_ota_add *a);
+
+/*
  * Adds artifact `a` (a dg_store_run() function: one transaction, on the
- * caller's connection): hashes the file, stores its bytes unless a blob
+ * caller's connection): hashes the file unless dg_ota_artifact_open() did
+ * (in which case the file stays open for the caller to close), stores its bytes unless a blob
  * with that sha256 exists (a zeroblob filled in 64 KB chunks, hashed again
  * on the way to catch a file that changed meanwhile), then the artifact's
  * row. Returns 0; -EINVAL for a bad package or version, an empty or too

@@ -3,10 +3,12 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -317,19 +319,26 @@ out:
 static int
 read_small_file(const char *path, char **text, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
 	struct stat sb;
+	FILE *f = NULL;
 	int rc = 0;
+	/*
+	 * O_NONBLOCK: a FIFO put where a file should be would otherwise block
+	 * the open, and with it every later reload and the daemon's stop.
+	 */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
-	if (f == NULL)
+	if (fd < 0)
 		return -errno;
-	if (fstat(fileno(f), &sb) != 0) {
+	if (fstat(fd, &sb) != 0)
 		rc = -errno;
-		goto out;
-	}
-	if (!S_ISREG(sb.st_mode) || (size_t)sb.st_size > PSK_FILE_MAX) {
-		rc = S_ISREG(sb.st_mode) ? -EFBIG : -EISDIR;
-		goto out;
+	else if (!S_ISREG(sb.st_mode) || (size_t)sb.st_size > PSK_FILE_MAX)
+		rc = S_ISREG(sb.st_mode) ? -EFBIG : S_ISDIR(sb.st_mode) ? -EISDIR : -EINVAL;
+	else if ((f = fdopen(fd, "rb")) == NULL)
+		rc = -errno;
+	if (rc != 0) {
+		close(fd);
+		return rc;
 	}
 	*text = malloc((size_t)sb.st_size + 1);
 	if (*text == NULL) {

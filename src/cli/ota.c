@@ -31,9 +31,19 @@ run_artifact_add(const dg_cli *c)
 		fprintf(stderr, "devgate ota artifact add: %s\n", err);
 		return 2;
 	}
-	if (dg_cli_open(c, &cfg, &store) != 0)
+	/* Read and hashed before the transaction: the daemon's writes go on meanwhile. */
+	int rc = dg_ota_artifact_open(&a);
+	if (rc != 0) {
+		fprintf(stderr, "devgate ota artifact add: %s\n",
+		        a.err[0] != '\0' ? a.err : strerror(-rc));
 		return 1;
-	int rc = dg_store_run(store, dg_ota_artifact_add, &a);
+	}
+	if (dg_cli_open(c, &cfg, &store) != 0) {
+		dg_ota_artifact_close(&a);
+		return 1;
+	}
+	rc = dg_store_run(store, dg_ota_artifact_add, &a);
+	dg_ota_artifact_close(&a);
 	if (rc != 0) {
 		fprintf(stderr, "devgate ota artifact add: %s\n",
 		        a.err[0] != '\0' ? a.err : strerror(-rc));

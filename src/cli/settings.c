@@ -142,16 +142,19 @@ out:
 static int
 read_file(const char *path, char **text, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
 	struct stat sb;
+	FILE *f = NULL;
 	int rc = 0;
+	/* O_NONBLOCK: a FIFO in the file's place is refused, never waited on. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
 	*text = NULL;
-	if (f == NULL)
+	if (fd < 0)
 		return -errno;
-	if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > FILE_MAX) {
-		rc = -EINVAL;
-		goto out;
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > FILE_MAX ||
+	    (f = fdopen(fd, "rb")) == NULL) {
+		close(fd);
+		return -EINVAL;
 	}
 	*text = malloc((size_t)sb.st_size + 1);
 	if (*text == NULL) {

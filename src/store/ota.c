@@ -208,7 +208,8 @@ store_blob(sqlite3 *db, int fd, uint8_t *buf, dg_ota_add *a, int64_t *blob_id)
 		return dg_store_errno(brc);
 	rc = stream_file(fd, buf, blob, a->size, &size2, again, NULL);
 	sqlite3_blob_close(blob);
-	if (rc == 0 && (size2 != a->size || strcmp(again, a->sha256) != 0)) {
+	if (rc == -EFBIG || (rc == 0 && (size2 != a->size || strcmp(again, a->sha256) != 0))) {
+		/* Grown past its first size (-EFBIG), shrunk or rewritten. */
 		say(a->err, sizeof(a->err), "%s changed while it was being stored", a->path);
 		rc = -ESTALE;
 	}
@@ -216,18 +217,85 @@ store_blob(sqlite3 *db, int fd, uint8_t *buf, dg_ota_add *a, int64_t *blob_id)
 }
 
 int
+dg_ota_artifact_open(dg_ota_add *a)
+{
+	uint8_t *buf = NULL;
+	uint8_t first[4] = {0};
+	struct stat st;
+	int rc;
+
+	a->err[0] = '\0';
+	a->fd = -1;
+	a->opened = 0;
+	/*
+	 * O_NONBLOCK: opening a FIFO without a writer would wait forever; the
+	 * file type is checked before anything is read.
+	 */
+	int fd = open(a->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		rc = -errno;
+		say(a->err, sizeof(a->err), "%s: %s", a->path, strerror(errno));
+		return rc;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		rc = -EINVAL;
+		say(a->err, sizeof(a->err), "%s: not a regular file", a->path);
+		goto out;
+	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+		rc = -errno;
+		goto out;
+	}
+	buf = malloc(CHUNK);
+	if (buf == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = stream_file(fd, buf, NULL, DG_OTA_SIZE_MAX, &a->size, a->sha256, first);
+	if (rc == -EFBIG || (rc == 0 && a->size == 0)) {
+		say(a->err, sizeof(a->err), "%s: %s", a->path,
+		    rc == -EFBIG ? "larger than 2 GiB - 1 (the SDK's int32 size)" : "empty");
+		rc = -EINVAL;
+		goto out;
+	}
+	if (rc != 0) {
+		say(a->err, sizeof(a->err), "%s: %s", a->path, strerror(-rc));
+		goto out;
+	}
+	snprintf(a->bootloader, sizeof(a->bootloader), "%s",
+	         a->size >= 4 && memcmp(first, mcuboot_magic, 4) == 0 ? "mcuboot" : "");
+	a->fd = fd;
+	a->opened = 1;
+	fd = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return rc;
+}
+
+void
+dg_ota_artifact_close(dg_ota_add *a)
+{
+	if (a->opened && a->fd >= 0)
+		close(a->fd);
+	a->fd = -1;
+	a->opened = 0;
+}
+
+int
 dg_ota_artifact_add(sqlite3 *db, void *arg)
 {
 	dg_ota_add *a = arg;
 	uint8_t *buf = NULL;
-	uint8_t first[4] = {0};
 	int64_t pid = 0, blob_id = 0;
-	struct stat st;
-	int fd = -1;
+	int opened_here = 0;
 	int rc;
 
-	a->err[0] = '\0';
 	a->blob_reused = 0;
+	if (!a->opened)
+		a->err[0] = '\0';
 	if ((rc = dg_ota_name_check("package", a->package, DG_OTA_PACKAGE_MAX, a->err,
 	                            sizeof(a->err))) != 0 ||
 	    (rc = dg_ota_name_check("version", a->version, DG_OTA_VERSION_MAX, a->err,
@@ -251,35 +319,16 @@ dg_ota_artifact_add(sqlite3 *db, void *arg)
 		    a->version);
 		return -EEXIST;
 	}
-	fd = open(a->path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = -errno;
-		say(a->err, sizeof(a->err), "%s: %s", a->path, strerror(errno));
-		goto out;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		rc = -EINVAL;
-		say(a->err, sizeof(a->err), "%s: not a regular file", a->path);
-		goto out;
+	if (!a->opened) {
+		if ((rc = dg_ota_artifact_open(a)) != 0)
+			return rc;
+		opened_here = 1;
 	}
 	buf = malloc(CHUNK);
 	if (buf == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = stream_file(fd, buf, NULL, DG_OTA_SIZE_MAX, &a->size, a->sha256, first);
-	if (rc == -EFBIG || (rc == 0 && a->size == 0)) {
-		say(a->err, sizeof(a->err), "%s: %s", a->path,
-		    rc == -EFBIG ? "larger than 2 GiB - 1 (the SDK's int32 size)" : "empty");
-		rc = -EINVAL;
-		goto out;
-	}
-	if (rc != 0) {
-		say(a->err, sizeof(a->err), "%s: %s", a->path, strerror(-rc));
-		goto out;
-	}
-	snprintf(a->bootloader, sizeof(a->bootloader), "%s",
-	         a->size >= 4 && memcmp(first, mcuboot_magic, 4) == 0 ? "mcuboot" : "");
 	s = dg_store_stmt(db, "SELECT id, size FROM ota_blobs WHERE sha256 = ?1");
 	if (s == NULL) {
 		rc = -EIO;
@@ -296,7 +345,7 @@ dg_ota_artifact_add(sqlite3 *db, void *arg)
 		rc = dg_store_errno(rc);
 		goto out;
 	}
-	rc = a->blob_reused ? 0 : store_blob(db, fd, buf, a, &blob_id);
+	rc = a->blob_reused ? 0 : store_blob(db, a->fd, buf, a, &blob_id);
 	if (rc != 0)
 		goto out;
 	s = dg_store_stmt(db, "INSERT INTO ota_artifacts (project_id, package, version, blob_id,"
@@ -316,8 +365,8 @@ dg_ota_artifact_add(sqlite3 *db, void *arg)
 	sqlite3_bind_int64(s, 8, dg_now_ms());
 	rc = run_done(s);
 out:
-	if (fd >= 0)
-		close(fd);
+	if (opened_here)
+		dg_ota_artifact_close(a);
 	free(buf);
 	return rc;
 }

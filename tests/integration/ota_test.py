@@ -339,6 +339,36 @@ def test_state_report(d):
     assert "dev1" in out and "UPDATING" in out and "FIRMWARE_UPDATED_SUCCESSFULLY" in out, out
 
 
+def test_artifact_add_not_a_file(d):
+    """A FIFO, a device, a directory or an empty file is refused at once: the
+    CLI never waits on a FIFO nobody writes to (it would hold the store's
+    write lock meanwhile, and every device write would fail), and stores
+    nothing."""
+    fifo = os.path.join(d.dir, "fifo")
+    os.mkfifo(fifo)
+    empty = os.path.join(d.dir, "empty.bin")
+    open(empty, "wb").close()
+    for path, why in ((fifo, "not a regular file"), ("/dev/zero", "not a regular file"),
+                      (d.dir, "not a regular file"), (empty, "empty")):
+        t0 = time.time()
+        try:
+            p = subprocess.run([DEVGATE, "ota", "artifact", "add", "-c", d.conf, "acme", "main",
+                                "1", path], capture_output=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("artifact add of %s hangs" % path) from None
+        assert p.returncode == 1 and why in p.stderr.decode(), (path, p.stderr)
+        assert time.time() - t0 < 5, path
+    # A device's write goes through meanwhile and after.
+    c = fw.FwClient("127.0.0.1", d.port, "dev1@acme", g.KEY)
+    try:
+        r = c.request(fw.POST, ".u/c/main", cbor_encode({"s": 0, "r": 0}),
+                      options=[(fw.OPT_CONTENT_FORMAT, fw.uint_bytes(60))])
+        assert r.code_text == "2.04", r.code_text
+    finally:
+        c.close()
+    assert json.loads(cli(d, "ota", "artifact", "list", "acme", "--json")[1]) == []
+
+
 TESTS = [
     (test_manifest_and_unknown, {"limits": {"device_requests_per_s": 1000}}),
     (test_download_coap_clients, {}),
@@ -346,6 +376,7 @@ TESTS = [
     (test_download_sdk_pattern, {}),
     (test_observe_release_rollback, {}),
     (test_state_report, {"limits": {"device_requests_per_s": 1000}}),
+    (test_artifact_add_not_a_file, {}),
 ]
 
 

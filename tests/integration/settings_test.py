@@ -359,12 +359,47 @@ def test_cli_refuses_bad_names(d):
         assert got["value"] == want and type(got["value"]) is type(want), (value, got)
 
 
+def test_settings_file_a_fifo(d):
+    """A FIFO put where settings.json was is rejected, never waited on: the
+    settings in force stay, later edits are still picked up, the CLI and
+    check-config answer, and the daemon stops on SIGTERM."""
+    c = client(d)
+    try:
+        v0 = get_cbor(c)
+        path = os.path.join(d.dir, "projects/acme/settings.json")
+        os.unlink(path)
+        os.mkfifo(path)
+        assert d.wait_log(r"config\.rejected.*%s: cannot read" % path, 3.0), d.logtext()
+        assert get_cbor(c) == v0
+        for args in (("check-config",), ("settings", "set", "acme", "B", "1")):
+            try:
+                rc, _, _ = run(d, *args)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("%s waits on the FIFO" % (args,)) from None
+            assert rc == 1, (args, rc)
+        # A good file again: the reload that follows still runs.
+        os.unlink(path)
+        d.write("projects/acme/settings.json", json.dumps({"AFTER": 7}))
+        deadline = time.time() + 3
+        while time.time() < deadline and "AFTER" not in get_cbor(c)["settings"]:
+            time.sleep(0.1)
+        assert get_cbor(c)["settings"] == {"AFTER": 7}, get_cbor(c)
+    finally:
+        c.close()
+    d.proc.terminate()
+    try:
+        d.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the daemon does not stop") from None
+
+
 TESTS = [
     (test_observe_types_and_changes, {"files": FILES}),
     (test_plain_get_and_json_accept, {"files": FILES}),
     (test_status_reports, {"files": FILES}),
     (test_bad_settings_file_keeps_previous, {"files": FILES}),
     (test_cli_refuses_bad_names, {"files": FILES}),
+    (test_settings_file_a_fifo, {"files": FILES}),
 ]
 
 
