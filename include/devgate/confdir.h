@@ -61,4 +61,12 @@ int dg_confdir_import(const char *dir, dg_store *st, int *n_errors);
  */
 int dg_confdir_check(const char *dir, FILE *out);
 
+/*
+ * Reads a whole regular file of at most `max` bytes into *text (malloc'ed,
+ * NUL-terminated) and *len. Never waits: a FIFO or a device in the file's
+ * place is refused (-EINVAL), a directory is -EISDIR, a larger file
+ * -EFBIG, a missing one -ENOENT.
+ */
+int dg_confdir_read_file(const char *path, size_t max, char **text, size_t *len);
+
 #endif

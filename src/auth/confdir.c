@@ -316,8 +316,8 @@ out:
 	return rc;
 }
 
-static int
-read_small_file(const char *path, char **text, size_t *len)
+int
+dg_confdir_read_file(const char *path, size_t max, char **text, size_t *len)
 {
 	struct stat sb;
 	FILE *f = NULL;
@@ -332,7 +332,7 @@ read_small_file(const char *path, char **text, size_t *len)
 		return -errno;
 	if (fstat(fd, &sb) != 0)
 		rc = -errno;
-	else if (!S_ISREG(sb.st_mode) || (size_t)sb.st_size > PSK_FILE_MAX)
+	else if (!S_ISREG(sb.st_mode) || (size_t)sb.st_size > max)
 		rc = S_ISREG(sb.st_mode) ? -EFBIG : S_ISDIR(sb.st_mode) ? -EISDIR : -EINVAL;
 	else if ((f = fdopen(fd, "rb")) == NULL)
 		rc = -errno;
@@ -480,7 +480,7 @@ read_trust_dir(const char *dir, const char *slug, const char *sub, dg_trust_file
 		names[i] = strdup(src);
 		f->source = names[i];
 		snprintf(path, sizeof(path), "%s/%s/%s", dir, slug, src);
-		int rc = read_small_file(path, &text, &len);
+		int rc = dg_confdir_read_file(path, PSK_FILE_MAX, &text, &len);
 		if (rc != 0) {
 			snprintf(err, sizeof(err), "%s: cannot read: %s", path, strerror(-rc));
 		} else if (strcmp(sub, "cas") == 0) {
@@ -544,7 +544,7 @@ import_settings(const char *dir, const char *slug, dg_store *st)
 	int rc;
 
 	snprintf(path, sizeof(path), "%s/%s/settings.json", dir, slug);
-	rc = read_small_file(path, &text, &len);
+	rc = dg_confdir_read_file(path, PSK_FILE_MAX, &text, &len);
 	if (rc != 0 && rc != -ENOENT) {
 		snprintf(err, sizeof(err), "%s: cannot read: %s", path, strerror(-rc));
 		reject(err);
@@ -577,7 +577,7 @@ import_project(const char *dir, const char *slug, dg_store *st)
 
 	/* project.json: settings; a bad file keeps the project's current ones. */
 	snprintf(path, sizeof(path), "%s/%s/project.json", dir, slug);
-	rc = read_small_file(path, &text, &len);
+	rc = dg_confdir_read_file(path, PSK_FILE_MAX, &text, &len);
 	if (rc == 0 || rc == -ENOENT) {
 		dg_project_settings ps = {NULL, 1, 1};
 		if (rc == 0)
@@ -621,7 +621,7 @@ import_project(const char *dir, const char *slug, dg_store *st)
 
 	/* psk.json */
 	snprintf(path, sizeof(path), "%s/%s/psk.json", dir, slug);
-	rc = read_small_file(path, &text, &len);
+	rc = dg_confdir_read_file(path, PSK_FILE_MAX, &text, &len);
 	if (rc == -ENOENT) {
 		/* No psk.json: the project has no file credentials. */
 		rc = dg_store_sync_psk(st, slug, NULL, 0);
@@ -713,7 +713,7 @@ check_trust_file(const char *path, int is_ca, size_t *count, FILE *out)
 {
 	char *text = NULL, why[400];
 	size_t len = 0;
-	int rc = read_small_file(path, &text, &len);
+	int rc = dg_confdir_read_file(path, PSK_FILE_MAX, &text, &len);
 	if (rc != 0) {
 		fprintf(out, "  error: %s: cannot read: %s\n", path, strerror(-rc));
 		return 1;
@@ -774,7 +774,7 @@ dg_confdir_check(const char *dir, FILE *out)
 		char *text = NULL;
 		size_t len = 0;
 		snprintf(path, sizeof(path), "%s/%s/project.json", dir, slug);
-		int rc = read_small_file(path, &text, &len);
+		int rc = dg_confdir_read_file(path, PSK_FILE_MAX, &text, &len);
 		if (rc == 0) {
 			if (dg_confdir_parse_project(path, text, len, &ps, name, sizeof(name), err,
 			                             sizeof(err)) != 0) {
@@ -800,7 +800,7 @@ dg_confdir_check(const char *dir, FILE *out)
 			free_names(files, nf);
 		}
 		snprintf(path, sizeof(path), "%s/%s/settings.json", dir, slug);
-		rc = read_small_file(path, &text, &len);
+		rc = dg_confdir_read_file(path, PSK_FILE_MAX, &text, &len);
 		if (rc == 0) {
 			dg_settings l = {0};
 			if (dg_settings_parse_file(path, text, len, &l, err, sizeof(err)) != 0) {
@@ -815,7 +815,7 @@ dg_confdir_check(const char *dir, FILE *out)
 			errors++;
 		}
 		snprintf(path, sizeof(path), "%s/%s/psk.json", dir, slug);
-		rc = read_small_file(path, &text, &len);
+		rc = dg_confdir_read_file(path, PSK_FILE_MAX, &text, &len);
 		if (rc == 0) {
 			dg_psk_entry *entries = NULL;
 			if (dg_confdir_parse_psk(path, slug, text, len, &entries, &n_psk, err,

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "devgate/cli.h"
+#include "devgate/confdir.h"
 #include "devgate/coap.h"
 #include "devgate/settings.h"
 
@@ -138,36 +139,6 @@ out:
 	return rc;
 }
 
-/* Reads a whole small file; -ENOENT when it is not there. */
-static int
-read_file(const char *path, char **text, size_t *len)
-{
-	struct stat sb;
-	FILE *f = NULL;
-	int rc = 0;
-	/* O_NONBLOCK: a FIFO in the file's place is refused, never waited on. */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-
-	*text = NULL;
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > FILE_MAX ||
-	    (f = fdopen(fd, "rb")) == NULL) {
-		close(fd);
-		return -EINVAL;
-	}
-	*text = malloc((size_t)sb.st_size + 1);
-	if (*text == NULL) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	*len = fread(*text, 1, (size_t)sb.st_size, f);
-	(*text)[*len] = '\0';
-out:
-	fclose(f);
-	return rc;
-}
-
 /*
  * Replaces `path` with `text` atomically: a temporary file in the same
  * directory, fsync, rename over, fsync of the directory. Returns 0 or a
@@ -233,7 +204,7 @@ change_project(const dg_cli *c, dg_config *cfg, dg_store *store, const char *nam
 		fprintf(stderr, "devgate %s: no project directory %s\n", c->cmd->name, dir);
 		return 1;
 	}
-	int r = read_file(path, &text, &len);
+	int r = dg_confdir_read_file(path, FILE_MAX, &text, &len);
 	if (r == -ENOENT) {
 		root = cJSON_CreateObject();
 	} else if (r != 0) {
