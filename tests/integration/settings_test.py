@@ -19,6 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fwclient as fw  # noqa: E402
 import gateway_test as g  # noqa: E402
+import minicbor  # noqa: E402
 
 DEVGATE = g.DEVGATE
 OSSL = "coap-client-openssl"
@@ -393,7 +394,73 @@ def test_settings_file_a_fifo(d):
         raise AssertionError("the daemon does not stop") from None
 
 
+BIG = {"NAME_%02d" % i: "v%02d-" % i + "x" * 120 for i in range(40)}
+
+
+def fetch_blocks(c, first, token=None):
+    """The whole representation whose first block is `first`: later blocks by
+    GET .c with Block2 (RFC 7959 section 3.4), each checked against the
+    first's ETag. Returns (bytes, number of blocks)."""
+    b = first.block(fw.OPT_BLOCK2)
+    assert b is not None and b[1] == 1, b
+    size2 = first.uint(fw.OPT_SIZE2)
+    etag = first.opt(fw.OPT_ETAG)
+    assert size2 and size2 > len(first.payload) and etag, (size2, etag)
+    data, num, szx = first.payload, b[0] + 1, b[2]
+    while True:
+        r = c.request(fw.GET, ".c", options=[(fw.OPT_ACCEPT, bytes([60])),
+                                             (fw.OPT_BLOCK2, fw.uint_bytes(num << 4 | szx))])
+        assert r is not None and r.code == 69, r and r.code_text
+        assert r.opt(fw.OPT_ETAG) == etag, "the document changed between blocks"
+        nb = r.block(fw.OPT_BLOCK2)
+        assert nb[0] == num, (nb, num)
+        data += r.payload
+        if not nb[1]:
+            break
+        num += 1
+    assert len(data) == size2, (len(data), size2)
+    return data, num + 1
+
+
+def test_large_settings_block2(d):
+    """Settings larger than one DTLS record: the observation's answer and its
+    notifications are first blocks, the rest fetched by Block2 and cut from a
+    fresh render; coap-client-openssl gets the whole document at 64-byte blocks."""
+    c = fw.FwClient("127.0.0.1", d.port, "dev1@acme", g.KEY)
+    try:
+        tok = c.next_token()
+        r = c.request(fw.GET, ".c", token=tok, options=[(fw.OPT_OBSERVE, b""),
+                                                        (fw.OPT_ACCEPT, bytes([60]))])
+        assert r is not None and r.code == 69 and r.opt(fw.OPT_OBSERVE) is not None
+        data, n = fetch_blocks(c, r)
+        doc = minicbor.loads(data)
+        assert doc["settings"] == BIG and n >= 5, (n, sorted(doc))
+        v0 = doc["version"]
+        cli(d, "settings", "set", "acme", "NAME_07", "changed")
+        deadline, note = time.time() + 2, None
+        while note is None and time.time() < deadline:
+            m = c.recv(0.2)
+            if m is not None and m.type == fw.CON:
+                c.send(fw.Msg(fw.ACK, 0, m.mid))
+                if m.token == tok:
+                    note = m
+        assert note is not None, "no notification of the change"
+        data, _ = fetch_blocks(c, note)
+        doc = minicbor.loads(data)
+        assert doc["settings"]["NAME_07"] == "changed" and doc["version"] > v0, doc["version"]
+    finally:
+        c.close()
+    p = subprocess.run([OSSL, "-m", "get", "-b", "64", "-A", "60", "-u", "dev1@acme", "-k",
+                        g.KEY, "-o", os.path.join(d.dir, "big.cbor"),
+                        "coaps://127.0.0.1:%d/.c" % d.port], capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr.decode()[-500:]
+    with open(os.path.join(d.dir, "big.cbor"), "rb") as f:
+        doc = minicbor.loads(f.read())
+    assert doc["settings"]["NAME_07"] == "changed" and len(doc["settings"]) == 40
+
+
 TESTS = [
+    (test_large_settings_block2, {"files": {"projects/acme/settings.json": json.dumps(BIG)}}),
     (test_observe_types_and_changes, {"files": FILES}),
     (test_plain_get_and_json_accept, {"files": FILES}),
     (test_status_reports, {"files": FILES}),
