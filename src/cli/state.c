@@ -88,7 +88,9 @@ change(const dg_cli *c, int del)
 
 	if (open_device(c, &cfg, &store, &id, &path) != 0)
 		return 1;
-	dg_state_change ch = {.device_id = id, .del = del, .record = 1};
+	/* The daemon's own limit: the CLI may not make a document the device could not. */
+	dg_state_change ch = {
+	        .device_id = id, .del = del, .record = 1, .max_bytes = cfg->limits.max_state_bytes};
 	ch.path = strdup(path);
 	if (ch.path == NULL) {
 		fprintf(stderr, "devgate state: %s\n", strerror(ENOMEM));
@@ -104,6 +106,13 @@ change(const dg_cli *c, int del)
 		}
 	}
 	int r = dg_store_run(store, dg_data_state_apply, &ch);
+	if (r == -EFBIG) {
+		fprintf(stderr,
+		        "devgate state set: the document would be over limits.max_state_bytes (%zu)"
+		        "; nothing changed\n",
+		        (size_t)cfg->limits.max_state_bytes);
+		goto out;
+	}
 	if (r != 0) {
 		fprintf(stderr, "devgate state: %s\n", strerror(-r));
 		goto out;

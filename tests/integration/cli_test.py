@@ -166,7 +166,18 @@ def test_default_config_missing(d):
         shutil.rmtree(home, ignore_errors=True)
 
 
+def test_state_set_honours_max_state_bytes(d):
+    """The CLI may not make a state document larger than a device could."""
+    ok("state", "set", "-c", d.conf, "acme", "dev1", "small", '"x"')
+    big = json.dumps("y" * 2000)
+    rc, out, err = run("state", "set", "-c", d.conf, "acme", "dev1", "big", big)
+    assert rc == 1 and "limits.max_state_bytes (1024)" in err, (rc, err)
+    v = json.loads(ok("state", "get", "-c", d.conf, "acme", "dev1"))
+    assert v == {"small": "x"}, v
+
+
 TESTS = [
+    (test_state_set_honours_max_state_bytes, {"limits": {"max_state_bytes": 1024}}),
     (test_negative_value, {}),
     (test_double_dash, {}),
     (test_help_everywhere, {}),
