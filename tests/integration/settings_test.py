@@ -11,7 +11,6 @@ Usage: settings_test.py BUILD_DIR [TEST_NAME ...]
 """
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -47,80 +46,6 @@ def cli(d, *args):
     return out
 
 
-class Float(float):
-    """A CBOR float, kept apart from an int of the same value."""
-
-
-def cbor_decode(data):
-    """Decodes one CBOR item (what the daemon and the SDK send); returns
-    (value, rest). Floats come back as Float."""
-    ib, data = data[0], data[1:]
-    major, info = ib >> 5, ib & 31
-    if major == 7:
-        if info == 20:
-            return False, data
-        if info == 21:
-            return True, data
-        if info == 22:
-            return None, data
-        if info == 25:
-            return Float(struct.unpack(">e", data[:2])[0]), data[2:]
-        if info == 26:
-            return Float(struct.unpack(">f", data[:4])[0]), data[4:]
-        if info == 27:
-            return Float(struct.unpack(">d", data[:8])[0]), data[8:]
-        raise ValueError("simple %d" % info)
-    if info < 24:
-        n = info
-    elif info in (24, 25, 26, 27):
-        size = 1 << (info - 24)
-        n, data = int.from_bytes(data[:size], "big"), data[size:]
-    elif info == 31:
-        n = None
-    else:
-        raise ValueError("info %d" % info)
-    if major == 0:
-        return n, data
-    if major == 1:
-        return -1 - n, data
-    if major == 3:
-        return data[:n].decode(), data[n:]
-    if major in (4, 5):
-        out = [] if major == 4 else {}
-        i = 0
-        while (n is None and data[0] != 0xFF) or (n is not None and i < n):
-            k, data = cbor_decode(data)
-            if major == 4:
-                out.append(k)
-            else:
-                v, data = cbor_decode(data)
-                out[k] = v
-            i += 1
-        return out, data[1:] if n is None else data
-    raise ValueError("major %d" % major)
-
-
-def cbor(v):
-    """Encodes v as CBOR with definite lengths (maps, lists, ints, text)."""
-    def head(major, n):
-        if n < 24:
-            return bytes([major << 5 | n])
-        for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
-            if n < 1 << (8 * size):
-                return bytes([major << 5 | info]) + n.to_bytes(size, "big")
-    if isinstance(v, bool):
-        return b"\xf5" if v else b"\xf4"
-    if isinstance(v, int):
-        return head(0, v) if v >= 0 else head(1, -1 - v)
-    if isinstance(v, str):
-        return head(3, len(v.encode())) + v.encode()
-    if isinstance(v, list):
-        return head(4, len(v)) + b"".join(cbor(x) for x in v)
-    if isinstance(v, dict):
-        return head(5, len(v)) + b"".join(cbor(k) + cbor(x) for k, x in v.items())
-    raise TypeError(v)
-
-
 def client(d):
     return fw.FwClient("127.0.0.1", d.port, "dev1@acme", g.KEY)
 
@@ -132,7 +57,7 @@ CF_CBOR = (fw.OPT_CONTENT_FORMAT, fw.uint_bytes(60))
 def get_cbor(c):
     r = c.request(fw.GET, ".c", options=[ACCEPT_CBOR])
     assert r is not None and r.code_text == "2.05", r and r.code_text
-    v, rest = cbor_decode(r.payload)
+    v, rest = (minicbor.loads(r.payload), b"")
     assert rest == b"", rest
     return v
 
@@ -142,8 +67,8 @@ def check_types(v):
     s = v["settings"]
     assert type(s["MOTOR_SPEED"]) is int and s["MOTOR_SPEED"] == 100, s
     # A float of integral value stays a CBOR float: the SDK checks the major type.
-    assert type(s["GAIN"]) is Float and s["GAIN"] == 2.0, s
-    assert type(s["RATIO"]) is Float and s["RATIO"] == 2.5, s
+    assert type(s["GAIN"]) is float and s["GAIN"] == 2.0, s
+    assert type(s["RATIO"]) is float and s["RATIO"] == 2.5, s
     assert s["LIGHT_ON"] is True and s["UNIT"] == "celsius", s
 
 
@@ -157,7 +82,7 @@ class Observer:
                       token=self.token)
         assert r is not None and r.code_text == "2.05", r and r.code_text
         assert r.opt(fw.OPT_OBSERVE) is not None, "not registered"
-        self.first, _ = cbor_decode(r.payload)
+        self.first, _ = (minicbor.loads(r.payload), b"")
 
     def next(self, timeout):
         """The next notification's settings, or None within timeout."""
@@ -169,7 +94,7 @@ class Observer:
             if m.type == fw.CON:
                 self.c.send(fw.Msg(fw.ACK, 0, m.mid))
             if m.token == self.token and m.code_text == "2.05":
-                v, _ = cbor_decode(m.payload)
+                v, _ = (minicbor.loads(m.payload), b"")
                 return v
         return None
 
@@ -212,7 +137,7 @@ def test_observe_types_and_changes(d):
         # --type float of an integral value: a CBOR float.
         cli(d, "settings", "set", "acme", "RATIO", "3", "--type", "float", "--device", "dev1")
         v3 = wait_change(obs, v2["version"], "settings set --type float")
-        assert type(v3["settings"]["RATIO"]) is Float and v3["settings"]["RATIO"] == 3.0, v3
+        assert type(v3["settings"]["RATIO"]) is float and v3["settings"]["RATIO"] == 3.0, v3
 
         # An edit of settings.json: the override still wins for MOTOR_SPEED.
         time.sleep(0.3)
@@ -269,15 +194,15 @@ def test_status_reports(d):
     try:
         v = get_cbor(c)["version"]
         # As the SDK's Linux build sends it: an indefinite map and list.
-        body = (b"\xbf" + cbor("errors") + b"\x9f" +
-                cbor({"setting_key": "UNIT", "error_code": 1}) +
-                cbor({"setting_key": "RATIO", "error_code": 4, "details": "too big"}) +
-                b"\xff" + cbor("version") + cbor(v) + b"\xff")
+        body = (b"\xbf" + minicbor.dumps("errors") + b"\x9f" +
+                minicbor.dumps({"setting_key": "UNIT", "error_code": 1}) +
+                minicbor.dumps({"setting_key": "RATIO", "error_code": 4, "details": "too big"}) +
+                b"\xff" + minicbor.dumps("version") + minicbor.dumps(v) + b"\xff")
         r = c.request(fw.POST, ".c/status", body, options=[CF_CBOR])
         assert r is not None and r.code_text == "2.04", r and r.code_text
         # Malformed reports get 4.00 with a reason, and the session goes on.
-        for bad, why in ((cbor({"errors": []}), b"version"),
-                         (cbor({"version": v, "errors": [{"setting_key": "X",
+        for bad, why in ((minicbor.dumps({"errors": []}), b"version"),
+                         (minicbor.dumps({"version": v, "errors": [{"setting_key": "X",
                                                           "error_code": 9}]}), b"error_code"),
                          (b"\xbf\x61", b"CBOR")):
             r = c.request(fw.POST, ".c/status", bad, options=[CF_CBOR])
