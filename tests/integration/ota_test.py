@@ -369,7 +369,47 @@ def test_artifact_add_not_a_file(d):
     assert json.loads(cli(d, "ota", "artifact", "list", "acme", "--json")[1]) == []
 
 
+N_FLEET = 20
+FLEET_PSK = [{"identity": "d%d@acme" % i, "device": "d%d" % i, "key": g.KEY}
+             for i in range(N_FLEET)]
+
+
+def test_fleet_downloads_at_once(d):
+    """A release for the whole fleet: 20 devices download 128 KB each at the
+    same time, in the SDK's pattern, under the default limits; every block is
+    a 2.05 and every image is whole."""
+    import threading
+    size = 128 * 1024
+    path, data = make_file(d, "fleet.bin", size, 9)
+    add_artifact(d, "main", "3.0.0", path)
+    results = [None] * N_FLEET
+
+    def one(i):
+        try:
+            c = fw.FwClient("127.0.0.1", d.port, "d%d@acme" % i, g.KEY)
+            try:
+                results[i] = _download_sdk(c, ".u/c/main@3.0.0", size, 42)
+            finally:
+                c.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            results[i] = e
+    t0 = time.time()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(N_FLEET)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    took = time.time() - t0
+    for i, r in enumerate(results):
+        assert not isinstance(r, Exception) and r is not None, (i, r)
+        body, codes, _ = r
+        assert set(codes) == {"2.05"}, (i, [c for c in codes if c != "2.05"][:3])
+        assert body == data, (i, len(body))
+    print("     %d devices x %d KB in %.2fs" % (N_FLEET, size // 1024, took), flush=True)
+
+
 TESTS = [
+    (test_fleet_downloads_at_once, {"psk": FLEET_PSK}),
     (test_manifest_and_unknown, {"limits": {"device_requests_per_s": 1000}}),
     (test_download_coap_clients, {}),
     # The default limits: a download's next blocks are never rate-limited.
