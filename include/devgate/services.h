@@ -54,6 +54,14 @@ cJSON *dg_svc_decode_request(const dg_coap_request *req, dg_coap_response *resp)
 int dg_svc_accept(const dg_coap_request *req, dg_coap_response *resp);
 
 /*
+ * Collects the request's non-empty Uri-Path segments into `out` (borrowed
+ * from `req`, at most DG_COAP_MAX_PATH) and returns their count. Older SDK
+ * builds join a prefix such as ".rpc/" with the path "" and send the
+ * trailing empty segment as well; the services route on what is left.
+ */
+size_t dg_svc_segments(const dg_coap_request *req, const dg_coap_str **out);
+
+/*
  * The whole GET of a rendered resource of `kind` (enum dg_obs_kind, with a
  * renderer in the router): Accept checked, Observe=0 registers and 1
  * cancels (a later Block2 block never registers), the render run on the

@@ -254,18 +254,21 @@ out:
 void
 dg_svc_ota(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp)
 {
-	if (req->n_path == 2 && seg_is(&req->path[1], "desired")) {
+	const dg_coap_str *seg[DG_COAP_MAX_PATH];
+	size_t n = dg_svc_segments(req, seg);
+
+	if (n == 2 && seg_is(seg[1], "desired")) {
 		if (req->code == DG_COAP_GET)
 			dg_svc_get_rendered(rc, req, resp, DG_OBS_OTA);
 		else
 			dg_coap_set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "GET it");
 		return;
 	}
-	if (req->n_path == 3 && seg_is(&req->path[1], "c")) {
+	if (n == 3 && seg_is(seg[1], "c")) {
 		if (req->code == DG_COAP_GET)
-			download(rc, req, &req->path[2], resp);
+			download(rc, req, seg[2], resp);
 		else if (req->code == DG_COAP_POST || req->code == DG_COAP_PUT)
-			report(rc, req, &req->path[2], resp);
+			report(rc, req, seg[2], resp);
 		else
 			dg_coap_set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "method not allowed");
 		return;

@@ -113,6 +113,16 @@ dg_svc_accept(const dg_coap_request *req, dg_coap_response *resp)
 	return fmt;
 }
 
+size_t
+dg_svc_segments(const dg_coap_request *req, const dg_coap_str **out)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < req->n_path && i < DG_COAP_MAX_PATH; i++)
+		if (req->path[i].len > 0)
+			out[n++] = &req->path[i];
+	return n;
+}
+
 void
 dg_svc_get_rendered(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp,
                     int kind)

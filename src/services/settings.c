@@ -68,16 +68,19 @@ out:
 void
 dg_svc_settings(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp)
 {
-	if (req->n_path == 1 && req->code == DG_COAP_GET) {
+	const dg_coap_str *seg[DG_COAP_MAX_PATH];
+	size_t n = dg_svc_segments(req, seg);
+
+	if (n == 1 && req->code == DG_COAP_GET) {
 		dg_svc_get_rendered(rc, req, resp, DG_OBS_SETTINGS);
 		return;
 	}
-	if (req->n_path == 2 && req->path[1].len == 6 && memcmp(req->path[1].s, "status", 6) == 0 &&
+	if (n == 2 && seg[1]->len == 6 && memcmp(seg[1]->s, "status", 6) == 0 &&
 	    (req->code == DG_COAP_POST || req->code == DG_COAP_PUT)) {
 		settings_status(rc, req, resp);
 		return;
 	}
-	if (req->n_path <= 2)
+	if (n <= 2)
 		dg_coap_set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "method not allowed");
 	else
 		dg_coap_set_text(resp, DG_COAP_NOT_FOUND, "not found");

@@ -214,8 +214,57 @@ def test_golioth_basics(d):
         dev.close()
 
 
+def test_trailing_empty_segment(d):
+    """Older SDK builds (golioth_coap_add_path before it skipped empty
+    segments) join the prefix ".rpc/" or ".c/" with the path "" and send
+    coap_split_path's trailing empty Uri-Path too; the JSON-era RPC client
+    put Content-Format 50 on its GET instead of Accept and skipped any
+    answer not starting with '{'. Both must work as the current SDK does."""
+    dev = Device(d)
+    try:
+        empty = (fw.OPT_URI_PATH, b"")
+        tok = dev.c.next_token()
+        r = dev.request(fw.GET, ".rpc", token=tok,
+                        options=[empty, (fw.OPT_OBSERVE, b""),
+                                 (fw.OPT_CONTENT_FORMAT, bytes([JSON]))])
+        assert r.code == CONTENT and r.opt(fw.OPT_OBSERVE) is not None, r.code_text
+        assert not r.payload.startswith(b"{"), r.payload
+        set_tok = dev.c.next_token()
+        r = dev.request(fw.GET, ".c", token=set_tok,
+                        options=[empty, (fw.OPT_OBSERVE, b""), (fw.OPT_ACCEPT, bytes([CBOR]))])
+        assert r.code == CONTENT and r.opt(fw.OPT_OBSERVE) is not None, r.code_text
+        decode_settings(r)
+        r = dev.request(fw.GET, ".c", options=[empty, (fw.OPT_ACCEPT, bytes([CBOR]))])
+        assert r.code == CONTENT, r.code_text
+        decode_settings(r)
+
+        p = cli_bg(d, "rpc", "call", "acme", "dev1", "double", "[21]", "--json")
+        m = dev.notification(tok, timeout=2.0)
+        assert m is not None, "RPC not notified"
+        assert m.payload.startswith(b"{"), m.payload
+        call = json.loads(m.payload)
+        assert call["method"] == "double" and call["params"] == [21], call
+        body = '{ "id": "%s", "statusCode": 0, "detail": {"value": 42} }' % call["id"]
+        r = dev.request(fw.POST, ".rpc/status", payload=body.encode(),
+                        options=[(fw.OPT_CONTENT_FORMAT, bytes([JSON]))])
+        out, err = p.communicate(timeout=10)
+        assert p.returncode == 0, err
+        assert json.loads(out)["detail"] == {"value": 42}, out
+
+        cli(d, "settings", "set", "acme", "LOOP_DELAY_S", "5")
+        m = dev.notification(set_tok, timeout=1.5)
+        assert m is not None, "settings change not notified within a second"
+        assert decode_settings(m)["settings"]["LOOP_DELAY_S"] == 5
+
+        bad = [(p, c) for p, c in dev.codes if not c.startswith("2.")]
+        assert not bad, bad
+    finally:
+        dev.close()
+
+
 TESTS = [
     (test_golioth_basics, {}),
+    (test_trailing_empty_segment, {}),
 ]
 
 if __name__ == "__main__":
