@@ -12,6 +12,20 @@
 
 #include <sqlite3.h>
 
+/*
+ * What an observation (RFC 7641) watches: a LightDB State path, the
+ * device's settings (".c"), its RPC calls (".rpc") or its OTA manifest
+ * (".u/desired"). The numbers are also the `kind` of the store's change
+ * feed (sql/004_feed_rpc.sql).
+ */
+enum dg_obs_kind {
+	DG_OBS_STATE = 0,
+	DG_OBS_SETTINGS = 1,
+	DG_OBS_RPC = 2,
+	DG_OBS_OTA = 3,
+	DG_OBS_KINDS
+};
+
 struct dg_render;
 
 /* Makes r->body and r->len from the store. Returns 0 or a negative errno. */

@@ -62,6 +62,26 @@ int dg_svc_accept(const dg_coap_request *req, dg_coap_response *resp);
 size_t dg_svc_segments(const dg_coap_request *req, const dg_coap_str **out);
 
 /*
+ * What every GET does first: the format Accept asks for, the Block2 asked
+ * for decoded, an Observe=1 cancelling the observation with the request's
+ * token. Sets *registers when the request registers an observation
+ * (Observe=0 and not a later Block2 block, which never does). Returns the
+ * format, or -1 with `resp` holding the answer (4.06, 4.00 for a bad
+ * Block2).
+ */
+int dg_svc_get_start(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp,
+                     int *registers);
+
+/*
+ * Defers the answer to `req` until the write `run(db, arg)` commits on the
+ * store's writer thread, answered `code_ok` then; takes over `arg` (freed
+ * with `free_arg`). Out of memory: 5.00 at once.
+ */
+void dg_svc_defer_write(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp,
+                        uint8_t code_ok, int (*run)(sqlite3 *, void *), void *arg,
+                        void (*free_arg)(void *));
+
+/*
  * The whole GET of a rendered resource of `kind` (enum dg_obs_kind, with a
  * renderer in the router): Accept checked, Observe=0 registers and 1
  * cancels (a later Block2 block never registers), the render run on the

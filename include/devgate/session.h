@@ -14,6 +14,7 @@
 #include "devgate/config.h"
 #include "devgate/dtls.h"
 #include "devgate/registry.h"
+#include "devgate/render.h"
 #include "devgate/store.h"
 #include "devgate/wheel.h"
 
@@ -29,19 +30,6 @@ typedef enum dg_session_state {
 	DG_SESSION_CLOSED,        /* Unlinked; freed on the server's next pass. */
 } dg_session_state;
 
-/*
- * What an observation (RFC 7641) watches: a LightDB State path, the
- * device's settings (".c"), its RPC calls (".rpc") or its OTA manifest
- * (".u/desired"). The numbers are also the `kind` of the store's change
- * feed (sql/004_feed.sql).
- */
-enum dg_obs_kind {
-	DG_OBS_STATE = 0,
-	DG_OBS_SETTINGS = 1,
-	DG_OBS_RPC = 2,
-	DG_OBS_OTA = 3,
-	DG_OBS_KINDS
-};
 
 /* Timer tags on the wheel entries sessions embed. */
 enum {

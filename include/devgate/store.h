@@ -100,7 +100,8 @@ int dg_store_each_device(dg_store *st, int (*cb)(void *arg, const dg_device_row 
  * Bounds the write queue: once `max_queue` writes wait for their commit
  * (the batch being written included), dg_store_job() and
  * dg_store_provision_async() refuse with -EAGAIN until the writer catches
- * up (last_seen updates have their own, larger bound). Safe from any thread, at any time (a reload).
+ * up (last_seen updates have their own, larger bound). Safe from any thread, at any time (a
+ * reload).
  */
 void dg_store_set_max_queue(dg_store *st, uint64_t max_queue);
 
@@ -297,6 +298,13 @@ struct sqlite3_stmt *dg_store_stmt(sqlite3 *db, const char *sql);
 
 /* Resets a cached statement and clears its bindings. NULL is a no-op. */
 void dg_store_stmt_done(struct sqlite3_stmt *s);
+
+/*
+ * Steps a cached statement (dg_store_stmt()) to its end and hands it back.
+ * Returns 0 (its last step gave SQLITE_DONE or SQLITE_ROW) or a negative
+ * errno.
+ */
+int dg_store_stmt_run(struct sqlite3_stmt *s);
 
 /*
  * last_seen is coalesced: the writer writes a device's value at once when it

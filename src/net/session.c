@@ -42,6 +42,8 @@ enum auth { AUTH_NONE = 0, AUTH_PSK, AUTH_CERT };
 #define ACK_TIMEOUT_MS 2000
 #define MAX_RETRANSMIT 4
 #define OBS_PATH_MAX   256
+/* The largest value a state notification encodes (its first block is sent). */
+#define NOTIFY_MAX (64u << 20)
 /* Max-Age of the 5.03 answered when the store's write queue is full. */
 #define STORE_BUSY_MAX_AGE_S 1
 /* Max-Age of the 5.03 answered when the disk is full: space takes an operator to come back. */
@@ -1669,7 +1671,7 @@ notify_state(dg_session *s, observer *o, uint64_t now_ms)
 	size_t n = dg_state_path_parse(o->path, path, 32);
 	cJSON *doc = NULL;
 	uint8_t *body = NULL;
-	size_t body_len = 0, cap = PLAIN_MAX;
+	size_t body_len = 0;
 
 	o->dirty = 0;
 	if (s->notify_doc == NULL)
@@ -1681,19 +1683,8 @@ notify_state(dg_session *s, observer *o, uint64_t now_ms)
 	}
 	const cJSON *v = dg_state_get(doc, path, n);
 	/* The whole value, however large: the first block is cut from it. */
-	while (v != NULL && cap <= (64u << 20)) {
-		body = malloc(cap);
-		if (body == NULL)
-			break;
-		int rc = dg_payload_encode(o->format, v, body, cap, &body_len);
-		if (rc == 0)
-			break;
-		free(body);
-		body = NULL;
-		if (rc != -ENOBUFS)
-			break;
-		cap *= 4;
-	}
+	if (v != NULL)
+		dg_payload_encode_alloc(o->format, v, NOTIFY_MAX, &body, &body_len);
 	cJSON_Delete(doc);
 	if (v == NULL || body != NULL)
 		send_notification(s, o, body, body_len, o->format, now_ms);

@@ -238,14 +238,9 @@ report(const dg_route_ctx *rc, const dg_coap_request *req, const dg_coap_str *pa
 	}
 	r->device_id = rc->device_id;
 	r->at = dg_now_ms();
-	dg_deferred *d =
-	        dg_svc_deferred_new(DG_COAP_CHANGED, dg_ota_report_apply, r, dg_ota_report_free);
+	dg_svc_defer_write(rc, req, resp, DG_COAP_CHANGED, dg_ota_report_apply, r,
+	                   dg_ota_report_free);
 	r = NULL;
-	if (d == NULL) {
-		resp->code = DG_COAP_INTERNAL_ERROR;
-		goto out;
-	}
-	dg_session_defer(rc->session, req, resp, d);
 out:
 	dg_ota_report_free(r);
 	cJSON_Delete(v);

@@ -123,30 +123,57 @@ dg_svc_segments(const dg_coap_request *req, const dg_coap_str **out)
 	return n;
 }
 
-void
-dg_svc_get_rendered(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp,
-                    int kind)
+int
+dg_svc_get_start(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp,
+                 int *registers)
 {
 	dg_block_opt want;
 	int later_block = 0;
 	int fmt = dg_svc_accept(req, resp);
 
+	*registers = 0;
 	if (fmt < 0)
-		return;
-	if (req->code != DG_COAP_GET) {
-		dg_coap_set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "GET it");
-		return;
-	}
+		return -1;
 	if (req->block2 >= 0) {
 		if (dg_block_decode((uint32_t)req->block2, &want) != 0) {
 			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad Block2");
-			return;
+			return -1;
 		}
 		/* A later block of a notification or a GET: never a new observation. */
 		later_block = want.num > 0;
 	}
 	if (req->observe == 1)
 		dg_session_unobserve(rc->session, req->token, req->token_len);
+	*registers = req->observe == 0 && !later_block;
+	return fmt;
+}
+
+void
+dg_svc_defer_write(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp,
+                   uint8_t code_ok, int (*run)(sqlite3 *, void *), void *arg,
+                   void (*free_arg)(void *))
+{
+	dg_deferred *d = dg_svc_deferred_new(code_ok, run, arg, free_arg);
+	if (d == NULL) {
+		resp->code = DG_COAP_INTERNAL_ERROR;
+		return;
+	}
+	dg_session_defer(rc->session, req, resp, d);
+}
+
+void
+dg_svc_get_rendered(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp,
+                    int kind)
+{
+	int registers;
+
+	if (req->code != DG_COAP_GET) {
+		dg_coap_set_text(resp, DG_COAP_METHOD_NOT_ALLOWED, "GET it");
+		return;
+	}
+	int fmt = dg_svc_get_start(rc, req, resp, &registers);
+	if (fmt < 0)
+		return;
 	rendered_get *g = calloc(1, sizeof(*g));
 	if (g == NULL) {
 		resp->code = DG_COAP_INTERNAL_ERROR;
@@ -158,7 +185,7 @@ dg_svc_get_rendered(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_
 	g->r.format = fmt;
 	g->r.fn = dg_router_renderer(kind);
 	g->block2 = req->block2;
-	g->observe = req->observe == 0 && !later_block;
+	g->observe = registers;
 	dg_deferred *d = dg_svc_deferred_new(DG_COAP_CONTENT, dg_render_run, g, rendered_get_free);
 	if (d == NULL) {
 		resp->code = DG_COAP_INTERNAL_ERROR;

@@ -122,29 +122,19 @@ register_observation(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap
 static void
 rpc_get(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *resp)
 {
-	dg_block_opt want;
-	int later_block = 0;
 	uint8_t *body = NULL;
 	size_t len = 0;
-	int fmt = dg_svc_accept(req, resp);
+	int registers;
+	int fmt = dg_svc_get_start(rc, req, resp, &registers);
 
 	if (fmt < 0)
 		return;
-	if (req->block2 >= 0) {
-		if (dg_block_decode((uint32_t)req->block2, &want) != 0) {
-			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad Block2");
-			return;
-		}
-		later_block = want.num > 0;
-	}
-	if (req->observe == 1)
-		dg_session_unobserve(rc->session, req->token, req->token_len);
 	/*
 	 * The registration is answered "OK" even with a call queued (the call
 	 * is notified right after); a later block is cut from the call at the
 	 * head of the queue, which may be larger than any stack buffer.
 	 */
-	if (rpc_body(rc->session, later_block || req->observe != 0, fmt, &body, &len) != 0) {
+	if (rpc_body(rc->session, !registers, fmt, &body, &len) != 0) {
 		dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR, "call cannot be encoded");
 		return;
 	}
@@ -152,7 +142,7 @@ rpc_get(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response *re
 	free(body);
 	if (brc != 0)
 		return;
-	if (req->observe == 0 && !later_block)
+	if (registers)
 		register_observation(rc, req, resp, fmt);
 }
 
@@ -192,13 +182,8 @@ rpc_status(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response 
 	}
 	/* The call leaves the queue now: the next one goes out while this answer commits. */
 	dg_session_rpc_done(rc->session, r->call_id, rc->now_ms);
-	dg_deferred *d =
-	        dg_svc_deferred_new(DG_COAP_CHANGED, dg_rpc_result_apply, r, dg_rpc_result_free);
-	if (d == NULL) {
-		resp->code = DG_COAP_INTERNAL_ERROR;
-		goto out;
-	}
-	dg_session_defer(rc->session, req, resp, d);
+	dg_svc_defer_write(rc, req, resp, DG_COAP_CHANGED, dg_rpc_result_apply, r,
+	                   dg_rpc_result_free);
 out:
 	cJSON_Delete(v);
 }

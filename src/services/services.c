@@ -107,27 +107,8 @@ free_state_change(void *arg)
 	free(c);
 }
 
-/* Encodes `v` in `fmt` into a malloc'ed buffer as large as it needs. Returns 0 or -errno. */
-static int
-encode_alloc(int fmt, const cJSON *v, uint8_t **out, size_t *len)
-{
-	*out = NULL;
-	*len = 0;
-	for (size_t cap = 2048; cap <= (64u << 20); cap *= 4) {
-		uint8_t *buf = malloc(cap);
-		if (buf == NULL)
-			return -ENOMEM;
-		int rc = dg_payload_encode(fmt, v, buf, cap, len);
-		if (rc == 0) {
-			*out = buf;
-			return 0;
-		}
-		free(buf);
-		if (rc != -ENOBUFS)
-			return rc;
-	}
-	return -ENOBUFS;
-}
+/* The largest representation a GET encodes (the document's own bound is far lower). */
+#define ENCODE_MAX (64u << 20)
 
 /* What a state GET asks for, wherever its document comes from. */
 typedef struct get_args {
@@ -174,7 +155,7 @@ get_reply(dg_session *s, const get_args *a, const uint8_t *token, size_t token_l
 	size_t len = 0;
 
 	const cJSON *v = dg_state_get(doc, segs, n);
-	if (v != NULL && encode_alloc(a->fmt, v, &data, &len) != 0) {
+	if (v != NULL && dg_payload_encode_alloc(a->fmt, v, ENCODE_MAX, &data, &len) != 0) {
 		dg_coap_set_text(resp, DG_COAP_INTERNAL_ERROR, "value cannot be encoded");
 		return;
 	}
@@ -237,29 +218,18 @@ static void
 state_get(const dg_route_ctx *rc, const dg_coap_request *req, const char *path,
           dg_coap_response *resp)
 {
-	int fmt = dg_svc_accept(req, resp);
-	dg_block_opt want;
-	int later_block = 0;
+	int registers;
 	get_args a;
 	const cJSON *cached = NULL;
 	uint64_t ticket = 0;
+	int fmt = dg_svc_get_start(rc, req, resp, &registers);
 
 	if (fmt < 0)
 		return;
-	if (req->block2 >= 0) {
-		if (dg_block_decode((uint32_t)req->block2, &want) != 0) {
-			dg_coap_set_text(resp, DG_COAP_BAD_REQUEST, "bad Block2");
-			return;
-		}
-		/* A later block of a notification or a GET: never a new observation. */
-		later_block = want.num > 0;
-	}
-	if (req->observe == 1)
-		dg_session_unobserve(rc->session, req->token, req->token_len);
 	snprintf(a.path, sizeof(a.path), "%s", path);
 	a.fmt = fmt;
 	a.block2 = req->block2;
-	a.observe = req->observe == 0 && !later_block;
+	a.observe = registers;
 	if (dg_statecache_get(dg_session_statecache(rc->session), rc->device_id, &cached,
 	                      &ticket)) {
 		get_reply(rc->session, &a, req->token, req->token_len, cached, resp, rc->now_ms);
@@ -447,12 +417,7 @@ store_stream(const dg_route_ctx *rc, const dg_coap_request *req, const char *pat
 		resp->code = DG_COAP_INTERNAL_ERROR;
 		return;
 	}
-	dg_deferred *d = dg_svc_deferred_new(DG_COAP_CHANGED, dg_data_stream_append, b, free_batch);
-	if (d == NULL) {
-		resp->code = DG_COAP_INTERNAL_ERROR;
-		return;
-	}
-	dg_session_defer(rc->session, req, resp, d);
+	dg_svc_defer_write(rc, req, resp, DG_COAP_CHANGED, dg_data_stream_append, b, free_batch);
 }
 
 void
@@ -530,10 +495,5 @@ dg_svc_logs(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_response
 	cJSON_Delete(v);
 	if (e->level == NULL)
 		e->level = strdup("info");
-	dg_deferred *d = dg_svc_deferred_new(DG_COAP_CHANGED, dg_data_logs_append, e, free_log);
-	if (d == NULL) {
-		resp->code = DG_COAP_INTERNAL_ERROR;
-		return;
-	}
-	dg_session_defer(rc->session, req, resp, d);
+	dg_svc_defer_write(rc, req, resp, DG_COAP_CHANGED, dg_data_logs_append, e, free_log);
 }

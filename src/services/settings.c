@@ -54,13 +54,8 @@ settings_status(const dg_route_ctx *rc, const dg_coap_request *req, dg_coap_resp
 		free_report(r);
 		goto out;
 	}
-	struct dg_deferred *d =
-	        dg_svc_deferred_new(DG_COAP_CHANGED, dg_settings_report_apply, r, free_report);
-	if (d == NULL) {
-		resp->code = DG_COAP_INTERNAL_ERROR;
-		goto out;
-	}
-	dg_session_defer(rc->session, req, resp, d);
+	dg_svc_defer_write(rc, req, resp, DG_COAP_CHANGED, dg_settings_report_apply, r,
+	                   free_report);
 out:
 	cJSON_Delete(v);
 }

@@ -10,6 +10,7 @@
 #include "devgate/data.h"
 #include "devgate/rpc.h"
 #include "devgate/payload.h"
+#include "devgate/render.h"
 #include "devgate/state.h"
 
 #define MAX_SEGMENTS 32
@@ -95,15 +96,6 @@ dg_data_state_change_clear(dg_state_change *c)
 	c->value = NULL;
 }
 
-/* Runs a cached statement to completion and hands it back. */
-static int
-step_cached(sqlite3_stmt *s)
-{
-	int rc = step_done(s);
-	dg_store_stmt_done(s);
-	return rc;
-}
-
 /* Changes are read within a second; an hour of them is plenty to keep. */
 static int
 prune_changes(sqlite3 *db)
@@ -129,7 +121,7 @@ dg_data_change_record(sqlite3 *db, int kind, int64_t project_id, int64_t device_
 	sqlite3_bind_int64(s, 3, device_id);
 	sqlite3_bind_int64(s, 4, ref);
 	sqlite3_bind_int64(s, 5, dg_now_ms());
-	int rc = step_cached(s);
+	int rc = dg_store_stmt_run(s);
 	return rc == 0 ? prune_changes(db) : rc;
 }
 
@@ -192,7 +184,7 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 		sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 3, dg_now_ms());
 	}
-	rc = step_cached(s);
+	rc = dg_store_stmt_run(s);
 	if (rc == 0 && c->record) {
 		s = dg_store_stmt(db,
 		                  "INSERT INTO state_changes (device_id, path, at) VALUES (?1, ?2,"
@@ -204,7 +196,7 @@ dg_data_state_apply(sqlite3 *db, void *arg)
 		sqlite3_bind_int64(s, 1, c->device_id);
 		sqlite3_bind_text(s, 2, c->path != NULL ? c->path : "", -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 3, dg_now_ms());
-		rc = step_cached(s);
+		rc = dg_store_stmt_run(s);
 		if (rc == 0)
 			rc = prune_changes(db);
 	}
@@ -281,7 +273,7 @@ dg_data_logs_append(sqlite3 *db, void *arg)
 	sqlite3_bind_text(s, 4, e->module, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 5, e->msg, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 6, e->extra, -1, SQLITE_STATIC);
-	return step_cached(s);
+	return dg_store_stmt_run(s);
 }
 
 int
@@ -475,13 +467,13 @@ dg_data_changes_read(sqlite3 *db, void *arg)
 	 */
 	for (size_t i = 0; i < c->n; i++) {
 		dg_change_item *it = &c->items[i];
-		if (it->kind == 0) {
+		if (it->kind == DG_OBS_STATE) {
 			dg_state_read r = {.device_id = it->device_id};
 			rc = dg_data_state_read(db, &r);
 			if (rc != 0)
 				return rc;
 			it->doc = r.doc;
-		} else if (it->kind == 2) {
+		} else if (it->kind == DG_OBS_RPC) {
 			char *id = NULL;
 			rc = dg_rpc_call_text(db, it->ref, &id, &it->doc, &it->deadline_ms);
 			if (rc != 0 && rc != -ENOENT)

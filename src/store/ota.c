@@ -18,7 +18,7 @@
 #include "devgate/coap.h"
 #include "devgate/data.h"
 #include "devgate/ota.h"
-#include "devgate/session.h"
+#include "devgate/render.h"
 
 /* The chunk an artifact's file is read and its blob written in. */
 #define CHUNK (64 * 1024)
@@ -86,15 +86,6 @@ dg_ota_name_check(const char *what, const char *name, size_t max, char *err, siz
 		}
 	}
 	return 0;
-}
-
-/* Steps a cached statement to its end and hands it back. */
-static int
-run_done(sqlite3_stmt *s)
-{
-	int rc = sqlite3_step(s);
-	dg_store_stmt_done(s);
-	return rc == SQLITE_DONE ? 0 : dg_store_errno(rc);
 }
 
 /* The id of project `slug` on `db`. Returns 0, -ENOENT or a negative errno. */
@@ -196,7 +187,7 @@ store_blob(sqlite3 *db, int fd, uint8_t *buf, dg_ota_add *a, int64_t *blob_id)
 	sqlite3_bind_text(s, 1, a->sha256, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, a->size);
 	sqlite3_bind_zeroblob64(s, 3, (sqlite3_uint64)a->size);
-	int rc = run_done(s);
+	int rc = dg_store_stmt_run(s);
 	if (rc != 0) {
 		say(a->err, sizeof(a->err), "cannot store %lld bytes: %s", (long long)a->size,
 		    sqlite3_errmsg(db));
@@ -363,7 +354,7 @@ dg_ota_artifact_add(sqlite3 *db, void *arg)
 	sqlite3_bind_int64(s, 6, a->size);
 	sqlite3_bind_text(s, 7, a->bootloader, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 8, dg_now_ms());
-	rc = run_done(s);
+	rc = dg_store_stmt_run(s);
 out:
 	if (opened_here)
 		dg_ota_artifact_close(a);
@@ -501,7 +492,7 @@ dg_ota_release_create(sqlite3 *db, void *arg)
 	sqlite3_bind_int64(s, 1, pid);
 	sqlite3_bind_int(s, 2, n->all_devices ? 1 : 0);
 	sqlite3_bind_int64(s, 3, dg_now_ms());
-	if ((rc = run_done(s)) != 0)
+	if ((rc = dg_store_stmt_run(s)) != 0)
 		return rc;
 	n->id = sqlite3_last_insert_rowid(db);
 	for (size_t i = 0; i < n->n_artifacts; i++) {
@@ -528,7 +519,7 @@ dg_ota_release_create(sqlite3 *db, void *arg)
 		sqlite3_bind_int64(s, 1, n->id);
 		sqlite3_bind_int64(s, 2, (int64_t)i);
 		sqlite3_bind_int64(s, 3, aid);
-		if ((rc = run_done(s)) != 0)
+		if ((rc = dg_store_stmt_run(s)) != 0)
 			return rc;
 	}
 	for (size_t i = 0; !n->all_devices && i < n->n_devices; i++) {
@@ -540,7 +531,7 @@ dg_ota_release_create(sqlite3 *db, void *arg)
 		sqlite3_bind_int64(s, 1, n->id);
 		sqlite3_bind_int64(s, 2, pid);
 		sqlite3_bind_text(s, 3, n->devices[i], -1, SQLITE_STATIC);
-		if ((rc = run_done(s)) != 0)
+		if ((rc = dg_store_stmt_run(s)) != 0)
 			return rc;
 		if (sqlite3_changes(db) == 0) {
 			/* Not there, or named twice: which one is told by a lookup. */
@@ -606,7 +597,7 @@ dg_ota_release_rollback(sqlite3 *db, void *arg)
 	if (s == NULL)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, r->id);
-	if ((rc = run_done(s)) != 0)
+	if ((rc = dg_store_stmt_run(s)) != 0)
 		return rc;
 	return record_targets(db, pid, r->id, all);
 }
@@ -913,7 +904,7 @@ dg_ota_report_apply(sqlite3 *db, void *arg)
 	if (r->target != NULL)
 		sqlite3_bind_text(s, 6, r->target, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 7, r->at);
-	return run_done(s);
+	return dg_store_stmt_run(s);
 }
 
 void

@@ -11,16 +11,7 @@
 
 #include "devgate/data.h"
 #include "devgate/rpc.h"
-#include "devgate/session.h"
-
-/* Steps a cached statement to its end and hands it back. */
-static int
-run_done(sqlite3_stmt *s)
-{
-	int rc = sqlite3_step(s);
-	dg_store_stmt_done(s);
-	return rc == SQLITE_DONE ? 0 : dg_store_errno(rc);
-}
+#include "devgate/render.h"
 
 /*
  * The text of call `row` when it is pending (or, with `queued_too`, queued
@@ -135,7 +126,7 @@ dg_rpc_mark_apply(sqlite3 *db, void *arg)
 	sqlite3_bind_int64(s, 1, m->row_id);
 	sqlite3_bind_text(s, 2, m->status, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, dg_now_ms());
-	return run_done(s);
+	return dg_store_stmt_run(s);
 }
 
 int
@@ -156,7 +147,7 @@ dg_rpc_result_apply(sqlite3 *db, void *arg)
 	else
 		sqlite3_bind_null(s, 4);
 	sqlite3_bind_int64(s, 5, dg_now_ms());
-	return run_done(s);
+	return dg_store_stmt_run(s);
 }
 
 void
@@ -192,7 +183,7 @@ dg_rpc_create(sqlite3 *db, void *arg)
 	sqlite3_bind_text(s, 4, n->params, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 5, now);
 	sqlite3_bind_int64(s, 6, now + n->timeout_ms);
-	int rc = run_done(s);
+	int rc = dg_store_stmt_run(s);
 	if (rc != 0)
 		return rc;
 	n->row_id = sqlite3_last_insert_rowid(db);

@@ -16,7 +16,7 @@
 #include "devgate/coap.h"
 #include "devgate/data.h"
 #include "devgate/render.h"
-#include "devgate/session.h"
+#include "devgate/render.h"
 #include "devgate/settings.h"
 
 /* Integral doubles in [-2^63, 2^63) convert to int64 exactly. */
@@ -846,14 +846,6 @@ bind_value(sqlite3_stmt *s, const dg_setting *v)
 		sqlite3_bind_int64(s, 4, v->i);
 }
 
-static int
-run_stmt(sqlite3 *db, sqlite3_stmt *s)
-{
-	int rc = sqlite3_step(s);
-	dg_store_stmt_done(s);
-	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sql_errno(db);
-}
-
 /*
  * Gives (project, device) a new version: now, or above every version of
  * the project when that is not above them, so a device's effective
@@ -909,7 +901,7 @@ dg_settings_sync_apply(sqlite3 *db, void *arg)
 		goto out;
 	}
 	sqlite3_bind_int64(s, 1, y->project_id);
-	rc = run_stmt(db, s);
+	rc = dg_store_stmt_run(s);
 	for (size_t i = 0; rc == 0 && i < y->l->n; i++) {
 		s = dg_store_stmt(db, "INSERT INTO project_settings"
 		                      " (project_id, name, type, value, source)"
@@ -921,7 +913,7 @@ dg_settings_sync_apply(sqlite3 *db, void *arg)
 		sqlite3_bind_int64(s, 1, y->project_id);
 		sqlite3_bind_text(s, 2, y->l->v[i].name, -1, SQLITE_STATIC);
 		bind_value(s, &y->l->v[i]);
-		rc = run_stmt(db, s);
+		rc = dg_store_stmt_run(s);
 	}
 	if (rc == 0)
 		rc = bump_version(db, y->project_id, 0, &y->version);
@@ -999,7 +991,7 @@ dg_settings_override_apply(sqlite3 *db, void *arg)
 	sqlite3_bind_text(s, 2, o->name, -1, SQLITE_STATIC);
 	if (!o->del)
 		bind_value(s, &o->value);
-	rc = run_stmt(db, s);
+	rc = dg_store_stmt_run(s);
 	if (rc == 0)
 		rc = bump_version(db, o->project_id, o->device_id, &o->version);
 	if (rc == 0)
@@ -1112,7 +1104,7 @@ dg_settings_report_apply(sqlite3 *db, void *arg)
 	sqlite3_bind_int64(s, 2, r->version);
 	sqlite3_bind_text(s, 3, r->errors != NULL ? r->errors : "[]", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 4, dg_now_ms());
-	return run_stmt(db, s);
+	return dg_store_stmt_run(s);
 }
 
 void

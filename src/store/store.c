@@ -332,6 +332,14 @@ dg_store_stmt_done(sqlite3_stmt *s)
 	sqlite3_clear_bindings(s);
 }
 
+int
+dg_store_stmt_run(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	dg_store_stmt_done(s);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sqlite_errno(rc);
+}
+
 /* Finalizes every statement of `db` (the cache included) and closes it. NULL is a no-op. */
 static void
 close_conn(sqlite3 *db)
